@@ -1,0 +1,264 @@
+"""One room: its members, their heartbeat deadlines, and its lifecycle.
+
+The room is the only owner of its state. It handles one message at a time,
+without awaiting in between, so every change is atomic and applied in
+arrival order. It sleeps until its own next deadline (the earliest member
+deadline, or the idle deadline while waiting), so a silent member is
+evicted at its deadline, not by a periodic sweep.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from loguru import logger
+
+from roomd.actors.messages import (
+    CloseReason,
+    Destroy,
+    GetRoom,
+    Heartbeat,
+    Join,
+    JoinResult,
+    Leave,
+    LeaveReason,
+    MemberInfo,
+    MemberView,
+    RoomMessage,
+    RoomSnapshot,
+)
+from roomd.actors.ports import ImPort, RoomHost
+from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
+from roomd.actors.runtime import Envelope, refuse_pending
+from roomd.config import KindSettings
+from roomd.qcloud.live import stream_name_from_push_url
+
+
+class RoomState(enum.Enum):
+    WAITING = "waiting"  # created, nobody has joined yet
+    ACTIVE = "active"    # at least one member
+    CLOSED = "closed"    # gone from the directory; answers 'no such room'
+
+
+@dataclass(slots=True)
+class Member:
+    info: MemberInfo
+    deadline: float
+
+    def view(self) -> MemberView:
+        return MemberView(
+            user_id=self.info.user_id,
+            user_name=self.info.user_name,
+            user_avatar=self.info.user_avatar,
+            stream=stream_name_from_push_url(self.info.push_url),
+        )
+
+
+class Room:
+    def __init__(
+        self,
+        *,
+        room_id: str,
+        kind: KindSettings,
+        creator: str,
+        room_info: str,
+        host: RoomHost,
+        im: ImPort,
+        path: str,
+    ) -> None:
+        self.room_id = room_id
+        self.kind = kind
+        self.creator = creator
+        self.room_info = room_info
+        self.state = RoomState.WAITING
+        self.members: dict[str, Member] = {}
+        self.close_reason: CloseReason | None = None
+        self._host = host
+        self._im = im
+        self._idle_deadline = trio.current_time() + kind.max_idle_duration
+        self.log = logger.bind(actor=path)
+
+    # --- the actor loop ---------------------------------------------------
+
+    async def run(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
+        """Serve messages until closed; a crash closes this room only."""
+        self.log.info(
+            "room started state={} creator={} members={}",
+            self.state.value, self.creator, len(self.members),
+        )
+        async with inbox:
+            try:
+                await self._serve(inbox)
+            except Exception:
+                self.log.exception("room crashed")
+                self.close(CloseReason.CRASHED)
+            finally:
+                refuse_pending(inbox, self._gone())
+                reason = self.close_reason.value if self.close_reason else "cancelled"
+                self.log.info("room stopped reason={}", reason)
+
+    async def _serve(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
+        while self.state is not RoomState.CLOSED:
+            with trio.move_on_at(self.next_deadline()):
+                try:
+                    envelope = await inbox.receive()
+                except trio.EndOfChannel:
+                    self.close(CloseReason.SHUTDOWN)
+                    return
+                try:
+                    envelope.answer(self.handle(envelope.message))
+                except Exception:
+                    envelope.answer(
+                        Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
+                    )
+                    raise
+                continue
+            self.expire(trio.current_time())
+
+    def next_deadline(self) -> float:
+        if self.state is RoomState.WAITING:
+            return self._idle_deadline
+        return min((m.deadline for m in self.members.values()), default=trio.current_time())
+
+    # --- messages ---------------------------------------------------------
+
+    def handle(self, message: RoomMessage) -> Any:
+        if self.state is RoomState.CLOSED:
+            return self._gone()
+        match message:
+            case Heartbeat(user_id):
+                return self.heartbeat(user_id)
+            case Join(member, room_info):
+                return self.join(member, room_info)
+            case Leave(user_id):
+                return self.leave(user_id)
+            case GetRoom():
+                return Ok(self.snapshot())
+            case Destroy(user_id):
+                return self.destroy(user_id)
+        raise TypeError(f"a room cannot handle {message!r}")
+
+    def heartbeat(self, user_id: str) -> Ok[None] | Refused:
+        member = self.members.get(user_id)
+        if member is None:
+            return self._not_member(user_id)
+        member.deadline = trio.current_time() + self.kind.heartbeat_timeout
+        return Ok(None)
+
+    def join(self, info: MemberInfo, room_info: str | None = None) -> Ok[JoinResult] | Refused:
+        deadline = trio.current_time() + self.kind.heartbeat_timeout
+        info_changed = (
+            room_info is not None and info.user_id == self.creator and room_info != self.room_info
+        )
+        if info_changed:
+            assert room_info is not None
+            self.room_info = room_info
+        existing = self.members.get(info.user_id)
+        if existing is not None:
+            changed = existing.info != info or info_changed
+            existing.info = info
+            existing.deadline = deadline
+            if changed:
+                self.log.info("member updated user={}", info.user_id)
+                self._changed()
+            return Ok(JoinResult(joined=False, changed=changed))
+        if len(self.members) >= self.kind.max_members:
+            if info_changed:
+                self._changed()
+            return Refused(
+                DomainError.ROOM_FULL,
+                f"room {self.room_id} is full ({len(self.members)}/{self.kind.max_members})",
+            )
+        self.members[info.user_id] = Member(info, deadline)
+        self.state = RoomState.ACTIVE
+        self.log.info(
+            "member joined user={} members={}/{}",
+            info.user_id, len(self.members), self.kind.max_members,
+        )
+        self._changed()
+        return Ok(JoinResult(joined=True, changed=True))
+
+    def leave(self, user_id: str) -> Ok[None] | Refused:
+        if user_id not in self.members:
+            return self._not_member(user_id)
+        self._remove(user_id, LeaveReason.LEFT)
+        return Ok(None)
+
+    def destroy(self, user_id: str) -> Ok[None] | Refused:
+        if user_id != self.creator:
+            return Refused(
+                DomainError.NOT_CREATOR,
+                f"{user_id} is not the creator of room {self.room_id}; only the creator may destroy it",
+            )
+        self.close(CloseReason.DESTROYED)
+        return Ok(None)
+
+    # --- time -------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Apply every deadline that has passed by `now`."""
+        if self.state is RoomState.WAITING:
+            if now >= self._idle_deadline:
+                self.close(CloseReason.IDLE)
+            return
+        expired = sorted(
+            (m for m in self.members.values() if m.deadline <= now), key=lambda m: m.deadline
+        )
+        for member in expired:
+            if self.state is RoomState.CLOSED:
+                return
+            self._remove(member.info.user_id, LeaveReason.TIMEOUT)
+
+    # --- changes ------------------------------------------------------------
+
+    def _remove(self, user_id: str, reason: LeaveReason) -> None:
+        del self.members[user_id]
+        self.log.info(
+            "member left user={} reason={} members={}/{}",
+            user_id, reason.value, len(self.members), self.kind.max_members,
+        )
+        if user_id == self.creator and self.kind.creator_leave_closes_room:
+            self.close(CloseReason.CREATOR_LEFT)
+        elif not self.members:
+            self.close(CloseReason.EMPTY)
+        else:
+            self._changed()
+
+    def close(self, reason: CloseReason) -> None:
+        """Close the room; safe to call more than once (the first reason stands)."""
+        if self.state is RoomState.CLOSED:
+            return
+        self.state = RoomState.CLOSED
+        self.close_reason = reason
+        for user_id in list(self.members):
+            self.log.info(
+                "member left user={} reason={} members=0/{}",
+                user_id, LeaveReason.ROOM_CLOSED.value, self.kind.max_members,
+            )
+        self.members.clear()
+        self._host.room_closed(self.room_id, reason)
+        self._im.destroy_group(self.room_id)
+        self.log.info("room closed reason={}", reason.value)
+
+    def _changed(self) -> None:
+        self._host.room_changed(self.snapshot())
+        self._im.notify_pusher_change(self.room_id)
+
+    # --- views --------------------------------------------------------------
+
+    def snapshot(self) -> RoomSnapshot:
+        return RoomSnapshot(
+            room_id=self.room_id,
+            room_info=self.room_info,
+            creator=self.creator,
+            members=tuple(m.view() for m in self.members.values()),
+        )
+
+    def _not_member(self, user_id: str) -> Refused:
+        return Refused(DomainError.NOT_MEMBER, f"{user_id} is not a member of room {self.room_id}")
+
+    def _gone(self) -> Refused:
+        return no_such_room(self.room_id)

@@ -1,0 +1,60 @@
+"""Summaries of one kind's rooms in creation order, for listing without asking rooms.
+
+Rooms publish a snapshot here whenever their member list or info changes
+(never on heartbeats). Rooms with at least one member are kept in a sorted
+list of creation sequence numbers, so a page costs O(log n + page size)
+however many rooms are skipped or exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from sortedcontainers import SortedList
+
+from roomd.actors.messages import RoomSnapshot
+
+
+class RoomIndex:
+    def __init__(self) -> None:
+        self._next_seq = itertools.count()
+        self._seq_by_id: dict[str, int] = {}
+        self._by_seq: dict[int, RoomSnapshot] = {}
+        self._listed = SortedList()  # creation seqs of rooms with at least one member
+
+    def upsert(self, snapshot: RoomSnapshot) -> None:
+        seq = self._seq_by_id.get(snapshot.room_id)
+        if seq is None:
+            seq = next(self._next_seq)
+            self._seq_by_id[snapshot.room_id] = seq
+        previous = self._by_seq.get(seq)
+        was_listed = previous is not None and bool(previous.members)
+        self._by_seq[seq] = snapshot
+        if snapshot.members and not was_listed:
+            self._listed.add(seq)
+        elif not snapshot.members and was_listed:
+            self._listed.remove(seq)
+
+    def remove(self, room_id: str) -> None:
+        seq = self._seq_by_id.pop(room_id, None)
+        if seq is None:
+            return
+        snapshot = self._by_seq.pop(seq)
+        if snapshot.members:
+            self._listed.remove(seq)
+
+    def page(self, index: int, count: int) -> list[RoomSnapshot]:
+        """Rooms with members, in creation order: skip `index`, return at most `count`."""
+        return [self._by_seq[seq] for seq in self._listed.islice(index, index + count)]
+
+    def get(self, room_id: str) -> RoomSnapshot | None:
+        seq = self._seq_by_id.get(room_id)
+        return None if seq is None else self._by_seq[seq]
+
+    @property
+    def room_count(self) -> int:
+        return len(self._seq_by_id)
+
+    @property
+    def listed_count(self) -> int:
+        return len(self._listed)

@@ -1,0 +1,120 @@
+"""Mailboxes, one-shot reply slots and calls with a deadline.
+
+An actor is a task that owns its state and reads an `Envelope` at a time
+from a bounded trio memory channel. Others hold its `Mailbox`: `cast`
+drops a message in without waiting, `call` also waits for the reply under
+a deadline. A full mailbox is never waited on: the caller is told "busy"
+at once, which is the server's backpressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from roomd.actors.replies import DomainError, Refused
+
+M = TypeVar("M")
+
+
+class ReplySlot:
+    """A one-shot place for a reply. Filling it twice keeps the first value."""
+
+    __slots__ = ("_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+
+    def put(self, value: Any) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope(Generic[M]):
+    """A message plus, for request-reply, the slot its answer goes to."""
+
+    message: M
+    reply: ReplySlot | None = None
+
+    def answer(self, value: Any) -> None:
+        if self.reply is not None:
+            self.reply.put(value)
+
+
+class Mailbox(Generic[M]):
+    """The sending side of an actor's bounded inbox."""
+
+    def __init__(self, name: str, send: trio.MemorySendChannel[Envelope[M]]) -> None:
+        self.name = name
+        self._send = send
+
+    def cast(self, message: M) -> bool:
+        """Deliver without waiting for a reply; False when full or closed."""
+        try:
+            self._send.send_nowait(Envelope(message))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    async def call(self, message: M, *, timeout: float) -> Any:
+        """Deliver and wait for the reply; a `Refused` when it cannot be had in time.
+
+        Cancelling the caller abandons the reply; the actor still handles the
+        message, since it was already delivered.
+        """
+        slot = ReplySlot()
+        try:
+            self._send.send_nowait(Envelope(message, slot))
+        except trio.WouldBlock:
+            return Refused(DomainError.BUSY, f"{self.name} is busy; retry shortly")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return GONE
+        with trio.move_on_after(timeout):
+            return await slot.wait()
+        return Refused(DomainError.BUSY, f"{self.name} did not answer within {timeout:g} s")
+
+    def close(self) -> None:
+        """No more messages: the actor ends once it has read what is queued."""
+        self._send.close()
+
+    @property
+    def depth(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+
+class _Gone:
+    """The actor's inbox is closed: it has stopped or is stopping."""
+
+    def __repr__(self) -> str:
+        return "GONE"
+
+
+GONE = _Gone()
+
+
+def open_mailbox(
+    name: str, size: int
+) -> tuple[Mailbox[Any], trio.MemoryReceiveChannel[Envelope[Any]]]:
+    send, receive = trio.open_memory_channel[Envelope[Any]](size)
+    return Mailbox(name, send), receive
+
+
+def refuse_pending(inbox: trio.MemoryReceiveChannel[Envelope[Any]], refusal: Refused) -> int:
+    """Answer every queued request with `refusal`; returns how many were queued."""
+    drained = 0
+    while True:
+        try:
+            envelope = inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return drained
+        envelope.answer(refusal)
+        drained += 1

@@ -1,0 +1,26 @@
+"""Settings for every part of roomd, and the loader that layers them."""
+
+from roomd.config.loader import ConfigError, load_settings
+from roomd.config.settings import (
+    AuthSettings,
+    ImSettings,
+    KindSettings,
+    LiveSettings,
+    LogSettings,
+    ServerSettings,
+    Settings,
+    WechatSettings,
+)
+
+__all__ = [
+    "AuthSettings",
+    "ConfigError",
+    "ImSettings",
+    "KindSettings",
+    "LiveSettings",
+    "LogSettings",
+    "ServerSettings",
+    "Settings",
+    "WechatSettings",
+    "load_settings",
+]

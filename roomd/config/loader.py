@@ -1,0 +1,224 @@
+"""Layer the settings: built-in defaults < TOML file < ROOMD_* environment < flags.
+
+Every value is checked against the type of its field and a few range rules;
+the first problem found becomes one `ConfigError` line naming the key, the
+problem and where the value came from, so that `roomd` can print it and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from roomd.config.settings import KindSettings, Settings
+
+ENV_PREFIX = "ROOMD_"
+KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RESERVED_KIND_NAMES = frozenset({"utils"})
+LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"})
+
+
+class ConfigError(Exception):
+    """One configuration problem, phrased as a line an operator can act on."""
+
+
+# A raw layer: section -> key -> (value, source); kinds nest one level deeper.
+RawValue = tuple[Any, str]
+
+
+def load_settings(
+    *,
+    config_path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings from every layer; raise ConfigError on the first problem."""
+    merged: dict[str, dict[str, Any]] = {}
+    if config_path is not None:
+        _merge(merged, _read_toml(Path(config_path)), source=f"file {config_path}")
+    if environ is not None:
+        _merge(merged, _environment_layer(environ), source="environment")
+    if overrides:
+        _merge(merged, {s: dict(v) for s, v in overrides.items()}, source="command line")
+    settings = _build(merged)
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _environment_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) == 2 and parts[0] != "kinds":
+            layer.setdefault(parts[0], {})[parts[1]] = (value, f"environment {name}")
+        elif len(parts) == 3 and parts[0] == "kinds":
+            layer.setdefault("kinds", {}).setdefault(parts[1], {})[parts[2]] = (
+                value,
+                f"environment {name}",
+            )
+        else:
+            raise ConfigError(
+                f"{name}: not a setting; use ROOMD_<SECTION>__<KEY> "
+                "or ROOMD_KINDS__<KIND>__<KEY>"
+            )
+    return layer
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any], *, source: str) -> None:
+    """Merge one layer, tagging each leaf with where it came from."""
+    for section, table in layer.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{section}: expected a table of settings ({source})")
+        target = into.setdefault(section, {})
+        for key, value in table.items():
+            if section == "kinds":
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"kinds.{key}: expected a table of settings ({source})")
+                kind = target.setdefault(key, {})
+                for kkey, kvalue in value.items():
+                    kind[kkey] = kvalue if isinstance(kvalue, tuple) else (kvalue, source)
+            else:
+                target[key] = value if isinstance(value, tuple) else (value, source)
+
+
+def _build(merged: dict[str, dict[str, Any]]) -> Settings:
+    defaults = Settings()
+    sections: dict[str, Any] = {}
+    section_types = {f.name: f for f in dataclasses.fields(Settings)}
+    for section, table in merged.items():
+        if section not in section_types:
+            first_source = next(iter(table.values()), (None, "?"))[1] if table else "?"
+            raise ConfigError(
+                f"{section}: unknown section (known: {', '.join(section_types)}) "
+                f"({first_source})"
+            )
+    for name in section_types:
+        table = merged.get(name, {})
+        current = getattr(defaults, name)
+        if name == "kinds":
+            kinds = dict(current)
+            for kind_name, kind_table in table.items():
+                base = kinds.get(kind_name, KindSettings())
+                kinds[kind_name] = _apply(base, kind_table, f"kinds.{kind_name}")
+            sections[name] = kinds
+        else:
+            sections[name] = _apply(current, table, name)
+    return Settings(**sections)
+
+
+def _apply(base: Any, table: Mapping[str, RawValue], prefix: str) -> Any:
+    hints = get_type_hints(type(base))
+    known = [f.name for f in dataclasses.fields(base)]
+    changes: dict[str, Any] = {}
+    for key, (value, source) in table.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{prefix}.{key}: unknown key (known: {', '.join(known)}) ({source})"
+            )
+        changes[key] = _coerce(value, hints[key], f"{prefix}.{key}", source)
+    return dataclasses.replace(base, **changes)
+
+
+def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
+    from_text = isinstance(value, str) and source.startswith("environment")
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+        if from_text and value.strip().lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r} ({source})")
+    if expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text:
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r} ({source})")
+    if expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r} ({source})")
+    if expected is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r} ({source})")
+    raise ConfigError(f"{key}: unsupported setting type {expected!r}")
+
+
+def _validate(s: Settings) -> None:
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    require(0 <= s.server.port <= 65535, f"server.port: must be 0..65535, got {s.server.port}")
+    prefix = s.server.route_prefix
+    require(
+        prefix == "" or (prefix.startswith("/") and not prefix.endswith("/")),
+        f"server.route_prefix: must start with '/' and not end with '/', got {prefix!r}",
+    )
+    require(s.server.max_body_bytes > 0, "server.max_body_bytes: must be positive")
+    require(s.server.mailbox_size > 0, "server.mailbox_size: must be positive")
+    require(s.server.call_timeout > 0, "server.call_timeout: must be positive")
+    require(s.live.bizid >= 0, "live.bizid: must not be negative")
+    require(s.live.valid_time > 0, "live.valid_time: must be positive")
+    require(s.im.sdk_app_id >= 0, "im.sdk_app_id: must not be negative")
+    require(s.im.usersig_expire > 0, "im.usersig_expire: must be positive")
+    require(
+        s.im.base_url.startswith(("http://", "https://")),
+        f"im.base_url: must be an http:// or https:// URL, got {s.im.base_url!r}",
+    )
+    require(s.im.timeout > 0, "im.timeout: must be positive")
+    require(s.im.max_attempts >= 1, "im.max_attempts: must be at least 1")
+    require(
+        s.wechat.base_url.startswith(("http://", "https://")),
+        f"wechat.base_url: must be an http:// or https:// URL, got {s.wechat.base_url!r}",
+    )
+    require(
+        s.auth.mode in ("open", "token"),
+        f"auth.mode: must be 'open' or 'token', got {s.auth.mode!r}",
+    )
+    require(s.auth.token_ttl > 0, "auth.token_ttl: must be positive")
+    require(
+        s.log.level.upper() in LOG_LEVELS,
+        f"log.level: must be one of {', '.join(sorted(LOG_LEVELS))}, got {s.log.level!r}",
+    )
+    require(
+        s.log.format in ("text", "json"),
+        f"log.format: must be 'text' or 'json', got {s.log.format!r}",
+    )
+    require(bool(s.kinds), "kinds: at least one room kind must be configured")
+    for name, kind in s.kinds.items():
+        require(
+            bool(KIND_NAME.match(name)) and name not in RESERVED_KIND_NAMES,
+            f"kinds.{name}: a kind name must be lowercase letters, digits and '_' "
+            "(at most 32) and not 'utils'",
+        )
+        require(kind.max_members >= 1, f"kinds.{name}.max_members: must be at least 1")
+        require(kind.heartbeat_timeout > 0, f"kinds.{name}.heartbeat_timeout: must be positive")
+        require(kind.max_idle_duration > 0, f"kinds.{name}.max_idle_duration: must be positive")

@@ -1,0 +1,106 @@
+"""The settings tree as frozen dataclasses: one class per TOML section.
+
+Defaults here are the embedded defaults the server starts on with no
+configuration at all; `default.toml` beside this file documents each key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 5757
+    route_prefix: str = "/weapp"
+    max_body_bytes: int = 65536
+    data_dir: str = "data"
+    mailbox_size: int = 256
+    call_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    bizid: int = 0
+    push_secret_key: str = ""
+    valid_time: int = 604800
+    push_host: str = ""
+    play_host: str = ""
+
+    @property
+    def effective_push_host(self) -> str:
+        return self.push_host or f"{self.bizid}.livepush.myqcloud.com"
+
+    @property
+    def effective_play_host(self) -> str:
+        return self.play_host or f"{self.bizid}.liveplay.myqcloud.com"
+
+
+@dataclass(frozen=True)
+class ImSettings:
+    sdk_app_id: int = 0
+    account_type: str = ""
+    administrator: str = "admin"
+    secret_key: str = ""
+    private_key: str = ""
+    private_key_file: str = ""
+    public_key: str = ""
+    usersig_expire: int = 15552000
+    base_url: str = "https://console.tim.qq.com"
+    timeout: float = 5.0
+    max_attempts: int = 5
+
+    @property
+    def configured(self) -> bool:
+        return self.sdk_app_id != 0
+
+
+@dataclass(frozen=True)
+class WechatSettings:
+    app_id: str = ""
+    app_secret: str = ""
+    base_url: str = "https://api.weixin.qq.com"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    mode: str = "open"
+    token_ttl: int = 7200
+    token_secret: str = ""
+    admin_key: str = ""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    dir: str = "logs"
+    level: str = "INFO"
+    rotation: str = "1 hour"
+    retention: str = "7 days"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class KindSettings:
+    max_members: int = 6
+    heartbeat_timeout: float = 20.0
+    max_idle_duration: float = 30.0
+    creator_leave_closes_room: bool = True
+
+
+def _default_kinds() -> dict[str, KindSettings]:
+    return {
+        "multi_room": KindSettings(max_members=6),
+        "double_room": KindSettings(max_members=2),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    im: ImSettings = field(default_factory=ImSettings)
+    wechat: WechatSettings = field(default_factory=WechatSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    kinds: dict[str, KindSettings] = field(default_factory=_default_kinds)
