@@ -1,0 +1,67 @@
+"""The Quart application: routes, the envelope on every error, draining, request logs."""
+
+from __future__ import annotations
+
+from loguru import logger
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from roomd.web import ops, rooms, utils_routes
+from roomd.web.edge import Edge
+from roomd.web.envelope import Code, RequestError, envelope, request_error
+from roomd.web.request_log import log_response, start_timer
+
+ALWAYS_SERVED = frozenset({"/healthz", "/readyz"})
+log = logger.bind(actor="http")
+
+
+def create_app(edge: Edge) -> QuartTrio:
+    app = QuartTrio("roomd")
+    app.config["MAX_CONTENT_LENGTH"] = edge.settings.server.max_body_bytes
+    app.extensions["roomd"] = edge
+    prefix = edge.settings.server.route_prefix
+
+    app.add_url_rule("/healthz", view_func=ops.healthz, methods=["GET"])
+    app.add_url_rule("/readyz", view_func=ops.readyz, methods=["GET"])
+    app.add_url_rule(
+        f"{prefix}/utils/get_login_info", view_func=utils_routes.get_login_info, methods=["GET"]
+    )
+    app.add_url_rule(
+        f"{prefix}/<kind>/<endpoint>", view_func=rooms.room_endpoint, methods=["POST"]
+    )
+
+    @app.before_request
+    async def refuse_while_draining() -> Response | None:
+        await start_timer()
+        if edge.draining and request.path not in ALWAYS_SERVED:
+            return envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
+        return None
+
+    app.after_request(log_response)
+
+    @app.errorhandler(RequestError)
+    async def on_request_error(error: RequestError) -> Response:
+        return request_error(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 404:
+            detail = f"no route for {request.method} {request.path}"
+        elif status == 405:
+            detail = f"{request.path} does not accept {request.method}"
+        elif status == 413:
+            g.body_too_large = True
+            detail = f"request body is larger than {edge.settings.server.max_body_bytes} bytes"
+        else:
+            detail = error.description or error.name
+        code = Code.BUSY if status == 503 else Code.BAD_PARAMETER
+        return envelope(code, detail=detail, http_status=status)
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception) -> Response:
+        log.opt(exception=error).error("unexpected error on {} {}", request.method, request.path)
+        return envelope(Code.INTERNAL, detail="unexpected server error; it has been logged")
+
+    return app

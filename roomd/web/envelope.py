@@ -1,0 +1,100 @@
+"""The reply envelope every client reads: `{code, message, [detail], ...fields}`.
+
+`message` carries the original Chinese texts, which clients display; `detail`
+is one English sentence naming the field or rule that failed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+from quart import Response, g
+
+from roomd.actors.replies import DomainError, Refused
+
+
+class Code(enum.IntEnum):
+    OK = 0
+    BAD_PARAMETER = 1
+    NO_ROOM = 3
+    NOT_MEMBER = 5
+    UPSTREAM_FAILED = 6
+    AUTH_FAILED = 7
+    INFO_TOO_LONG = 10
+    ROOM_EXISTS = 11
+    BUSY = 12
+    ROOM_FULL = 5001
+    INTERNAL = -1
+
+
+MESSAGES: dict[Code, str] = {
+    Code.OK: "请求成功",
+    Code.BAD_PARAMETER: "请求参数错误",
+    Code.NO_ROOM: "请求的房间不存在",
+    Code.NOT_MEMBER: "不是房间成员",
+    Code.UPSTREAM_FAILED: "服务器内部错误",
+    Code.AUTH_FAILED: "鉴权失败",
+    Code.INFO_TOO_LONG: "roomInfo 字符串字节长度不能超过1024字节",
+    Code.ROOM_EXISTS: "房间已经存在",
+    Code.BUSY: "服务器繁忙，请稍后重试",
+    Code.ROOM_FULL: "超出房间人数上限",
+    Code.INTERNAL: "服务器内部错误",
+}
+NOT_CREATOR_MESSAGE = "不是房间主人，无法销毁房间"
+
+# DomainError -> (code, message override or None, HTTP status)
+_REFUSALS: dict[DomainError, tuple[Code, str | None, int]] = {
+    DomainError.NO_ROOM: (Code.NO_ROOM, None, 200),
+    DomainError.NOT_CREATOR: (Code.NO_ROOM, NOT_CREATOR_MESSAGE, 200),
+    DomainError.NOT_MEMBER: (Code.NOT_MEMBER, None, 200),
+    DomainError.ROOM_FULL: (Code.ROOM_FULL, None, 200),
+    DomainError.ROOM_EXISTS: (Code.ROOM_EXISTS, None, 200),
+    DomainError.UPSTREAM_FAILED: (Code.UPSTREAM_FAILED, None, 200),
+    DomainError.BUSY: (Code.BUSY, None, 503),
+    DomainError.INTERNAL: (Code.INTERNAL, None, 200),
+}
+
+
+class RequestError(Exception):
+    """A request the edge turns down before any actor sees it."""
+
+    def __init__(self, code: Code, detail: str, *, status: int = 200) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def envelope(
+    code: Code,
+    *,
+    detail: str | None = None,
+    message: str | None = None,
+    http_status: int = 200,
+    **fields: Any,
+) -> Response:
+    body: dict[str, Any] = {"code": int(code), "message": message or MESSAGES[code]}
+    if detail is not None:
+        body["detail"] = detail
+    body.update(fields)
+    g.reply_code = int(code)
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=http_status,
+        content_type="application/json; charset=utf-8",
+    )
+
+
+def ok(**fields: Any) -> Response:
+    return envelope(Code.OK, **fields)
+
+
+def refused(refusal: Refused) -> Response:
+    code, message, status = _REFUSALS[refusal.error]
+    return envelope(code, detail=refusal.detail, message=message, http_status=status)
+
+
+def request_error(error: RequestError) -> Response:
+    return envelope(error.code, detail=error.detail, http_status=error.status)

@@ -1,0 +1,44 @@
+"""One line per request in the response log: method, path, client, body, status, code, latency."""
+
+from __future__ import annotations
+
+import time
+
+from loguru import logger
+from quart import Response, g, request
+
+MAX_LOGGED_BODY_CHARS = 2048
+response_log = logger.bind(channel="response", actor="http")
+
+
+async def start_timer() -> None:
+    g.started_at = time.perf_counter()
+
+
+async def log_response(response: Response) -> Response:
+    started = getattr(g, "started_at", None)
+    latency_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    response_log.info(
+        "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
+        request.method,
+        request.full_path.rstrip("?"),
+        request.remote_addr,
+        await _body_for_log(),
+        response.status_code,
+        getattr(g, "reply_code", "-"),
+        latency_ms,
+    )
+    return response
+
+
+async def _body_for_log() -> str:
+    if getattr(g, "body_too_large", False):
+        return f"<{request.content_length} bytes, over the limit>"
+    try:
+        data = await request.get_data(as_text=False)
+    except Exception:
+        return "<unreadable>"
+    text = data.decode("utf-8", errors="replace")
+    if len(text) > MAX_LOGGED_BODY_CHARS:
+        return text[:MAX_LOGGED_BODY_CHARS] + f"...<{len(text)} chars>"
+    return text

@@ -1,0 +1,191 @@
+"""The legacy room routes, `POST <prefix>/<kind>/<endpoint>`, as the RTCRoom clients call them.
+
+Each handler checks its parameters, sends one message to the right actor
+and renders the reply; it never touches room state itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from quart import Response, request
+
+from roomd.actors.directory import Directory
+from roomd.actors.ids import new_user_id
+from roomd.actors.messages import (
+    CreateRoom,
+    Destroy,
+    GetRoom,
+    Heartbeat,
+    Join,
+    Leave,
+    MemberInfo,
+    MemberView,
+    RoomSnapshot,
+)
+from roomd.actors.replies import Ok, Refused
+from roomd.web.edge import Edge, current_edge
+from roomd.web.envelope import Code, envelope, ok, refused
+from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
+
+Handler = Callable[[Edge, Directory, Params], Awaitable[Response]]
+MAX_USER_ID_PREFIX_CHARS = 32
+
+
+async def room_endpoint(kind: str, endpoint: str) -> Response:
+    edge = current_edge()
+    directory = edge.system.directory(kind)
+    handler = ENDPOINTS.get(endpoint)
+    if directory is None or handler is None:
+        return envelope(
+            Code.BAD_PARAMETER, detail=f"no route for POST {request.path}", http_status=404
+        )
+    body = parse_body(await request.get_data(), request.mimetype)
+    return await handler(edge, directory, Params(body))
+
+
+def _render(reply: Ok[Any] | Refused, **fields: Any) -> Response:
+    if isinstance(reply, Refused):
+        return refused(reply)
+    return ok(**fields)
+
+
+# --- identity and URLs -------------------------------------------------------
+
+
+async def get_im_login_info(edge: Edge, directory: Directory, params: Params) -> Response:
+    prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
+    params.string("code", required=False)
+    user_id = new_user_id(prefix or "user")
+    return ok(**im_login_fields(edge, user_id))
+
+
+def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:
+    im = edge.settings.im
+    return {
+        "userID": user_id,
+        "sdkAppID": im.sdk_app_id,
+        "accType": im.account_type,
+        "userSig": edge.user_sig(user_id),
+    }
+
+
+async def get_push_url(edge: Edge, directory: Directory, params: Params) -> Response:
+    user_id = params.ident("userID")
+    params.optional_ident("roomID")
+    return ok(pushURL=edge.live.push_url(user_id, now=edge.now()))
+
+
+# --- rooms ------------------------------------------------------------------------
+
+
+async def create_room(edge: Edge, directory: Directory, params: Params) -> Response:
+    user_id = params.ident("userID")
+    room_id = params.optional_ident("roomID")
+    room_info = params.info("roomInfo", "roomName", required=True)
+    assert room_info is not None
+    first_member = None
+    if params.has("pushURL"):  # seed-era clients: the creator is also the first member
+        first_member = MemberInfo(
+            user_id=user_id,
+            user_name=params.name("userName"),
+            user_avatar=params.avatar("userAvatar"),
+            push_url=params.push_url(),
+        )
+    reply = await directory.create_room(
+        CreateRoom(creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member)
+    )
+    if isinstance(reply, Refused):
+        return refused(reply)
+    return ok(roomID=reply.value)
+
+
+async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Response:
+    room_id = params.ident("roomID")
+    user_id = params.ident("userID")
+    return _render(await directory.call_room(room_id, Destroy(user_id)))
+
+
+async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Response:
+    room_id = params.ident("roomID")
+    member = MemberInfo(
+        user_id=params.ident("userID"),
+        user_name=params.name("userName"),
+        user_avatar=params.avatar("userAvatar"),
+        push_url=params.push_url(),
+    )
+    room_info = params.info("roomInfo", required=False)
+    return _render(await directory.call_room(room_id, Join(member, room_info)))
+
+
+async def delete_pusher(edge: Edge, directory: Directory, params: Params) -> Response:
+    room_id = params.ident("roomID")
+    user_id = params.ident("userID")
+    return _render(await directory.call_room(room_id, Leave(user_id)))
+
+
+async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> Response:
+    room_id = params.ident("roomID")
+    user_id = params.ident("userID")
+    return _render(await directory.call_room(room_id, Heartbeat(user_id)))
+
+
+async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Response:
+    room_id = params.ident("roomID")
+    reply = await directory.call_room(room_id, GetRoom())
+    if isinstance(reply, Refused):
+        return refused(reply)
+    room = room_fields(edge, reply.value, now=edge.now())
+    del room["memberCount"]
+    return ok(**room)
+
+
+async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Response:
+    index = params.count("index", default=0)
+    count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    now = edge.now()
+    return ok(rooms=[room_fields(edge, room, now=now) for room in directory.page(index, count)])
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def room_fields(edge: Edge, room: RoomSnapshot, *, now: int) -> dict[str, Any]:
+    live = edge.live
+    creator_stream = next(
+        (m.stream for m in room.members if m.user_id == room.creator and m.stream), None
+    ) or live.stream_name(room.creator)
+    return {
+        "roomID": room.room_id,
+        "roomName": room.room_info,
+        "roomInfo": room.room_info,
+        "roomCreator": room.creator,
+        "mixedPlayURL": live.mixed_play_url(creator_stream),
+        "memberCount": len(room.members),
+        "pushers": [pusher_fields(edge, m, now=now) for m in room.members],
+    }
+
+
+def pusher_fields(edge: Edge, member: MemberView, *, now: int) -> dict[str, Any]:
+    stream = member.stream or edge.live.stream_name(member.user_id)
+    return {
+        "userID": member.user_id,
+        "userName": member.user_name,
+        "userAvatar": member.user_avatar,
+        "accelerateURL": edge.live.accelerate_url(stream, now=now),
+    }
+
+
+ENDPOINTS: dict[str, Handler] = {
+    "get_im_login_info": get_im_login_info,
+    "get_push_url": get_push_url,
+    "create_room": create_room,
+    "destroy_room": destroy_room,
+    "add_pusher": add_pusher,
+    "delete_pusher": delete_pusher,
+    "get_pushers": get_pushers,
+    "pusher_heartbeat": pusher_heartbeat,
+    "get_room_list": get_room_list,
+}
+

@@ -1,0 +1,172 @@
+"""Request bodies and the parameter rules of the legacy protocol.
+
+Every rule fails with a `RequestError` whose detail names the field, before
+any actor is asked anything: bad input never changes state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from roomd.web.envelope import Code, RequestError
+
+MAX_ID_CHARS = 64
+MAX_NAME_CHARS = 256
+MAX_AVATAR_CHARS = 1024
+MAX_URL_CHARS = 2048
+MAX_INFO_BYTES = 1024
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+_FORBIDDEN_IN_IDS = frozenset("/?#&")
+_PUSH_URL_SCHEMES = ("rtmp", "http", "https")
+
+
+def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
+    """A request body as a dict: JSON (whatever the content type) or form-encoded."""
+    if not data.strip():
+        return {}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(Code.BAD_PARAMETER, "request body is not UTF-8", status=400) from None
+    if mimetype == "application/x-www-form-urlencoded":
+        try:
+            return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+        except ValueError:
+            raise RequestError(
+                Code.BAD_PARAMETER, "request body is not valid form encoding", status=400
+            ) from None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise RequestError(Code.BAD_PARAMETER, "request body is not valid JSON", status=400) from None
+    if not isinstance(body, dict):
+        raise RequestError(
+            Code.BAD_PARAMETER,
+            f"request body must be a JSON object, not {_json_kind(body)}",
+            status=400,
+        )
+    return body
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _bad(detail: str) -> RequestError:
+    return RequestError(Code.BAD_PARAMETER, detail)
+
+
+class Params:
+    """Typed, checked access to one request's parameters."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def has(self, name: str) -> bool:
+        return self._values.get(name) is not None
+
+    def string(self, name: str, *, required: bool = True, max_chars: int | None = None) -> str | None:
+        value = self._values.get(name)
+        if value is None:
+            if required:
+                raise _bad(f"{name} is required")
+            return None
+        if not isinstance(value, str):
+            raise _bad(f"{name} must be a string")
+        if max_chars is not None and len(value) > max_chars:
+            raise _bad(f"{name} is longer than {max_chars} characters")
+        return value
+
+    def required_string(self, name: str, *, max_chars: int | None = None) -> str:
+        value = self.string(name, max_chars=max_chars)
+        assert value is not None
+        return value
+
+    def ident(self, name: str, *, max_chars: int = MAX_ID_CHARS) -> str:
+        value = self.optional_ident(name, max_chars=max_chars)
+        if value is None:
+            raise _bad(f"{name} is required")
+        return value
+
+    def optional_ident(self, name: str, *, max_chars: int = MAX_ID_CHARS) -> str | None:
+        value = self.string(name, required=False, max_chars=max_chars)
+        if value is None:
+            return None
+        check_ident(name, value)
+        return value
+
+    def name(self, name: str, *, required: bool = True) -> str:
+        return self.string(name, required=required, max_chars=MAX_NAME_CHARS) or ""
+
+    def avatar(self, name: str) -> str:
+        return self.string(name, required=False, max_chars=MAX_AVATAR_CHARS) or ""
+
+    def push_url(self, name: str = "pushURL") -> str:
+        value = self.required_string(name, max_chars=MAX_URL_CHARS)
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in _PUSH_URL_SCHEMES
+            or not parts.netloc
+            or any(c.isspace() for c in value)
+        ):
+            raise _bad(f"{name} must be an rtmp://, http:// or https:// URL")
+        return value
+
+    def info(self, *names: str, required: bool) -> str | None:
+        """Room info sent under any of `names` (they are one value); code 10 when too long."""
+        given = {n: self.string(n, required=False) for n in names}
+        values = {v for v in given.values() if v is not None}
+        if not values:
+            if required:
+                raise _bad(f"{' or '.join(names)} is required")
+            return None
+        if len(values) > 1:
+            raise _bad(f"{' and '.join(names)} are the same value and must not differ")
+        value = values.pop()
+        size = len(value.encode("utf-8"))
+        if size > MAX_INFO_BYTES:
+            field = next(n for n, v in given.items() if v is not None)
+            raise RequestError(
+                Code.INFO_TOO_LONG,
+                f"{field} is {size} bytes of UTF-8; at most {MAX_INFO_BYTES} are allowed",
+            )
+        return value
+
+    def count(self, name: str, *, default: int, maximum: int | None = None) -> int:
+        """A non-negative integer (a JSON number or a decimal string)."""
+        value = self._values.get(name)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value.strip())
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            raise _bad(f"{name} must be a non-negative integer")
+        if number < 0:
+            raise _bad(f"{name} must be a non-negative integer")
+        return min(number, maximum) if maximum is not None else number
+
+
+def check_ident(name: str, value: str) -> None:
+    if not value:
+        raise _bad(f"{name} must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise _bad(f"{name} is longer than {MAX_ID_CHARS} characters")
+    if not value.isprintable() or any(c.isspace() or c in _FORBIDDEN_IN_IDS for c in value):
+        raise _bad(f"{name} must be printable, without whitespace or any of / ? # &")

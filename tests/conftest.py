@@ -1,0 +1,87 @@
+"""Shared fixtures: an in-process roomd (actor system + Quart app) and a client for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from roomd.actors.system import RoomSystem, open_room_system
+from roomd.config import Settings, load_settings
+from roomd.web.app import create_app
+from roomd.web.edge import Edge
+from roomd.web.identity import choose_user_signer, live_signer
+
+FIXED_WALL_CLOCK = 1_750_000_000.0
+TEST_ENV = {
+    "ROOMD_LIVE__BIZID": "8888",
+    "ROOMD_LIVE__PUSH_SECRET_KEY": "test-push-key",
+    "ROOMD_IM__SECRET_KEY": "test-im-secret",
+    "ROOMD_IM__SDK_APP_ID": "0",
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def code(self) -> int:
+        return int(self.body["code"])
+
+
+class Api:
+    """Calls roomd's HTTP routes in-process, the way clients call them over the network."""
+
+    def __init__(self, app: Any, edge: Edge) -> None:
+        self.app = app
+        self.edge = edge
+        self.client = app.test_client()
+        self.prefix = edge.settings.server.route_prefix
+
+    @property
+    def system(self) -> RoomSystem:
+        return self.edge.system
+
+    async def post(self, endpoint: str, body: Any = None, *, kind: str = "multi_room") -> Reply:
+        return await self.raw(
+            f"{self.prefix}/{kind}/{endpoint}",
+            json.dumps(body if body is not None else {}).encode(),
+            "application/json",
+        )
+
+    async def raw(self, path: str, data: bytes, content_type: str, method: str = "POST") -> Reply:
+        response = await self.client.open(
+            path, method=method, data=data, headers={"Content-Type": content_type}
+        )
+        return Reply(response.status_code, json.loads(await response.get_data(as_text=True)))
+
+    async def get(self, path: str) -> Reply:
+        response = await self.client.get(path)
+        return Reply(response.status_code, json.loads(await response.get_data(as_text=True)))
+
+
+def make_settings(**env: str) -> Settings:
+    return load_settings(environ={**TEST_ENV, **env})
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with open_room_system(settings) as system:
+        edge = Edge(
+            settings=settings,
+            system=system,
+            user_signer=choose_user_signer(settings.im).signer,
+            live=live_signer(settings.live),
+            wall_clock=lambda: FIXED_WALL_CLOCK,
+        )
+        yield Api(create_app(edge), edge)

@@ -1,0 +1,145 @@
+"""The legacy room routes over HTTP (in-process): flows, fields and codes."""
+
+from __future__ import annotations
+
+from roomd.qcloud.usersig import Verified
+from tests.conftest import Api
+
+
+def pusher(user_id: str, **extra: str) -> dict[str, str]:
+    return {
+        "userID": user_id,
+        "userName": f"{user_id} name",
+        "userAvatar": f"https://a.test/{user_id}.png",
+        "pushURL": f"rtmp://8888.livepush.myqcloud.com/live/8888_{user_id}?bizid=8888",
+        **extra,
+    }
+
+
+async def test_seed_era_create_makes_creator_the_first_member(api: Api) -> None:
+    reply = await api.post("create_room", {**pusher("alice"), "roomName": "alice's room"})
+    assert reply.code == 0 and reply.status == 200
+    room_id = reply.body["roomID"]
+    assert room_id.startswith("room_") and len(room_id) == 17
+    pushers = await api.post("get_pushers", {"roomID": room_id})
+    assert pushers.body["roomName"] == pushers.body["roomInfo"] == "alice's room"
+    assert pushers.body["roomCreator"] == "alice"
+    assert [p["userID"] for p in pushers.body["pushers"]] == ["alice"]
+    assert "pushURL" not in pushers.body["pushers"][0]
+    assert pushers.body["pushers"][0]["accelerateURL"].startswith(
+        "rtmp://8888.liveplay.myqcloud.com/live/8888_alice?bizid=8888&txSecret="
+    )
+    assert pushers.body["mixedPlayURL"] == "https://8888.liveplay.myqcloud.com/live/8888_alice.flv"
+
+
+async def test_later_client_create_waits_for_add_pusher(api: Api) -> None:
+    reply = await api.post("create_room", {"userID": "alice", "roomInfo": '{"title":"t"}'})
+    room_id = reply.body["roomID"]
+    assert reply.code == 0
+    assert (await api.post("get_room_list")).body["rooms"] == []  # waiting rooms are not listed
+    assert (await api.post("add_pusher", {**pusher("alice"), "roomID": room_id})).code == 0
+    rooms = (await api.post("get_room_list")).body["rooms"]
+    assert [r["roomID"] for r in rooms] == [room_id]
+    assert rooms[0]["roomInfo"] == '{"title":"t"}' and rooms[0]["memberCount"] == 1
+
+
+async def test_explicit_room_id_in_use_is_code_11(api: Api) -> None:
+    assert (await api.post("create_room", {"userID": "a", "roomInfo": "x", "roomID": "r1"})).code == 0
+    again = await api.post("create_room", {"userID": "b", "roomInfo": "y", "roomID": "r1"})
+    assert again.code == 11 and again.body["message"] == "房间已经存在"
+    assert "r1" in again.body["detail"]
+
+
+async def test_unknown_room_is_code_3_everywhere(api: Api) -> None:
+    for endpoint, body in [
+        ("add_pusher", {**pusher("bob"), "roomID": "nope"}),
+        ("delete_pusher", {"roomID": "nope", "userID": "bob"}),
+        ("pusher_heartbeat", {"roomID": "nope", "userID": "bob"}),
+        ("get_pushers", {"roomID": "nope"}),
+        ("destroy_room", {"roomID": "nope", "userID": "bob"}),
+    ]:
+        reply = await api.post(endpoint, body)
+        assert reply.code == 3, endpoint
+        assert reply.body["message"] == "请求的房间不存在"
+        assert reply.body["detail"] == "room nope does not exist"
+
+
+async def test_destroy_by_non_creator_is_code_3_with_its_own_message(api: Api) -> None:
+    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    reply = await api.post("destroy_room", {"roomID": room_id, "userID": "bob"})
+    assert reply.code == 3 and reply.body["message"] == "不是房间主人，无法销毁房间"
+    assert (await api.post("get_pushers", {"roomID": room_id})).code == 0
+
+
+async def test_non_member_leave_and_heartbeat_are_code_5(api: Api) -> None:
+    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    for endpoint in ("delete_pusher", "pusher_heartbeat"):
+        reply = await api.post(endpoint, {"roomID": room_id, "userID": "bob"})
+        assert reply.code == 5 and reply.body["message"] == "不是房间成员"
+
+
+async def test_full_room_is_code_5001(api: Api) -> None:
+    room_id = (
+        await api.post("create_room", {**pusher("alice"), "roomName": "r"}, kind="double_room")
+    ).body["roomID"]
+    assert (await api.post("add_pusher", {**pusher("bob"), "roomID": room_id}, kind="double_room")).code == 0
+    full = await api.post("add_pusher", {**pusher("carol"), "roomID": room_id}, kind="double_room")
+    assert full.code == 5001 and full.body["detail"] == f"room {room_id} is full (2/2)"
+
+
+async def test_kinds_have_separate_directories(api: Api) -> None:
+    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    assert (await api.post("get_pushers", {"roomID": room_id}, kind="double_room")).code == 3
+
+
+async def test_rejoin_updates_the_member(api: Api) -> None:
+    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    again = await api.post("add_pusher", {**pusher("alice", userName="Alice B."), "roomID": room_id})
+    assert again.code == 0
+    pushers = (await api.post("get_pushers", {"roomID": room_id})).body["pushers"]
+    assert [(p["userID"], p["userName"]) for p in pushers] == [("alice", "Alice B.")]
+
+
+async def test_get_im_login_info_allocates_fresh_user_ids(api: Api) -> None:
+    first = await api.post("get_im_login_info", {"userIDPrefix": "android"})
+    second = await api.post("get_im_login_info", {"userIDPrefix": "android"})
+    assert first.code == second.code == 0
+    assert first.body["userID"].startswith("android_") and first.body["userID"] != second.body["userID"]
+    assert first.body["sdkAppID"] == 0 and isinstance(first.body["userSig"], str)
+    verified = api.edge.user_signer.verify(first.body["userSig"], first.body["userID"], now=api.edge.now())
+    assert isinstance(verified, Verified) and verified.identifier == first.body["userID"]
+
+
+async def test_get_push_url_is_signed_for_the_user(api: Api) -> None:
+    reply = await api.post("get_push_url", {"userID": "alice"})
+    assert reply.code == 0
+    url = reply.body["pushURL"]
+    assert url.startswith("rtmp://8888.livepush.myqcloud.com/live/8888_alice?bizid=8888&txSecret=")
+
+
+async def test_utils_get_login_info(api: Api) -> None:
+    reply = await api.get("/weapp/utils/get_login_info?userID=alice")
+    assert reply.code == 0 and reply.body["userID"] == "alice" and reply.body["userSig"]
+    missing = await api.get("/weapp/utils/get_login_info")
+    assert missing.code == 1 and missing.body["detail"] == "userID is required"
+
+
+async def test_room_list_paging(api: Api) -> None:
+    ids = []
+    for i in range(5):
+        ids.append((await api.post("create_room", {**pusher(f"u{i}"), "roomName": f"r{i}"})).body["roomID"])
+    page = await api.post("get_room_list", {"index": 1, "cnt": 2})
+    assert [r["roomID"] for r in page.body["rooms"]] == ids[1:3]
+    assert page.body["rooms"][0]["pushers"][0]["userID"] == "u1"
+    form = await api.raw("/weapp/multi_room/get_room_list", b"index=3&cnt=5", "application/x-www-form-urlencoded")
+    assert [r["roomID"] for r in form.body["rooms"]] == ids[3:]
+    for bad in ({"index": -1}, {"cnt": -3}, {"cnt": 1.5}, {"index": "x"}, {"cnt": True}):
+        reply = await api.post("get_room_list", bad)
+        assert reply.code == 1, bad
+
+
+async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:
+    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    assert (await api.post("destroy_room", {"roomID": room_id, "userID": "alice"})).code == 0
+    assert (await api.post("get_room_list")).body["rooms"] == []
+    assert (await api.post("get_pushers", {"roomID": room_id})).code == 3
