@@ -1,0 +1,85 @@
+"""The `roomd` command line: serve, usersig, verify-usersig.
+
+A configuration problem is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from roomd.config import ConfigError, Settings, load_settings
+from roomd.qcloud.usersig import VerifyFailure
+from roomd.web.identity import choose_user_signer
+from roomd.web.log_setup import configure_logging
+
+CONFIG_ERROR_STATUS = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roomd", description="Room server for RTCRoom clients.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server until SIGINT/SIGTERM")
+    serve.add_argument("--config", help="TOML settings file")
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 = any free one (server.port)")
+
+    usersig = commands.add_parser("usersig", help="print a UserSig for USERID")
+    usersig.add_argument("user_id", metavar="USERID")
+    usersig.add_argument("--config", help="TOML settings file")
+
+    verify = commands.add_parser("verify-usersig", help="say whether SIG verifies for USERID, and why not")
+    verify.add_argument("sig", metavar="SIG")
+    verify.add_argument("user_id", metavar="USERID")
+    verify.add_argument("--config", help="TOML settings file")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    server: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        server["port"] = args.port
+    return load_settings(
+        config_path=args.config,
+        environ=os.environ,
+        overrides={"server": server} if server else None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        signer = choose_user_signer(settings.im)
+    except ConfigError as e:
+        print(f"roomd: configuration error: {e}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    now = int(time.time())
+    if args.command == "usersig":
+        print(signer.signer.make(args.user_id, now=now, expire=settings.im.usersig_expire))
+        return 0
+    if args.command == "verify-usersig":
+        result = signer.signer.verify(args.sig, args.user_id, now=now)
+        if isinstance(result, VerifyFailure):
+            print(f"does not verify: {result.value}")
+            return 1
+        print(f"verifies: issued at {result.issued_at}, valid for {result.expire} s")
+        return 0
+    configure_logging(settings.log)
+    from roomd.web.server import serve
+
+    trio.run(serve, settings, signer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Run roomd: the actor tree plus hypercorn (trio worker) until SIGINT or SIGTERM.
+
+Stopping: requests that arrive after the signal get 503 (code 12) while
+in-flight ones finish; then the listener closes and every room closes with
+reason `shutdown`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from loguru import logger
+
+from roomd.actors.system import open_room_system
+from roomd.config import Settings
+from roomd.web.app import create_app
+from roomd.web.edge import Edge
+from roomd.web.identity import SignerChoice, live_signer
+
+GRACEFUL_SECONDS = 10.0
+log = logger.bind(actor="root")
+
+
+async def serve(settings: Settings, signer: SignerChoice) -> None:
+    log.info(
+        "roomd starting kinds={} auth={} usersig={}",
+        ",".join(settings.kinds), settings.auth.mode, signer.description,
+    )
+    if settings.im.configured:
+        log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
+    else:
+        log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
+    async with open_room_system(settings) as system:
+        edge = Edge(
+            settings=settings,
+            system=system,
+            user_signer=signer.signer,
+            live=live_signer(settings.live),
+        )
+        stop = trio.Event()
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, edge, stop)
+            binds = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    create_app(edge),
+                    _hypercorn_config(settings),
+                    shutdown_trigger=shutdown_trigger,
+                )
+            )
+            for bind in binds:
+                log.info("roomd listening on {}", bind)
+            await stop.wait()
+            log.info("roomd stopping: finishing in-flight requests, then closing rooms")
+    log.info("roomd stopped")
+
+
+async def _stop_on_signal(edge: Edge, stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received {}", signal.Signals(signum).name)
+            edge.draining = True
+            stop.set()
+            return
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.server.host}:{settings.server.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = GRACEFUL_SECONDS
+    return config

@@ -1,0 +1,113 @@
+"""Settings layering and the one-line errors that stop a start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roomd.config import ConfigError, KindSettings, Settings, load_settings
+
+DEFAULT_TOML = Path(__file__).parent.parent / "roomd" / "config" / "default.toml"
+
+
+def test_embedded_defaults() -> None:
+    s = load_settings()
+    assert (s.server.host, s.server.port, s.server.route_prefix) == ("127.0.0.1", 5757, "/weapp")
+    assert s.kinds == {
+        "multi_room": KindSettings(6, 20, 30, True),
+        "double_room": KindSettings(2, 20, 30, True),
+    }
+    assert s.im.sdk_app_id == 0 and s.auth.mode == "open"
+
+
+def test_shipped_default_toml_equals_the_embedded_defaults() -> None:
+    assert load_settings(config_path=DEFAULT_TOML) == Settings()
+
+
+def test_layers_in_order(tmp_path: Path) -> None:
+    toml = tmp_path / "roomd.toml"
+    toml.write_text(
+        '[server]\nport = 6000\nhost = "0.0.0.0"\n'
+        "[kinds.multi_room]\nmax_members = 9\n"
+        "[kinds.webinar]\nmax_members = 50\nheartbeat_timeout = 45\n"
+    )
+    s = load_settings(
+        config_path=toml,
+        environ={
+            "ROOMD_SERVER__PORT": "7000",
+            "ROOMD_KINDS__MULTI_ROOM__MAX_MEMBERS": "12",
+            "ROOMD_KINDS__DOUBLE_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "false",
+            "PATH": "/bin",
+        },
+        overrides={"server": {"port": 8000}},
+    )
+    assert s.server.port == 8000 and s.server.host == "0.0.0.0"
+    assert s.kinds["multi_room"].max_members == 12
+    assert s.kinds["double_room"].creator_leave_closes_room is False
+    assert s.kinds["webinar"] == KindSettings(max_members=50, heartbeat_timeout=45.0)
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "message"),
+    [
+        ("[server]\nprot = 1\n", {}, "server.prot: unknown key"),
+        ("[sever]\nport = 1\n", {}, "sever: unknown section"),
+        ('[server]\nport = "x"\n', {}, "server.port: expected an integer, got 'x'"),
+        ("[server]\nport = 70000\n", {}, "server.port: must be 0..65535"),
+        ('[auth]\nmode = "magic"\n', {}, "auth.mode: must be 'open' or 'token'"),
+        ("[kinds.multi_room]\nmax_members = 0\n", {}, "kinds.multi_room.max_members: must be at least 1"),
+        ("[kinds.Bad-Name]\nmax_members = 3\n", {}, "kinds.Bad-Name: a kind name must be"),
+        ("[kinds.multi_room]\ncolor = 1\n", {}, "kinds.multi_room.color: unknown key"),
+        ("", {"ROOMD_IM__TIMEOUT": "soon"}, "im.timeout: expected a number, got 'soon' (environment ROOMD_IM__TIMEOUT)"),
+        ("", {"ROOMD_PORT": "1"}, "ROOMD_PORT: not a setting"),
+        ("", {"ROOMD_KINDS__MULTI_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "maybe"}, "expected true or false"),
+        ('[im]\nbase_url = "ftp://x"\n', {}, "im.base_url: must be an http:// or https:// URL"),
+        ("[server\n", {}, "is not valid TOML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, toml: str, environ: dict[str, str], message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        load_settings(config_path=path, environ=environ)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_path=tmp_path / "nope.toml")
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "roomd.web.cli", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"roomd: configuration error: server.port: must be 0..65535, got -1"
+    ]
+
+
+def test_cli_usersig_prints_a_verifiable_sig() -> None:
+    env = {"ROOMD_IM__SECRET_KEY": "k", "ROOMD_IM__SDK_APP_ID": "1400000001", "PATH": "/usr/bin:/bin"}
+    made = subprocess.run(
+        [sys.executable, "-m", "roomd.web.cli", "usersig", "alice"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert made.returncode == 0
+    sig = made.stdout.strip()
+    checked = subprocess.run(
+        [sys.executable, "-m", "roomd.web.cli", "verify-usersig", sig, "alice"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert checked.returncode == 0 and checked.stdout.startswith("verifies")
+    wrong = subprocess.run(
+        [sys.executable, "-m", "roomd.web.cli", "verify-usersig", sig, "bob"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert wrong.returncode == 1 and "another userID" in wrong.stdout
