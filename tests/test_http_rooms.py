@@ -143,3 +143,13 @@ async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:
     assert (await api.post("destroy_room", {"roomID": room_id, "userID": "alice"})).code == 0
     assert (await api.post("get_room_list")).body["rooms"] == []
     assert (await api.post("get_pushers", {"roomID": room_id})).code == 3
+
+
+async def test_get_room_list_route_never_messages_a_room(api: Api) -> None:
+    for i in range(8):
+        await api.post("create_room", {**pusher(f"u{i}"), "roomName": f"r{i}"})
+    directory = api.system.directories["multi_room"]
+    delivered = {room_id: box.delivered for room_id, box in directory.room_mailboxes().items()}
+    listed = await api.post("get_room_list", {"index": 2, "cnt": 3})
+    assert [r["roomCreator"] for r in listed.body["rooms"]] == ["u2", "u3", "u4"]
+    assert {room_id: box.delivered for room_id, box in directory.room_mailboxes().items()} == delivered

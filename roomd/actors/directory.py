@@ -150,8 +150,8 @@ class Directory:
     def room_count(self) -> int:
         return len(self._rooms)
 
-    def mailbox_depths(self) -> dict[str, int]:
-        return {room_id: mailbox.depth for room_id, mailbox in self._rooms.items()}
+    def room_mailboxes(self) -> dict[str, Mailbox[RoomMessage]]:
+        return dict(self._rooms)
 
     # --- RoomHost -------------------------------------------------------------
 

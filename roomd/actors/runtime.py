@@ -55,6 +55,7 @@ class Mailbox(Generic[M]):
 
     def __init__(self, name: str, send: trio.MemorySendChannel[Envelope[M]]) -> None:
         self.name = name
+        self.delivered = 0  # messages put into the inbox, for metrics and tests
         self._send = send
 
     def cast(self, message: M) -> bool:
@@ -63,6 +64,7 @@ class Mailbox(Generic[M]):
             self._send.send_nowait(Envelope(message))
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        self.delivered += 1
         return True
 
     async def call(self, message: M, *, timeout: float) -> Any:
@@ -78,6 +80,7 @@ class Mailbox(Generic[M]):
             return Refused(DomainError.BUSY, f"{self.name} is busy; retry shortly")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return GONE
+        self.delivered += 1
         with trio.move_on_after(timeout):
             return await slot.wait()
         return Refused(DomainError.BUSY, f"{self.name} did not answer within {timeout:g} s")
