@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import trio
 
 from roomd.actors.system import RoomSystem, open_room_system
 from roomd.config import Settings, load_settings
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
 from roomd.web.identity import choose_user_signer, live_signer
+from tests.fake_im import FakeIm, start_fake_im
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
 TEST_ENV = {
@@ -76,12 +79,46 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
-    async with open_room_system(settings) as system:
+    signer = choose_user_signer(settings.im).signer
+    async with open_room_system(settings, user_signer=signer) as system:
         edge = Edge(
             settings=settings,
             system=system,
-            user_signer=choose_user_signer(settings.im).signer,
+            user_signer=signer,
             live=live_signer(settings.live),
             wall_clock=lambda: FIXED_WALL_CLOCK,
         )
         yield Api(create_app(edge), edge)
+
+
+IM_SDK_APP_ID = 1400000001
+IM_SECRET = "fake-im-secret"
+
+
+@asynccontextmanager
+async def open_im_world(**env: str) -> AsyncIterator[tuple[Api, FakeIm]]:
+    """roomd in-process with IM configured to call a fake IM server on loopback."""
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        settings = make_settings(
+            **{
+                "ROOMD_IM__SDK_APP_ID": str(IM_SDK_APP_ID),
+                "ROOMD_IM__SECRET_KEY": IM_SECRET,
+                "ROOMD_IM__BASE_URL": fake.base_url,
+                "ROOMD_IM__TIMEOUT": "1",
+                "ROOMD_IM__RETRY_BACKOFF": "0.05",
+                **env,
+            }
+        )
+        signer = choose_user_signer(settings.im).signer
+        async with open_room_system(settings, user_signer=signer) as system:
+            edge = Edge(settings=settings, system=system, user_signer=signer, live=live_signer(settings.live))
+            yield Api(create_app(edge), edge), fake
+        nursery.cancel_scope.cancel()
+
+
+async def eventually(predicate: Callable[[], bool], *, within: float = 20.0) -> None:
+    """Wait (in real time: real sockets are involved) until `predicate()` holds."""
+    with trio.fail_after(within):
+        while not predicate():
+            await trio.sleep(0.01)

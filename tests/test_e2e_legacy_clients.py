@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
+from tests.fake_im import FakeIm, start_fake_im
 from tests.server_process import ServerProcess, running_roomd
 
 SERVER_ENV = {
@@ -150,3 +152,24 @@ async def test_later_clients_create_then_add_pusher(tmp_path: Path) -> None:
     assert any(
         f"root/double_room/{room_id} | room closed reason=creator_left" in line for line in server.output
     )
+
+
+async def test_seed_era_clients_with_im_configured(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(1400000002, "roomd_admin", secret_key="e2e-secret"))
+        im_env = {
+            "ROOMD_IM__SDK_APP_ID": "1400000002",
+            "ROOMD_IM__ADMINISTRATOR": "roomd_admin",
+            "ROOMD_IM__SECRET_KEY": "e2e-secret",
+            "ROOMD_IM__BASE_URL": fake.base_url,
+        }
+        async with running_roomd(tmp_path, **SERVER_ENV, **im_env) as server:
+            room_id = await _seed_era_flow(server)
+            with trio.fail_after(20):
+                while fake.calls_for(room_id)[-1:] != ["destroy_group"]:
+                    await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    calls = fake.calls_for(room_id)
+    assert calls[0] == "create_group" and calls[-1] == "destroy_group"
+    assert set(calls[1:-1]) == {"send_group_system_notification"}
+    assert fake.rejected_auth == 0 and room_id not in fake.groups

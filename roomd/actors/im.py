@@ -1,15 +1,47 @@
 """The IM actor: the one place that talks to Tencent IM for rooms.
 
-With IM not configured (sdk_app_id 0) every call is skipped and logged at
-debug level, so the server runs on its embedded defaults.
+It owns one HTTP client and one line of calls per group. A group's calls go
+out one at a time in the order they were queued, so a room's notifications
+never overtake its create_group and its destroy_group comes after them.
+A notification queued behind another still-queued notification for the same
+group is collapsed into it, and a group gets at most one notification per
+`NOTIFY_INTERVAL`, so a burst of joins costs a few calls, not one each.
+Failures are judged once (`qcloud.im_api.judge_reply`, `_transport_failure`)
+and retried with exponential backoff and jitter, bounded by
+`im.max_attempts` and a deadline; a call that finally fails is logged once
+and counted.
+
+With IM not configured (sdk_app_id 0) `SkippedIm` stands in: every call is
+skipped and logged at debug level.
 """
 
 from __future__ import annotations
 
+import collections
+import math
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
 import trio
 from loguru import logger
 
-from roomd.actors.replies import Refused
+from roomd.actors.replies import DomainError, Refused
+from roomd.actors.runtime import ReplySlot
+from roomd.config import ImSettings
+from roomd.qcloud import im_api
+from roomd.qcloud.im_api import ImApi, ImRequest, Judgement, Verdict
+from roomd.qcloud.usersig import UserSigner
+
+NOTIFY_INTERVAL = 0.5        # seconds between two notifications to one group
+MAX_CONCURRENT_CALLS = 16    # HTTP requests to IM in flight at once
+QUEUE_LIMIT = 100_000        # queued calls; beyond it notifications are dropped (logged, counted)
+MAX_BACKOFF = 30.0           # seconds, the longest wait between two attempts
+ADMIN_SIG_REFRESH = 86_400   # make a new admin UserSig this long before the old one expires
+DRAIN_SECONDS = 5.0          # how long stopping waits for queued calls
+CREATE_GRACE = 0.5           # create_room waits this much past im.timeout for the verdict
 
 
 class SkippedIm:
@@ -21,15 +53,265 @@ class SkippedIm:
 
     async def create_group(self, group_id: str, name: str) -> Refused | None:
         await trio.lowlevel.checkpoint()
-        self._skip("create_group", group_id)
+        self._skip(ImApi.CREATE_GROUP, group_id)
         return None
 
     def notify_pusher_change(self, group_id: str) -> None:
-        self._skip("send_group_system_notification", group_id)
+        self._skip(ImApi.SEND_NOTIFICATION, group_id)
 
     def destroy_group(self, group_id: str) -> None:
-        self._skip("destroy_group", group_id)
+        self._skip(ImApi.DESTROY_GROUP, group_id)
 
-    def _skip(self, api: str, group_id: str) -> None:
+    def _skip(self, api: ImApi, group_id: str) -> None:
         self.skipped += 1
-        self.log.debug("IM not configured; skipped {} group={}", api, group_id)
+        self.log.debug("IM not configured; skipped {} group={}", api.value, group_id)
+
+
+@dataclass(eq=False)
+class _Call:
+    request: ImRequest
+    queued_at: float
+    deadline: float
+    reply: ReplySlot | None = None
+
+    @property
+    def is_notification(self) -> bool:
+        return self.request.api is ImApi.SEND_NOTIFICATION
+
+
+@dataclass
+class _GroupLine:
+    """The calls queued for one group."""
+
+    calls: collections.deque[_Call] = field(default_factory=collections.deque)
+
+
+@dataclass
+class ImStats:
+    """Counters for metrics: calls by (api, outcome) and queue-to-delivery latencies."""
+
+    outcomes: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)  # seconds, queued -> done, last 10,000
+
+    def record(self, api: ImApi, outcome: str, latency: float | None = None) -> None:
+        self.outcomes[(api.value, outcome)] += 1
+        if latency is not None:
+            self.latencies.append(latency)
+            if len(self.latencies) > 10_000:
+                del self.latencies[:5_000]
+
+
+class AdminSig:
+    """The administrator's UserSig: made once, remade shortly before it expires."""
+
+    def __init__(self, signer: UserSigner, settings: ImSettings, wall_clock: Callable[[], float]) -> None:
+        self._signer = signer
+        self._settings = settings
+        self._wall_clock = wall_clock
+        self._sig = ""
+        self._renew_at = 0
+        self.made = 0
+
+    def current(self) -> str:
+        now = int(self._wall_clock())
+        if not self._sig or now >= self._renew_at:
+            expire = self._settings.usersig_expire
+            self._sig = self._signer.make(self._settings.administrator, now=now, expire=expire)
+            self._renew_at = now + expire - min(ADMIN_SIG_REFRESH, expire // 10)
+            self.made += 1
+        return self._sig
+
+
+class ImActor:
+    def __init__(
+        self,
+        settings: ImSettings,
+        signer: UserSigner,
+        *,
+        path: str,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.stats = ImStats()
+        self.log = logger.bind(actor=path)
+        self._admin_sig = AdminSig(signer, settings, wall_clock)
+        self._lines: dict[str, _GroupLine] = {}
+        self._last_notified: dict[str, float] = {}  # group -> trio time; forgotten on destroy
+        self._queued = 0
+        self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_CALLS)
+        self._client: httpx.AsyncClient | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop = trio.Event()
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    # --- the actor ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[ImActor] = trio.TASK_STATUS_IGNORED) -> None:
+        self.log.info("IM actor started base_url={} sdkAppID={}", self.settings.base_url, self.settings.sdk_app_id)
+        async with httpx.AsyncClient(
+            base_url=self.settings.base_url, timeout=self.settings.timeout
+        ) as client, trio.open_nursery() as nursery:
+            self._client, self._nursery = client, nursery
+            task_status.started(self)
+            await self._stop.wait()
+            with trio.move_on_after(DRAIN_SECONDS):
+                await self._idle.wait()
+            if self._queued:
+                self.log.warning("IM actor stopping with {} calls undelivered", self._queued)
+            nursery.cancel_scope.cancel()
+        self.log.info("IM actor stopped")
+
+    def stop(self) -> None:
+        """Deliver what is queued (for at most DRAIN_SECONDS), then end."""
+        self._stop.set()
+
+    # --- ImPort -----------------------------------------------------------------
+
+    async def create_group(self, group_id: str, name: str) -> Refused | None:
+        """Queue create_group and wait for it, up to im.timeout in all."""
+        if self._queued >= QUEUE_LIMIT:
+            return Refused(DomainError.UPSTREAM_FAILED, "the IM queue is full; retry shortly")
+        now = trio.current_time()
+        slot = ReplySlot()
+        request = im_api.create_group(group_id, name, owner=self.settings.administrator)
+        deadline = now + self.settings.timeout
+        self._enqueue(_Call(request, now, deadline, slot))
+        with trio.move_on_at(deadline + CREATE_GRACE):
+            judgement: Judgement = await slot.wait()
+            if judgement.verdict is Verdict.DONE:
+                return None
+            return Refused(DomainError.UPSTREAM_FAILED, f"IM create_group failed: {judgement.error}")
+        return Refused(
+            DomainError.UPSTREAM_FAILED,
+            f"IM create_group was not confirmed within {self.settings.timeout:g} s",
+        )
+
+    def notify_pusher_change(self, group_id: str) -> None:
+        line = self._lines.get(group_id)
+        if line is not None and line.calls and line.calls[-1].is_notification:
+            self.stats.record(ImApi.SEND_NOTIFICATION, "collapsed")
+            return
+        if self._queued >= QUEUE_LIMIT:
+            self.stats.record(ImApi.SEND_NOTIFICATION, "dropped")
+            self.log.warning("IM queue full ({} calls); dropped a notification group={}", self._queued, group_id)
+            return
+        self._enqueue_background(im_api.pusher_change_notification(group_id))
+
+    def destroy_group(self, group_id: str) -> None:
+        self._enqueue_background(im_api.destroy_group(group_id))
+
+    # --- queueing -----------------------------------------------------------------
+
+    def _enqueue_background(self, request: ImRequest) -> None:
+        now = trio.current_time()
+        self._enqueue(_Call(request, now, now + self.settings.call_deadline))
+
+    def _enqueue(self, call: _Call) -> None:
+        group_id = call.request.group_id
+        line = self._lines.get(group_id)
+        self._count_in()
+        if line is None:
+            line = self._lines[group_id] = _GroupLine()
+            line.calls.append(call)
+            assert self._nursery is not None, "the IM actor is not running"
+            self._nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
+        else:
+            line.calls.append(call)
+
+    async def _courier(self, group_id: str, line: _GroupLine) -> None:
+        """Deliver one group's calls in order until its line is empty."""
+        while line.calls:
+            call = line.calls[0]
+            if call.is_notification:
+                # while waiting, later notifications collapse into this queued one
+                last = self._last_notified.get(group_id, -math.inf)
+                await trio.sleep_until(last + NOTIFY_INTERVAL)
+            line.calls.popleft()
+            judgement = await self._deliver(call)
+            self._count_out()
+            if call.is_notification:
+                self._last_notified[group_id] = trio.current_time()
+            elif call.request.api is ImApi.DESTROY_GROUP:
+                self._last_notified.pop(group_id, None)
+            if call.reply is not None:
+                call.reply.put(judgement)
+                if judgement.verdict is not Verdict.DONE:
+                    # the group may exist after all (an attempt timed out): make sure it does not
+                    now = trio.current_time()
+                    cleanup = im_api.destroy_group(group_id)
+                    line.calls.appendleft(_Call(cleanup, now, now + self.settings.call_deadline))
+                    self._count_in()
+        del self._lines[group_id]
+
+    def _count_in(self) -> None:
+        if self._queued == 0:
+            self._idle = trio.Event()
+        self._queued += 1
+
+    def _count_out(self) -> None:
+        self._queued -= 1
+        if self._queued == 0:
+            self._idle.set()
+
+    # --- delivery -----------------------------------------------------------------
+
+    async def _deliver(self, call: _Call) -> Judgement:
+        api, group_id = call.request.api, call.request.group_id
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = call.deadline - trio.current_time()
+            judgement = await self._attempt(call.request, min(self.settings.timeout, remaining))
+            if judgement.verdict is not Verdict.RETRY or attempts >= self.settings.max_attempts:
+                break
+            delay = self._backoff(attempts)
+            if trio.current_time() + delay >= call.deadline:
+                break
+            await trio.sleep(delay)
+        latency = trio.current_time() - call.queued_at
+        if judgement.verdict is Verdict.DONE:
+            self.stats.record(api, "ok", latency)
+            self.log.debug("IM {} done group={} attempts={}", api.value, group_id, attempts)
+        else:
+            self.stats.record(api, "failed")
+            self.log.error(
+                "IM {} failed group={} attempts={} last_error={}",
+                api.value, group_id, attempts, judgement.error,
+            )
+        return judgement
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential, with 'equal jitter': between half and all of base * 2^(n-1)."""
+        ceiling = min(MAX_BACKOFF, self.settings.retry_backoff * 2 ** (attempts - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def _attempt(self, request: ImRequest, timeout: float) -> Judgement:
+        assert self._client is not None
+        if timeout <= 0:
+            return Judgement(Verdict.FAILED, "deadline passed before an attempt")
+        params = im_api.query_params(
+            sdk_app_id=self.settings.sdk_app_id,
+            administrator=self.settings.administrator,
+            admin_sig=self._admin_sig.current(),
+            random=secrets.randbelow(2**32),
+        )
+        with trio.move_on_after(timeout):
+            async with self._limiter:
+                try:
+                    response = await self._client.post(request.path, params=params, json=request.body)
+                except httpx.HTTPError as error:
+                    return _transport_failure(error)
+            return im_api.judge_reply(request.api, response.status_code, response.content)
+        return Judgement(Verdict.RETRY, f"no reply within {timeout:g} s")
+
+
+def _transport_failure(error: httpx.HTTPError) -> Judgement:
+    """Every failure below HTTP is worth a retry: refused, reset, timed out, malformed."""
+    kind = type(error).__name__
+    text = str(error) or "no detail"
+    return Judgement(Verdict.RETRY, f"{kind}: {text}")

@@ -9,7 +9,8 @@ Leaving the block stops every directory; their rooms close with reason
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -17,9 +18,10 @@ import trio
 from loguru import logger
 
 from roomd.actors.directory import Directory
-from roomd.actors.im import SkippedIm
+from roomd.actors.im import ImActor, SkippedIm
 from roomd.actors.ports import ImPort
 from roomd.config import Settings
+from roomd.qcloud.usersig import UserSigner
 
 ROOT = "root"
 
@@ -35,28 +37,45 @@ class RoomSystem:
 
 @asynccontextmanager
 async def open_room_system(
-    settings: Settings, *, im: ImPort | None = None
+    settings: Settings,
+    *,
+    user_signer: UserSigner | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[RoomSystem]:
+    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured."""
     log = logger.bind(actor=ROOT)
-    async with trio.open_nursery() as nursery:
-        im_actor = im if im is not None else SkippedIm(f"{ROOT}/im")
-        directories: dict[str, Directory] = {}
-        for name, kind in settings.kinds.items():
-            directory = Directory(
-                kind_name=name,
-                kind=kind,
-                im=im_actor,
-                mailbox_size=settings.server.mailbox_size,
-                call_timeout=settings.server.call_timeout,
-                path=f"{ROOT}/{name}",
+    async with trio.open_nursery() as root:
+        im_actor: ImPort
+        if settings.im.configured:
+            if user_signer is None:
+                raise ValueError("IM is configured: open_room_system needs the user_signer")
+            im_actor = await root.start(
+                ImActor(settings.im, user_signer, path=f"{ROOT}/im", wall_clock=wall_clock).run
             )
-            await nursery.start(directory.run)
-            directories[name] = directory
-        log.info("actor system started kinds={}", ",".join(directories))
+        else:
+            im_actor = SkippedIm(f"{ROOT}/im")
         try:
-            yield RoomSystem(directories=directories, im=im_actor)
+            async with trio.open_nursery() as kinds:
+                directories: dict[str, Directory] = {}
+                for name, kind in settings.kinds.items():
+                    directory = Directory(
+                        kind_name=name,
+                        kind=kind,
+                        im=im_actor,
+                        mailbox_size=settings.server.mailbox_size,
+                        call_timeout=settings.server.call_timeout,
+                        path=f"{ROOT}/{name}",
+                    )
+                    await kinds.start(directory.run)
+                    directories[name] = directory
+                log.info("actor system started kinds={}", ",".join(directories))
+                try:
+                    yield RoomSystem(directories=directories, im=im_actor)
+                finally:
+                    log.info("actor system stopping")
+                    for directory in directories.values():
+                        directory.stop()
         finally:
-            log.info("actor system stopping")
-            for directory in directories.values():
-                directory.stop()
+            if isinstance(im_actor, ImActor):
+                im_actor.stop()
     log.info("actor system stopped")

@@ -195,6 +195,12 @@ def _validate(s: Settings) -> None:
     )
     require(s.im.timeout > 0, "im.timeout: must be positive")
     require(s.im.max_attempts >= 1, "im.max_attempts: must be at least 1")
+    require(s.im.retry_backoff >= 0, "im.retry_backoff: must not be negative")
+    require(s.im.call_deadline > 0, "im.call_deadline: must be positive")
+    require(
+        not s.im.configured or bool(s.im.administrator),
+        "im.administrator: must be set when im.sdk_app_id is",
+    )
     require(
         s.wechat.base_url.startswith(("http://", "https://")),
         f"wechat.base_url: must be an http:// or https:// URL, got {s.wechat.base_url!r}",

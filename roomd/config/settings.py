@@ -50,6 +50,8 @@ class ImSettings:
     base_url: str = "https://console.tim.qq.com"
     timeout: float = 5.0
     max_attempts: int = 5
+    retry_backoff: float = 2.0
+    call_deadline: float = 60.0
 
     @property
     def configured(self) -> bool:

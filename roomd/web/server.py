@@ -35,7 +35,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
-    async with open_room_system(settings) as system:
+    async with open_room_system(settings, user_signer=signer.signer) as system:
         edge = Edge(
             settings=settings,
             system=system,

@@ -1,0 +1,291 @@
+"""A fake Tencent IM REST server: a real HTTP server on 127.0.0.1 for roomd to call.
+
+It implements create_group, destroy_group and send_group_system_notification,
+checks sdkappid, identifier and the admin usersig (v2 by its own HMAC, v1 with
+the public key), records every call, and can be told to misbehave: answer
+HTTP 500, hang, close the connection, answer a given ErrorCode, be slow, or
+refuse connections altogether (stop listening).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+import trio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+PREFIX = "/v4/group_open_http_svc/"
+APIS = ("create_group", "destroy_group", "send_group_system_notification")
+
+
+@dataclass
+class RecordedCall:
+    api: str
+    query: dict[str, str]
+    body: dict[str, Any]
+    at: float  # trio.current_time() when it arrived
+    answered: str  # "ok", an ErrorCode, "http 500", "hang", "close"
+
+
+@dataclass
+class Behaviour:
+    """What the fake does with the next requests."""
+
+    mode: str = "ok"          # ok | http_500 | http_429 | hang | close | error_code
+    error_code: int = 0
+    delay: float = 0.0        # seconds to wait before answering, in every mode
+    only_api: str | None = None  # misbehave only for this API, answer the others normally
+    times: int | None = None  # misbehave this many times, then answer normally
+
+
+@dataclass
+class FakeIm:
+    sdk_app_id: int
+    administrator: str
+    secret_key: str = ""
+    public_key: ec.EllipticCurvePublicKey | None = None
+    calls: list[RecordedCall] = field(default_factory=list)
+    groups: dict[str, str] = field(default_factory=dict)  # GroupId -> Name
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    rejected_auth: int = 0
+    port: int = 0
+    _serving: trio.CancelScope | None = None
+    _nursery: trio.Nursery | None = None
+    _release_hung: trio.Event = field(default_factory=trio.Event)
+    _connections: set[trio.CancelScope] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def calls_for(self, group_id: str) -> list[str]:
+        return [c.api for c in self.calls if c.body.get("GroupId") == group_id and c.answered == "ok"]
+
+    def behave(self, **changes: Any) -> None:
+        self.behaviour = Behaviour(**changes)
+        if self.behaviour.mode != "hang":
+            self._release_hung.set()
+            self._release_hung = trio.Event()
+
+    # --- listening ----------------------------------------------------------------
+
+    async def start_listening(self) -> None:
+        assert self._nursery is not None
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        scope = trio.CancelScope()
+        self._serving = scope
+
+        async def serve() -> None:
+            try:
+                with scope:
+                    await trio.serve_listeners(self._handle, listeners, handler_nursery=self._nursery)
+            finally:
+                for listener in listeners:
+                    await listener.aclose()
+
+        self._nursery.start_soon(serve)
+        await trio.lowlevel.checkpoint()
+
+    def stop_listening(self) -> None:
+        """Drop every open connection and refuse new ones until start_listening."""
+        assert self._serving is not None
+        self._serving.cancel()
+        for connection in self._connections:
+            connection.cancel()
+
+    # --- one connection -------------------------------------------------------------
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        scope = trio.CancelScope()
+        self._connections.add(scope)
+        try:
+            with scope:
+                await self._converse(stream)
+        finally:
+            self._connections.discard(scope)
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
+        connection = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                request, body = await self._read_request(connection, stream)
+                if request is None:
+                    return
+                keep_open = await self._answer(connection, stream, request, body)
+                if not keep_open or connection.our_state is not h11.DONE:
+                    return
+                try:
+                    connection.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+
+    async def _read_request(
+        self, connection: h11.Connection, stream: trio.SocketStream
+    ) -> tuple[h11.Request | None, bytes]:
+        request: h11.Request | None = None
+        body = b""
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None, b""
+                connection.receive_data(data)
+                if not data and request is None:
+                    return None, b""
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return request, body
+            else:
+                return None, b""
+
+    async def _answer(
+        self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
+    ) -> bool:
+        target = urlsplit(request.target.decode())
+        api = target.path[len(PREFIX):] if target.path.startswith(PREFIX) else ""
+        query = dict(parse_qsl(target.query))
+        try:
+            payload = json.loads(body) if body else {}
+        except ValueError:
+            payload = {}
+        behaviour = self.behaviour
+        misbehave = behaviour.only_api in (None, api) and behaviour.times != 0
+        if misbehave and behaviour.times is not None:
+            behaviour.times -= 1
+        if behaviour.delay:
+            await trio.sleep(behaviour.delay)
+        mode = behaviour.mode if misbehave else "ok"
+        if mode == "hang":
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), "hang"))
+            await self._release_hung.wait()
+            return False
+        if mode == "close":
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), "close"))
+            return False
+        if mode in ("http_500", "http_429"):
+            status = 500 if mode == "http_500" else 429
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), f"http {status}"))
+            await self._send(connection, stream, status, {"error": "fake failure"})
+            return True
+        if mode == "error_code":
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), str(behaviour.error_code)))
+            await self._send(connection, stream, 200, _fail(behaviour.error_code, "fake error"))
+            return True
+        reply, answered = self._handle_api(api, query, payload)
+        self.calls.append(RecordedCall(api, query, payload, trio.current_time(), answered))
+        await self._send(connection, stream, 200, reply)
+        return True
+
+    async def _send(self, connection: h11.Connection, stream: trio.SocketStream, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
+        out = connection.send(h11.Response(status_code=status, headers=headers))
+        out += connection.send(h11.Data(data=data))
+        out += connection.send(h11.EndOfMessage())
+        try:
+            await stream.send_all(out)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    # --- the IM APIs ----------------------------------------------------------------
+
+    def _handle_api(self, api: str, query: dict[str, str], body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        if api not in APIS:
+            return _fail(60003, f"no such api {api}"), "60003"
+        auth_error = self._check_auth(query)
+        if auth_error:
+            self.rejected_auth += 1
+            return _fail(70001, auth_error), "70001"
+        group_id = body.get("GroupId")
+        if not isinstance(group_id, str) or not group_id:
+            return _fail(10004, "GroupId is required"), "10004"
+        if api == "create_group":
+            if body.get("Owner_Account") != self.administrator or body.get("Type") != "AVChatRoom":
+                return _fail(10004, "bad Owner_Account or Type"), "10004"
+            name = body.get("Name")
+            if not isinstance(name, str) or not name or len(name.encode()) > 30:
+                return _fail(10004, "bad Name"), "10004"
+            if group_id in self.groups:
+                return _fail(10025, "group id in use by you"), "10025"
+            self.groups[group_id] = name
+            return {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "GroupId": group_id}, "ok"
+        if group_id not in self.groups:
+            return _fail(10010, "group does not exist"), "10010"
+        if api == "destroy_group":
+            del self.groups[group_id]
+        elif body.get("Content") != '{"cmd":"notifyPusherChange","data":""}':
+            return _fail(10004, "unexpected Content"), "10004"
+        return {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}, "ok"
+
+    def _check_auth(self, query: dict[str, str]) -> str:
+        if query.get("sdkappid") != str(self.sdk_app_id):
+            return "wrong sdkappid"
+        if query.get("identifier") != self.administrator:
+            return "identifier is not the administrator"
+        if query.get("contenttype") != "json":
+            return "contenttype must be json"
+        random = query.get("random", "")
+        if not random.isdigit() or int(random) >= 2**32:
+            return "random must be a uint32"
+        return self._check_usersig(query.get("usersig", ""))
+
+    def _check_usersig(self, sig: str) -> str:
+        try:
+            raw = base64.b64decode(sig.translate(str.maketrans("*-_", "+/=")))
+            payload = json.loads(zlib.decompress(raw))
+        except Exception:
+            return "usersig does not decode"
+        if "TLS.ver" in payload:  # v2
+            text = (
+                f"TLS.identifier:{payload.get('TLS.identifier')}\n"
+                f"TLS.sdkappid:{payload.get('TLS.sdkappid')}\n"
+                f"TLS.time:{payload.get('TLS.time')}\n"
+                f"TLS.expire:{payload.get('TLS.expire')}\n"
+            )
+            expected = base64.b64encode(
+                hmac.new(self.secret_key.encode(), text.encode(), hashlib.sha256).digest()
+            ).decode()
+            ok = payload.get("TLS.sig") == expected
+            identifier, appid = payload.get("TLS.identifier"), payload.get("TLS.sdkappid")
+        else:  # v1
+            names = ["appid_at_3rd", "account_type", "identifier", "sdk_appid", "time", "expire_after"]
+            text = "".join(f"TLS.{n}:{payload.get('TLS.' + n)}\n" for n in names)
+            ok = False
+            if self.public_key is not None:
+                try:
+                    self.public_key.verify(base64.b64decode(payload.get("TLS.sig", "")), text.encode(), ec.ECDSA(hashes.SHA256()))
+                    ok = True
+                except (InvalidSignature, ValueError):
+                    ok = False
+            identifier, appid = payload.get("TLS.identifier"), payload.get("TLS.sdk_appid")
+        if not ok:
+            return "usersig signature does not verify"
+        if identifier != self.administrator or str(appid) != str(self.sdk_app_id):
+            return "usersig is for someone else"
+        return ""
+
+
+def _fail(code: int, info: str) -> dict[str, Any]:
+    return {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info}
+
+
+async def start_fake_im(nursery: trio.Nursery, fake: FakeIm) -> FakeIm:
+    fake._nursery = nursery
+    await fake.start_listening()
+    return fake
