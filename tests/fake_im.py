@@ -136,7 +136,10 @@ class FakeIm:
         request: h11.Request | None = None
         body = b""
         while True:
-            event = connection.next_event()
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError:  # the client gave up mid-request
+                return None, b""
             if event is h11.NEED_DATA:
                 try:
                     data = await stream.receive_some(65536)
