@@ -23,7 +23,7 @@ from roomd.actors.system import open_room_system
 from roomd.config import load_settings
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
-from roomd.web.identity import choose_user_signer, live_signer
+from roomd.web.identity import choose_user_signer
 
 SIZES = (5, 5_000, 50_000)
 WARMUP = 50
@@ -43,7 +43,7 @@ async def _time_pages(rooms: int, rounds: int) -> dict[str, float]:
                 CreateRoom(creator=f"c{i}", room_info=f"room {i}", first_member=_member(f"c{i}"))
             )
             await directory.call_room(reply.value, Join(_member(f"g{i}")))  # type: ignore[union-attr]
-        edge = Edge(settings, system, choose_user_signer(settings.im).signer, live_signer(settings.live))
+        edge = Edge.build(settings, system, choose_user_signer(settings.im).signer)
         client = create_app(edge).test_client()
         results: dict[str, float] = {}
         for label, index in (("first page", 0), ("deep page", max(rooms - PAGE, 0))):

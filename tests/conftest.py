@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 import pytest
 import trio
@@ -15,11 +21,12 @@ from roomd.actors.system import RoomSystem, open_room_system
 from roomd.config import Settings, load_settings
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
-from roomd.web.identity import choose_user_signer, live_signer
+from roomd.web.identity import choose_user_signer
 from tests.fake_im import FakeIm, start_fake_im
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
 TEST_ENV = {
+    "ROOMD_SERVER__DATA_DIR": str(Path(tempfile.gettempdir()) / f"roomd-test-data-{os.getpid()}"),
     "ROOMD_LIVE__BIZID": "8888",
     "ROOMD_LIVE__PUSH_SECRET_KEY": "test-push-key",
     "ROOMD_IM__SECRET_KEY": "test-im-secret",
@@ -77,18 +84,23 @@ def settings() -> Settings:
     return make_settings()
 
 
+@asynccontextmanager
+async def open_roomd(
+    settings: Settings, *, wall_clock: Callable[[], float] = time.time
+) -> AsyncIterator[Api]:
+    """roomd in-process: its actor tree and its Quart app, with a client for the app."""
+    signer = choose_user_signer(settings.im).signer
+    async with httpx.AsyncClient() as http, open_room_system(
+        settings, user_signer=signer, wall_clock=wall_clock
+    ) as system:
+        edge = Edge.build(settings, system, signer, http=http, wall_clock=wall_clock)
+        yield Api(create_app(edge), edge)
+
+
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
-    signer = choose_user_signer(settings.im).signer
-    async with open_room_system(settings, user_signer=signer) as system:
-        edge = Edge(
-            settings=settings,
-            system=system,
-            user_signer=signer,
-            live=live_signer(settings.live),
-            wall_clock=lambda: FIXED_WALL_CLOCK,
-        )
-        yield Api(create_app(edge), edge)
+    async with open_roomd(settings, wall_clock=lambda: FIXED_WALL_CLOCK) as roomd:
+        yield roomd
 
 
 IM_SDK_APP_ID = 1400000001
@@ -110,10 +122,8 @@ async def open_im_world(**env: str) -> AsyncIterator[tuple[Api, FakeIm]]:
                 **env,
             }
         )
-        signer = choose_user_signer(settings.im).signer
-        async with open_room_system(settings, user_signer=signer) as system:
-            edge = Edge(settings=settings, system=system, user_signer=signer, live=live_signer(settings.live))
-            yield Api(create_app(edge), edge), fake
+        async with open_roomd(settings) as roomd:
+            yield roomd, fake
         nursery.cancel_scope.cancel()
 
 

@@ -16,13 +16,13 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-import h11
 import trio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.loopback_http import FakeReply, FakeRequest, LoopbackServer, serve_loopback
 
 PREFIX = "/v4/group_open_http_svc/"
 APIS = ("create_group", "destroy_group", "send_group_system_notification")
@@ -58,15 +58,13 @@ class FakeIm:
     groups: dict[str, str] = field(default_factory=dict)  # GroupId -> Name
     behaviour: Behaviour = field(default_factory=Behaviour)
     rejected_auth: int = 0
-    port: int = 0
-    _serving: trio.CancelScope | None = None
-    _nursery: trio.Nursery | None = None
+    server: LoopbackServer | None = None
     _release_hung: trio.Event = field(default_factory=trio.Event)
-    _connections: set[trio.CancelScope] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self.server is not None
+        return self.server.base_url
 
     def calls_for(self, group_id: str) -> list[str]:
         return [c.api for c in self.calls if c.body.get("GroupId") == group_id and c.answered == "ok"]
@@ -77,96 +75,18 @@ class FakeIm:
             self._release_hung.set()
             self._release_hung = trio.Event()
 
-    # --- listening ----------------------------------------------------------------
-
     async def start_listening(self) -> None:
-        assert self._nursery is not None
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        scope = trio.CancelScope()
-        self._serving = scope
-
-        async def serve() -> None:
-            try:
-                with scope:
-                    await trio.serve_listeners(self._handle, listeners, handler_nursery=self._nursery)
-            finally:
-                for listener in listeners:
-                    await listener.aclose()
-
-        self._nursery.start_soon(serve)
-        await trio.lowlevel.checkpoint()
+        assert self.server is not None
+        await self.server.start_listening()
 
     def stop_listening(self) -> None:
         """Drop every open connection and refuse new ones until start_listening."""
-        assert self._serving is not None
-        self._serving.cancel()
-        for connection in self._connections:
-            connection.cancel()
+        assert self.server is not None
+        self.server.stop_listening()
 
-    # --- one connection -------------------------------------------------------------
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        scope = trio.CancelScope()
-        self._connections.add(scope)
-        try:
-            with scope:
-                await self._converse(stream)
-        finally:
-            self._connections.discard(scope)
-
-    async def _converse(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER)
-        async with stream:
-            while True:
-                request, body = await self._read_request(connection, stream)
-                if request is None:
-                    return
-                keep_open = await self._answer(connection, stream, request, body)
-                if not keep_open or connection.our_state is not h11.DONE:
-                    return
-                try:
-                    connection.start_next_cycle()
-                except h11.LocalProtocolError:
-                    return
-
-    async def _read_request(
-        self, connection: h11.Connection, stream: trio.SocketStream
-    ) -> tuple[h11.Request | None, bytes]:
-        request: h11.Request | None = None
-        body = b""
-        while True:
-            try:
-                event = connection.next_event()
-            except h11.RemoteProtocolError:  # the client gave up mid-request
-                return None, b""
-            if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None, b""
-                connection.receive_data(data)
-                if not data and request is None:
-                    return None, b""
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                return request, body
-            else:
-                return None, b""
-
-    async def _answer(
-        self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request, body: bytes
-    ) -> bool:
-        target = urlsplit(request.target.decode())
-        api = target.path[len(PREFIX):] if target.path.startswith(PREFIX) else ""
-        query = dict(parse_qsl(target.query))
-        try:
-            payload = json.loads(body) if body else {}
-        except ValueError:
-            payload = {}
+    async def handle(self, request: FakeRequest) -> FakeReply | None:
+        api = request.path[len(PREFIX):] if request.path.startswith(PREFIX) else ""
+        query, payload = request.query, request.json()
         behaviour = self.behaviour
         misbehave = behaviour.only_api in (None, api) and behaviour.times != 0
         if misbehave and behaviour.times is not None:
@@ -174,37 +94,27 @@ class FakeIm:
         if behaviour.delay:
             await trio.sleep(behaviour.delay)
         mode = behaviour.mode if misbehave else "ok"
+
+        def record(answered: str) -> None:
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), answered))
+
         if mode == "hang":
-            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), "hang"))
+            record("hang")
             await self._release_hung.wait()
-            return False
+            return None
         if mode == "close":
-            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), "close"))
-            return False
+            record("close")
+            return None
         if mode in ("http_500", "http_429"):
             status = 500 if mode == "http_500" else 429
-            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), f"http {status}"))
-            await self._send(connection, stream, status, {"error": "fake failure"})
-            return True
+            record(f"http {status}")
+            return FakeReply(status, {"error": "fake failure"})
         if mode == "error_code":
-            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), str(behaviour.error_code)))
-            await self._send(connection, stream, 200, _fail(behaviour.error_code, "fake error"))
-            return True
+            record(str(behaviour.error_code))
+            return FakeReply(200, _fail(behaviour.error_code, "fake error"))
         reply, answered = self._handle_api(api, query, payload)
-        self.calls.append(RecordedCall(api, query, payload, trio.current_time(), answered))
-        await self._send(connection, stream, 200, reply)
-        return True
-
-    async def _send(self, connection: h11.Connection, stream: trio.SocketStream, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
-        out = connection.send(h11.Response(status_code=status, headers=headers))
-        out += connection.send(h11.Data(data=data))
-        out += connection.send(h11.EndOfMessage())
-        try:
-            await stream.send_all(out)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        record(answered)
+        return FakeReply(200, reply)
 
     # --- the IM APIs ----------------------------------------------------------------
 
@@ -289,6 +199,5 @@ def _fail(code: int, info: str) -> dict[str, Any]:
 
 
 async def start_fake_im(nursery: trio.Nursery, fake: FakeIm) -> FakeIm:
-    fake._nursery = nursery
-    await fake.start_listening()
+    fake.server = await serve_loopback(nursery, fake.handle)
     return fake

@@ -24,9 +24,10 @@ def create_app(edge: Edge) -> QuartTrio:
 
     app.add_url_rule("/healthz", view_func=ops.healthz, methods=["GET"])
     app.add_url_rule("/readyz", view_func=ops.readyz, methods=["GET"])
-    app.add_url_rule(
-        f"{prefix}/utils/get_login_info", view_func=utils_routes.get_login_info, methods=["GET"]
-    )
+    for name in ("get_login_info", "logfilelist", "getlogfile", "check_config"):
+        app.add_url_rule(
+            f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"]
+        )
     app.add_url_rule(
         f"{prefix}/<kind>/<endpoint>", view_func=rooms.room_endpoint, methods=["POST"]
     )

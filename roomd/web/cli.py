@@ -1,4 +1,4 @@
-"""The `roomd` command line: serve, usersig, verify-usersig.
+"""The `roomd` command line: serve, usersig, verify-usersig, check-config.
 
 A configuration problem is one line on stderr and exit status 2.
 """
@@ -16,6 +16,7 @@ import trio
 
 from roomd.config import ConfigError, Settings, load_settings
 from roomd.qcloud.usersig import VerifyFailure
+from roomd.web.config_report import config_problems
 from roomd.web.identity import choose_user_signer
 from roomd.web.log_setup import configure_logging
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("sig", metavar="SIG")
     verify.add_argument("user_id", metavar="USERID")
     verify.add_argument("--config", help="TOML settings file")
+
+    check = commands.add_parser("check-config", help="list missing or unusable settings; exit 1 if any")
+    check.add_argument("--config", help="TOML settings file")
     return parser
 
 
@@ -59,6 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+    except ConfigError as e:
+        print(f"roomd: configuration error: {e}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    if args.command == "check-config":
+        problems = config_problems(settings)
+        for problem in problems:
+            print(f"{problem.key}: {problem.problem}")
+        print("no problems found" if not problems else f"{len(problems)} problem(s) found")
+        return 1 if problems else 0
+    try:
         signer = choose_user_signer(settings.im)
     except ConfigError as e:
         print(f"roomd: configuration error: {e}", file=sys.stderr)

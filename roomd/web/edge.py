@@ -1,4 +1,4 @@
-"""What every route needs: settings, the actor system, the signers, the clock."""
+"""What every route needs: settings, the actor system, signers, tokens, the clock."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from quart import current_app
 
 from roomd.actors.system import RoomSystem
 from roomd.config import Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
+from roomd.web.identity import live_signer
+from roomd.web.tokens import IssuedToken, TokenBook
+from roomd.web.wechat_login import WechatLogin
 
 
 @dataclass
@@ -20,17 +24,47 @@ class Edge:
     system: RoomSystem
     user_signer: UserSigner
     live: LiveSigner
+    tokens: TokenBook
+    wechat: WechatLogin | None = None
     wall_clock: Callable[[], float] = field(default=time.time)
     draining: bool = False
 
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        system: RoomSystem,
+        user_signer: UserSigner,
+        *,
+        http: httpx.AsyncClient | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> Edge:
+        """The edge for `settings`; `http` is the client for WeChat calls (none: WeChat login off)."""
+        return cls(
+            settings=settings,
+            system=system,
+            user_signer=user_signer,
+            live=live_signer(settings.live),
+            tokens=TokenBook.from_settings(settings),
+            wechat=WechatLogin(settings.wechat, http) if http is not None else None,
+            wall_clock=wall_clock,
+        )
+
+    @property
+    def token_mode(self) -> bool:
+        return self.settings.auth.mode == "token"
+
     def now(self) -> int:
-        """Wall-clock seconds, for protocols that need them (txTime, UserSig)."""
+        """Wall-clock seconds, for protocols that need them (txTime, UserSig, tokens)."""
         return int(self.wall_clock())
 
     def user_sig(self, user_id: str) -> str:
         return self.user_signer.make(
             user_id, now=self.now(), expire=self.settings.im.usersig_expire
         )
+
+    def issue_token(self, user_id: str) -> IssuedToken:
+        return self.tokens.issue(user_id, now=self.now())
 
 
 def current_edge() -> Edge:

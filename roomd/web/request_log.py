@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from loguru import logger
@@ -9,6 +10,14 @@ from quart import Response, g, request
 
 MAX_LOGGED_BODY_CHARS = 2048
 response_log = logger.bind(channel="response", actor="http")
+# credentials never reach the log files: query values and JSON/form fields with these names
+_SECRET_QUERY = re.compile(r"(?i)\b(token|usersig|secret)=[^&\s]*")
+_SECRET_JSON = re.compile(r'(?i)"(token|usersig|secret)"\s*:\s*"[^"]*"')
+
+
+def redact(text: str) -> str:
+    text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=<redacted>", text)
+    return _SECRET_JSON.sub(lambda m: f'"{m.group(1)}":"<redacted>"', text)
 
 
 async def start_timer() -> None:
@@ -21,7 +30,7 @@ async def log_response(response: Response) -> Response:
     response_log.info(
         "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
         request.method,
-        request.full_path.rstrip("?"),
+        redact(request.full_path.rstrip("?")),
         request.remote_addr,
         await _body_for_log(),
         response.status_code,
@@ -38,7 +47,7 @@ async def _body_for_log() -> str:
         data = await request.get_data(as_text=False)
     except Exception:
         return "<unreadable>"
-    text = data.decode("utf-8", errors="replace")
+    text = redact(data.decode("utf-8", errors="replace"))
     if len(text) > MAX_LOGGED_BODY_CHARS:
         return text[:MAX_LOGGED_BODY_CHARS] + f"...<{len(text)} chars>"
     return text

@@ -25,24 +25,34 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.actors.replies import Ok, Refused
+from roomd.web import auth
 from roomd.web.edge import Edge, current_edge
 from roomd.web.envelope import Code, envelope, ok, refused
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
 Handler = Callable[[Edge, Directory, Params], Awaitable[Response]]
 MAX_USER_ID_PREFIX_CHARS = 32
+WECHAT_PREFIX = "weixin"
 
 
 async def room_endpoint(kind: str, endpoint: str) -> Response:
     edge = current_edge()
     directory = edge.system.directory(kind)
-    handler = ENDPOINTS.get(endpoint)
-    if directory is None or handler is None:
+    known = endpoint in ENDPOINTS or endpoint in ("login", "logout")
+    if directory is None or not known:
         return envelope(
             Code.BAD_PARAMETER, detail=f"no route for POST {request.path}", http_status=404
         )
     body = parse_body(await request.get_data(), request.mimetype)
-    return await handler(edge, directory, Params(body))
+    caller = None
+    if edge.token_mode and endpoint not in auth.OPEN_ENDPOINTS:
+        caller = auth.authenticate(edge, request.args)
+        auth.require_acting_for_self(caller, body)
+    if endpoint == "login":
+        return await auth.login(edge, Params({**request.args.to_dict(), **body}))
+    if endpoint == "logout":
+        return await auth.logout(edge, caller)
+    return await ENDPOINTS[endpoint](edge, directory, Params(body))
 
 
 def _render(reply: Ok[Any] | Refused, **fields: Any) -> Response:
@@ -56,9 +66,15 @@ def _render(reply: Ok[Any] | Refused, **fields: Any) -> Response:
 
 async def get_im_login_info(edge: Edge, directory: Directory, params: Params) -> Response:
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
-    params.string("code", required=False)
-    user_id = new_user_id(prefix or "user")
-    return ok(**im_login_fields(edge, user_id))
+    code = params.string("code", required=False, max_chars=256)
+    user_id = None
+    if prefix == WECHAT_PREFIX and code and edge.wechat is not None and edge.wechat.enabled:
+        user_id = await edge.wechat.openid(code)
+    fields = im_login_fields(edge, user_id or new_user_id(prefix or "user"))
+    if edge.token_mode:
+        issued = edge.issue_token(fields["userID"])
+        fields.update(token=issued.token, expires=issued.expires)
+    return ok(**fields)
 
 
 def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import logging
 import signal
 from functools import partial
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
@@ -20,7 +21,7 @@ from roomd.actors.system import open_room_system
 from roomd.config import Settings
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
-from roomd.web.identity import SignerChoice, live_signer
+from roomd.web.identity import SignerChoice
 
 GRACEFUL_SECONDS = 10.0
 log = logger.bind(actor="root")
@@ -35,13 +36,10 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
-    async with open_room_system(settings, user_signer=signer.signer) as system:
-        edge = Edge(
-            settings=settings,
-            system=system,
-            user_signer=signer.signer,
-            live=live_signer(settings.live),
-        )
+    async with httpx.AsyncClient() as http, open_room_system(
+        settings, user_signer=signer.signer
+    ) as system:
+        edge = Edge.build(settings, system, signer.signer, http=http)
         stop = trio.Event()
 
         async def shutdown_trigger() -> None:

@@ -1,16 +1,91 @@
-"""`GET <prefix>/utils/...`: the later clients' way to get IM login info."""
+"""`GET <prefix>/utils/...`: IM login info for later clients, log files and a settings check.
+
+The log file routes only ever read files inside `log.dir`: a name is one or
+two plain path segments (`response/response-2026-11-29-10.log`), and its
+resolved path must stay inside the directory, so `..`, encoded tricks,
+absolute paths and symlinks pointing out are all refused with 400. When
+`auth.admin_key` is set they, and check_config, need
+`Authorization: Bearer <admin_key>`.
+"""
 
 from __future__ import annotations
 
+import hmac
+import re
+from pathlib import Path
+
 from quart import Response, request
 
-from roomd.web.edge import current_edge
-from roomd.web.envelope import ok
+from roomd.web import auth
+from roomd.web.config_report import config_problems
+from roomd.web.edge import Edge, current_edge
+from roomd.web.envelope import Code, RequestError, envelope, ok
 from roomd.web.rooms import im_login_fields
 from roomd.web.validation import Params
 
+_PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
 
 async def get_login_info() -> Response:
+    edge = current_edge()
     params = Params(dict(request.args))
     user_id = params.ident("userID")
-    return ok(**im_login_fields(current_edge(), user_id))
+    if edge.token_mode:  # a userSig for somebody else would let anybody log in as them
+        auth.authenticate(edge, request.args)
+    return ok(**im_login_fields(edge, user_id))
+
+
+async def logfilelist() -> Response:
+    edge = current_edge()
+    _require_admin(edge)
+    base = Path(edge.settings.log.dir)
+    files = []
+    if base.is_dir():
+        for path in sorted(base.rglob("*.log")):
+            if path.is_file() and not path.is_symlink():
+                stat = path.stat()
+                files.append(
+                    {"file": path.relative_to(base).as_posix(), "size": stat.st_size, "modified": int(stat.st_mtime)}
+                )
+    return ok(files=files)
+
+
+async def getlogfile() -> Response:
+    edge = current_edge()
+    _require_admin(edge)
+    path = log_file_path(Path(edge.settings.log.dir), request.args.get("file", ""))
+    return Response(path.read_bytes(), status=200, content_type="text/plain; charset=utf-8")
+
+
+async def check_config() -> Response:
+    edge = current_edge()
+    _require_admin(edge)
+    problems = config_problems(edge.settings)
+    return ok(problems=[{"key": p.key, "problem": p.problem} for p in problems], clean=not problems)
+
+
+def log_file_path(log_dir: Path, name: str) -> Path:
+    """The file `name` inside `log_dir`; 400 for anything that is not plainly inside it."""
+    segments = name.split("/")
+    if not name or len(segments) > 2 or not all(_PLAIN_SEGMENT.match(s) for s in segments):
+        raise RequestError(
+            Code.BAD_PARAMETER,
+            "file must name a log file inside the log directory, like response/response-2026-01-01-10.log",
+            status=400,
+        )
+    base = log_dir.resolve()
+    target = (base / name).resolve()
+    if not target.is_relative_to(base):
+        raise RequestError(Code.BAD_PARAMETER, "file points outside the log directory", status=400)
+    if not target.is_file():
+        raise RequestError(Code.BAD_PARAMETER, f"there is no log file {name}", status=404)
+    return target
+
+
+def _require_admin(edge: Edge) -> None:
+    key = edge.settings.auth.admin_key
+    if not key:
+        return
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+        raise RequestError(Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>")

@@ -1,0 +1,78 @@
+"""Who is calling: token checks for `auth.mode = "token"`, login and logout.
+
+In token mode every room route except get_im_login_info and login needs
+`?userID=&token=`, and a request may only act for that user: a body
+`userID` that differs from it is refused (code 7), so nobody can heartbeat,
+leave, join or destroy on behalf of somebody else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from loguru import logger
+from quart import Response, request
+
+from roomd.qcloud.usersig import VerifyFailure
+from roomd.web.edge import Edge
+from roomd.web.envelope import Code, RequestError, ok
+from roomd.web.validation import Params, check_ident
+
+OPEN_ENDPOINTS = frozenset({"get_im_login_info", "login"})
+log = logger.bind(actor="auth")
+
+
+def _refuse(detail: str) -> RequestError:
+    return RequestError(Code.AUTH_FAILED, detail)
+
+
+def authenticate(edge: Edge, query: Mapping[str, str]) -> str:
+    """The caller's userID, proven by `?userID=&token=`; code 7 otherwise."""
+    user_id = query.get("userID", "")
+    token = query.get("token", "")
+    if not user_id or not token:
+        raise _refuse("this route needs ?userID=&token= from login")
+    try:
+        check_ident("userID", user_id)
+    except RequestError:
+        raise _refuse("the userID in the query is not a valid ID") from None
+    why = edge.tokens.check(user_id, token, now=edge.now())
+    if why is not None:
+        raise _refuse(why)
+    return user_id
+
+
+def require_acting_for_self(caller: str, body: Mapping[str, Any]) -> None:
+    acting_for = body.get("userID")
+    if acting_for is not None and acting_for != caller:
+        raise _refuse(f"the token belongs to {caller}, who may not act for {acting_for!r}")
+
+
+async def login(edge: Edge, params: Params) -> Response:
+    """Verify a UserSig and answer a token: `login?sdkAppID=&accountType=&userID=&userSig=`."""
+    user_id = params.ident("userID")
+    user_sig = params.required_string("userSig", max_chars=4096)
+    sdk_app_id = params.string("sdkAppID", required=False, max_chars=20)
+    params.string("accountType", required=False, max_chars=64)
+    if sdk_app_id is not None and sdk_app_id != str(edge.settings.im.sdk_app_id):
+        raise _refuse(f"sdkAppID {sdk_app_id} is not this server's")
+    verified = edge.user_signer.verify(user_sig, user_id, now=edge.now())
+    if isinstance(verified, VerifyFailure):
+        log.info("login refused user={} because {}", user_id, verified.value)
+        raise _refuse(verified.value)
+    issued = edge.issue_token(user_id)
+    log.info("login user={} token expires={}", user_id, issued.expires)
+    return ok(userID=user_id, token=issued.token, expires=issued.expires)
+
+
+async def logout(edge: Edge, caller: str | None) -> Response:
+    token = request.args.get("token", "")
+    if caller is None:  # open mode: a token may still be given, and is revoked if it is valid
+        user_id = request.args.get("userID", "")
+        if not token or edge.tokens.check(user_id, token, now=edge.now()) is not None:
+            return ok()
+        caller = user_id
+    edge.tokens.revoke(token, now=edge.now())
+    log.info("logout user={}", caller)
+    return ok()

@@ -1,0 +1,39 @@
+"""Turning a WeChat mini-program login code into an openid, falling back quietly but visibly.
+
+A failure never fails the request: the caller gets a random userID instead
+and the reason is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import httpx
+from loguru import logger
+
+from roomd.config import WechatSettings
+from roomd.qcloud.wechat import PATH, jscode2session_params, parse_jscode2session
+
+log = logger.bind(actor="wechat")
+
+
+class WechatLogin:
+    def __init__(self, settings: WechatSettings, http: httpx.AsyncClient, *, timeout: float = 5.0) -> None:
+        self._settings = settings
+        self._http = http
+        self._timeout = timeout
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._settings.app_id and self._settings.app_secret)
+
+    async def openid(self, code: str) -> str | None:
+        params = jscode2session_params(self._settings.app_id, self._settings.app_secret, code)
+        url = self._settings.base_url.rstrip("/") + PATH
+        try:
+            response = await self._http.get(url, params=params, timeout=self._timeout)
+        except httpx.HTTPError as error:
+            log.warning("jscode2session failed ({}: {}); using a random userID", type(error).__name__, error)
+            return None
+        openid, why = parse_jscode2session(response.status_code, response.content)
+        if openid is None:
+            log.warning("jscode2session failed ({}); using a random userID", why)
+        return openid

@@ -1,0 +1,228 @@
+"""Token mode: login with a UserSig, tokens on every route, nobody acts for somebody else."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
+from tests.conftest import Api, Reply, make_settings, open_roomd
+from tests.fake_im import FakeIm, start_fake_im
+from tests.fake_wechat import FakeWechat, start_fake_wechat
+
+SDK_APP_ID = "1400000123"
+SECRET = "token-mode-im-secret"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(1_750_000_000.0)
+
+
+@pytest.fixture
+async def token_api(tmp_path: Path, clock: Clock) -> AsyncIterator[Api]:
+    async with trio.open_nursery() as nursery:
+        fake_im = await start_fake_im(nursery, FakeIm(int(SDK_APP_ID), "admin", secret_key=SECRET))
+        settings = make_settings(
+            ROOMD_AUTH__MODE="token",
+            ROOMD_SERVER__DATA_DIR=str(tmp_path / "data"),
+            ROOMD_IM__SDK_APP_ID=SDK_APP_ID,
+            ROOMD_IM__SECRET_KEY=SECRET,
+            ROOMD_IM__BASE_URL=fake_im.base_url,
+        )
+        async with open_roomd(settings, wall_clock=clock) as api:
+            yield api
+        nursery.cancel_scope.cancel()
+
+
+class User:
+    def __init__(self, api: Api, user_id: str, token: str) -> None:
+        self.api, self.user_id, self.token = api, user_id, token
+
+    async def post(self, endpoint: str, body: dict[str, Any], *, as_user: str | None = None, token: str | None = None) -> Reply:
+        query = f"userID={as_user or self.user_id}&token={token or self.token}"
+        return await self.api.raw(
+            f"/weapp/multi_room/{endpoint}?{query}", json.dumps(body).encode(), "application/json"
+        )
+
+    def me(self, room_id: str) -> dict[str, str]:
+        return {
+            "roomID": room_id,
+            "userID": self.user_id,
+            "userName": self.user_id,
+            "userAvatar": "",
+            "pushURL": f"rtmp://p.test/live/0_{self.user_id}",
+        }
+
+
+async def login(api: Api, user_id: str, clock: Clock) -> User:
+    sig = HmacUserSigner(int(SDK_APP_ID), SECRET).make(user_id, now=int(clock.now), expire=86400)
+    reply = await api.raw(
+        f"/weapp/multi_room/login?sdkAppID={SDK_APP_ID}&accountType=0&userID={user_id}&userSig={sig}",
+        b"",
+        "application/json",
+    )
+    assert reply.code == 0, reply.body
+    assert reply.body["userID"] == user_id and reply.body["expires"] == int(clock.now) + 7200
+    return User(api, user_id, reply.body["token"])
+
+
+def test_a_v2_usersig_built_by_the_published_algorithm_verifies() -> None:
+    key = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
+    text = "TLS.identifier:xiaojun\nTLS.sdkappid:1400000000\nTLS.time:1600000000\nTLS.expire:15552000\n"
+    sig = base64.b64encode(hmac.new(key.encode(), text.encode(), hashlib.sha256).digest()).decode()
+    assert sig == "1Z5PngDjGaufeSiPoBuxdHY7EK3JTdAjMP93S4KvV3M="
+    document = {
+        "TLS.ver": "2.0",
+        "TLS.identifier": "xiaojun",
+        "TLS.sdkappid": 1400000000,
+        "TLS.time": 1600000000,
+        "TLS.expire": 15552000,
+        "TLS.sig": sig,
+    }
+    usersig = (
+        base64.b64encode(zlib.compress(json.dumps(document).encode()))
+        .decode()
+        .replace("+", "*")
+        .replace("/", "-")
+        .replace("=", "_")
+    )
+    signer = HmacUserSigner(1400000000, key)
+    assert signer.verify(usersig, "xiaojun", now=1600000000 + 15552000) == Verified("xiaojun", 1600000000, 15552000)
+    # expiry is integer arithmetic on TLS.time + TLS.expire, not string concatenation
+    assert signer.verify(usersig, "xiaojun", now=1600000000 + 15552001) is VerifyFailure.EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda now: HmacUserSigner(int(SDK_APP_ID), "other key").make("alice", now=now, expire=60), "does not match"),
+        (lambda now: HmacUserSigner(int(SDK_APP_ID), SECRET).make("alice", now=now - 120, expire=60), "has expired"),
+        (lambda now: HmacUserSigner(int(SDK_APP_ID), SECRET).make("bob", now=now, expire=60), "another userID"),
+        (lambda now: HmacUserSigner(1400000999, SECRET).make("alice", now=now, expire=60), "another sdkAppID"),
+        (lambda now: "eJyrVkrOz0nNzSxJ", "cannot be decoded"),
+    ],
+)
+async def test_login_refuses_each_bad_usersig_with_its_reason(token_api: Api, clock: Clock, make: Any, reason: str) -> None:
+    sig = make(int(clock.now))
+    reply = await token_api.raw(
+        f"/weapp/multi_room/login?sdkAppID={SDK_APP_ID}&userID=alice&userSig={sig}", b"", "application/json"
+    )
+    assert reply.code == 7 and reply.body["message"] == "鉴权失败"
+    assert reason in reply.body["detail"]
+
+
+async def test_login_for_another_sdk_app_id_is_refused(token_api: Api, clock: Clock) -> None:
+    sig = HmacUserSigner(int(SDK_APP_ID), SECRET).make("alice", now=int(clock.now), expire=60)
+    reply = await token_api.raw(f"/weapp/multi_room/login?sdkAppID=42&userID=alice&userSig={sig}", b"", "text/plain")
+    assert reply.code == 7 and "sdkAppID 42" in reply.body["detail"]
+
+
+async def test_room_routes_need_a_live_token(token_api: Api, clock: Clock) -> None:
+    alice = await login(token_api, "alice", clock)
+    assert (await token_api.post("get_room_list")).code == 7  # no token at all
+    assert (await alice.post("get_room_list", {}, token="1.bogus")).code == 7
+    assert (await alice.post("get_room_list", {}, as_user="bob")).code == 7  # alice's token is not bob's
+    assert (await alice.post("get_room_list", {})).code == 0
+    clock.now += 7201
+    expired = await alice.post("get_room_list", {})
+    assert expired.code == 7 and "expired" in expired.body["detail"]
+
+
+async def test_logout_revokes_the_token(token_api: Api, clock: Clock) -> None:
+    alice = await login(token_api, "alice", clock)
+    assert (await alice.post("logout", {})).code == 0
+    reply = await alice.post("get_room_list", {})
+    assert reply.code == 7 and "revoked" in reply.body["detail"]
+    again = await login(token_api, "alice", clock)
+    assert (await again.post("get_room_list", {})).code == 0
+
+
+async def test_nobody_acts_for_somebody_else(token_api: Api, clock: Clock) -> None:
+    alice, bob, mallory = [await login(token_api, u, clock) for u in ("alice", "bob", "mallory")]
+    created = await alice.post("create_room", {**alice.me(""), "roomID": "r1", "roomName": "r"})
+    assert created.code == 0
+    assert (await bob.post("add_pusher", bob.me("r1"))).code == 0
+
+    async def pushers() -> list[str]:
+        reply = await alice.post("get_pushers", {"roomID": "r1"})
+        return [p["userID"] for p in reply.body["pushers"]]
+
+    before = await pushers()
+    attempts = [
+        ("pusher_heartbeat", {"roomID": "r1", "userID": "bob"}),
+        ("delete_pusher", {"roomID": "r1", "userID": "bob"}),
+        ("delete_pusher", {"roomID": "r1", "userID": "alice"}),
+        ("add_pusher", {**bob.me("r1"), "userName": "not really bob"}),
+        ("destroy_room", {"roomID": "r1", "userID": "alice"}),
+        ("create_room", {"userID": "alice", "roomInfo": "x", "roomID": "r2"}),
+    ]
+    for endpoint, body in attempts:
+        reply = await mallory.post(endpoint, body)
+        assert reply.code == 7, (endpoint, reply.body)
+        assert "mallory" in reply.body["detail"]
+    # bob, with his own valid token, may not destroy alice's room either
+    assert (await bob.post("destroy_room", {"roomID": "r1", "userID": "bob"})).body["message"] == "不是房间主人，无法销毁房间"
+    assert await pushers() == before == ["alice", "bob"]
+    assert (await alice.post("get_pushers", {"roomID": "r2"})).code == 3
+
+
+async def test_get_im_login_info_in_token_mode_returns_a_working_token(token_api: Api) -> None:
+    reply = await token_api.post("get_im_login_info", {"userIDPrefix": "android"})
+    assert reply.code == 0 and reply.body["token"] and reply.body["expires"] > 0
+    user = User(token_api, reply.body["userID"], reply.body["token"])
+    assert (await user.post("get_push_url", {"userID": user.user_id})).code == 0
+
+
+async def test_utils_get_login_info_in_token_mode_is_only_for_yourself(token_api: Api, clock: Clock) -> None:
+    alice = await login(token_api, "alice", clock)
+    assert (await token_api.get("/weapp/utils/get_login_info?userID=alice")).code == 7
+    own = await token_api.get(f"/weapp/utils/get_login_info?userID=alice&token={alice.token}")
+    assert own.code == 0 and own.body["userSig"]
+
+
+async def test_login_works_in_open_mode_too(api: Api) -> None:
+    sig = api.edge.user_sig("alice")
+    reply = await api.raw(f"/weapp/multi_room/login?userID=alice&userSig={sig}", b"", "application/json")
+    assert reply.code == 0 and reply.body["token"]
+
+
+async def test_wechat_code_becomes_the_user_id(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        wechat = await start_fake_wechat(nursery, FakeWechat("wx-app", "wx-secret", {"good-code": "oAbC_123-xyz"}))
+        settings = make_settings(
+            ROOMD_WECHAT__APP_ID="wx-app",
+            ROOMD_WECHAT__APP_SECRET="wx-secret",
+            ROOMD_WECHAT__BASE_URL=wechat.base_url,
+        )
+        async with open_roomd(settings) as api:
+            good = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "good-code"})
+            assert good.code == 0 and good.body["userID"] == "oAbC_123-xyz"
+            bad = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "stale-code"})
+            assert bad.code == 0 and bad.body["userID"].startswith("weixin_")
+            no_code = await api.post("get_im_login_info", {"userIDPrefix": "weixin"})
+            assert no_code.body["userID"].startswith("weixin_")
+        assert [r.query["js_code"] for r in wechat.requests] == ["good-code", "stale-code"]
+        assert all(r.query["appid"] == "wx-app" and r.query["grant_type"] == "authorization_code" for r in wechat.requests)
+        wechat.server.stop_listening()  # type: ignore[union-attr]
+        async with open_roomd(settings) as api:
+            down = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "good-code"})
+            assert down.code == 0 and down.body["userID"].startswith("weixin_")
+        nursery.cancel_scope.cancel()
