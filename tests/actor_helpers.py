@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import trio
+
 from roomd.actors.directory import Directory
-from roomd.actors.messages import CreateRoom, GetRoom, MemberInfo, RoomSnapshot
+from roomd.actors.messages import CreateRoom, GetRoom, Heartbeat, MemberInfo, RoomSnapshot
 from roomd.actors.replies import Ok
-from roomd.config import KindSettings, Settings
+from roomd.config import Settings
 
 
 def settings_with(**kind_changes: object) -> Settings:
@@ -49,4 +51,8 @@ async def members_of(directory: Directory, room_id: str) -> list[str] | None:
     return [m.user_id for m in snapshot.members]
 
 
-DEFAULT_KIND = KindSettings()
+async def keep_alive(directory: Directory, room_id: str, user_id: str, every: float = 5) -> None:
+    """Heartbeat for `user_id` every `every` seconds, until cancelled."""
+    while True:
+        await trio.sleep(every)
+        await directory.call_room(room_id, Heartbeat(user_id))

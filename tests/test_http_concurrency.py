@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import trio
 
+from tests.bodies import joining
 from tests.conftest import Api, Reply
-
-
-def pusher(user_id: str, room_id: str) -> dict[str, str]:
-    return {
-        "roomID": room_id,
-        "userID": user_id,
-        "userName": user_id,
-        "userAvatar": "",
-        "pushURL": f"rtmp://p.test/live/8888_{user_id}",
-    }
 
 
 async def gather(*calls: object) -> list[Reply]:
@@ -31,7 +22,7 @@ async def gather(*calls: object) -> list[Reply]:
 
 async def test_fifty_simultaneous_joins_fill_six_places(api: Api) -> None:
     room_id = (await api.post("create_room", {"userID": "host", "roomInfo": "r"})).body["roomID"]
-    replies = await gather(*(api.post("add_pusher", pusher(f"u{i}", room_id)) for i in range(50)))
+    replies = await gather(*(api.post("add_pusher", joining(f"u{i}", room_id)) for i in range(50)))
     codes = sorted(r.code for r in replies)
     assert codes.count(0) == 6 and codes.count(5001) == 44 and len(codes) == 50
     pushers = (await api.post("get_pushers", {"roomID": room_id})).body["pushers"]
@@ -54,11 +45,11 @@ async def test_two_simultaneous_creates_of_one_room_id_give_one_room(api: Api) -
 
 async def test_joins_leaves_and_heartbeats_racing_a_destroy_leave_no_half_closed_room(api: Api) -> None:
     for round_ in range(20):
-        room_id = (await api.post("create_room", {**pusher("host", ""), "roomID": f"race{round_}", "roomInfo": "r"})).body["roomID"]
-        assert (await api.post("add_pusher", pusher("early", room_id))).code == 0
+        room_id = (await api.post("create_room", {**joining("host", f"race{round_}"), "roomInfo": "r"})).body["roomID"]
+        assert (await api.post("add_pusher", joining("early", room_id))).code == 0
         calls = []
         for i in range(12):
-            calls.append(api.post("add_pusher", pusher(f"j{i}", room_id)))
+            calls.append(api.post("add_pusher", joining(f"j{i}", room_id)))
             calls.append(api.post("pusher_heartbeat", {"roomID": room_id, "userID": "early"}))
             calls.append(api.post("delete_pusher", {"roomID": room_id, "userID": f"j{i - 1}"}))
             if i == round_ % 12:
@@ -68,5 +59,5 @@ async def test_joins_leaves_and_heartbeats_racing_a_destroy_leave_no_half_closed
         directory = api.system.directories["multi_room"]
         assert directory.room_count == 0 and directory.index.room_count == 0
         assert (await api.post("get_room_list")).body["rooms"] == []
-        after = await api.post("add_pusher", pusher("late", room_id))
+        after = await api.post("add_pusher", joining("late", room_id))
         assert after.code == 3

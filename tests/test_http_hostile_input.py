@@ -7,20 +7,14 @@ from typing import Any
 
 import pytest
 
+from tests.bodies import joining
 from tests.conftest import Api
 
 ROOM = "room_fixed"
 
 
 def pusher(user_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "roomID": ROOM,
-        "userID": user_id,
-        "userName": f"{user_id} name",
-        "userAvatar": "https://a.test/x.png",
-        "pushURL": f"rtmp://push.test/live/8888_{user_id}",
-        **extra,
-    }
+    return joining(user_id, ROOM, **extra)
 
 
 async def state_of(api: Api) -> Any:

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from roomd.qcloud.usersig import Verified
+from tests.bodies import member_fields
 from tests.conftest import Api
 
 
-def pusher(user_id: str, **extra: str) -> dict[str, str]:
-    return {
-        "userID": user_id,
-        "userName": f"{user_id} name",
-        "userAvatar": f"https://a.test/{user_id}.png",
-        "pushURL": f"rtmp://8888.livepush.myqcloud.com/live/8888_{user_id}?bizid=8888",
-        **extra,
-    }
-
-
 async def test_seed_era_create_makes_creator_the_first_member(api: Api) -> None:
-    reply = await api.post("create_room", {**pusher("alice"), "roomName": "alice's room"})
+    reply = await api.post("create_room", {**member_fields("alice"), "roomName": "alice's room"})
     assert reply.code == 0 and reply.status == 200
     room_id = reply.body["roomID"]
     assert room_id.startswith("room_") and len(room_id) == 17
@@ -32,12 +23,12 @@ async def test_seed_era_create_makes_creator_the_first_member(api: Api) -> None:
     assert pushers.body["mixedPlayURL"] == "https://8888.liveplay.myqcloud.com/live/8888_alice.flv"
 
 
-async def test_later_client_create_waits_for_add_pusher(api: Api) -> None:
+async def test_later_client_create_waits_for_add_member_fields(api: Api) -> None:
     reply = await api.post("create_room", {"userID": "alice", "roomInfo": '{"title":"t"}'})
     room_id = reply.body["roomID"]
     assert reply.code == 0
     assert (await api.post("get_room_list")).body["rooms"] == []  # waiting rooms are not listed
-    assert (await api.post("add_pusher", {**pusher("alice"), "roomID": room_id})).code == 0
+    assert (await api.post("add_pusher", {**member_fields("alice"), "roomID": room_id})).code == 0
     rooms = (await api.post("get_room_list")).body["rooms"]
     assert [r["roomID"] for r in rooms] == [room_id]
     assert rooms[0]["roomInfo"] == '{"title":"t"}' and rooms[0]["memberCount"] == 1
@@ -52,7 +43,7 @@ async def test_explicit_room_id_in_use_is_code_11(api: Api) -> None:
 
 async def test_unknown_room_is_code_3_everywhere(api: Api) -> None:
     for endpoint, body in [
-        ("add_pusher", {**pusher("bob"), "roomID": "nope"}),
+        ("add_pusher", {**member_fields("bob"), "roomID": "nope"}),
         ("delete_pusher", {"roomID": "nope", "userID": "bob"}),
         ("pusher_heartbeat", {"roomID": "nope", "userID": "bob"}),
         ("get_pushers", {"roomID": "nope"}),
@@ -65,14 +56,14 @@ async def test_unknown_room_is_code_3_everywhere(api: Api) -> None:
 
 
 async def test_destroy_by_non_creator_is_code_3_with_its_own_message(api: Api) -> None:
-    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
     reply = await api.post("destroy_room", {"roomID": room_id, "userID": "bob"})
     assert reply.code == 3 and reply.body["message"] == "不是房间主人，无法销毁房间"
     assert (await api.post("get_pushers", {"roomID": room_id})).code == 0
 
 
 async def test_non_member_leave_and_heartbeat_are_code_5(api: Api) -> None:
-    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
     for endpoint in ("delete_pusher", "pusher_heartbeat"):
         reply = await api.post(endpoint, {"roomID": room_id, "userID": "bob"})
         assert reply.code == 5 and reply.body["message"] == "不是房间成员"
@@ -80,21 +71,21 @@ async def test_non_member_leave_and_heartbeat_are_code_5(api: Api) -> None:
 
 async def test_full_room_is_code_5001(api: Api) -> None:
     room_id = (
-        await api.post("create_room", {**pusher("alice"), "roomName": "r"}, kind="double_room")
+        await api.post("create_room", {**member_fields("alice"), "roomName": "r"}, kind="double_room")
     ).body["roomID"]
-    assert (await api.post("add_pusher", {**pusher("bob"), "roomID": room_id}, kind="double_room")).code == 0
-    full = await api.post("add_pusher", {**pusher("carol"), "roomID": room_id}, kind="double_room")
+    assert (await api.post("add_pusher", {**member_fields("bob"), "roomID": room_id}, kind="double_room")).code == 0
+    full = await api.post("add_pusher", {**member_fields("carol"), "roomID": room_id}, kind="double_room")
     assert full.code == 5001 and full.body["detail"] == f"room {room_id} is full (2/2)"
 
 
 async def test_kinds_have_separate_directories(api: Api) -> None:
-    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
     assert (await api.post("get_pushers", {"roomID": room_id}, kind="double_room")).code == 3
 
 
 async def test_rejoin_updates_the_member(api: Api) -> None:
-    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
-    again = await api.post("add_pusher", {**pusher("alice", userName="Alice B."), "roomID": room_id})
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
+    again = await api.post("add_pusher", {**member_fields("alice", userName="Alice B."), "roomID": room_id})
     assert again.code == 0
     pushers = (await api.post("get_pushers", {"roomID": room_id})).body["pushers"]
     assert [(p["userID"], p["userName"]) for p in pushers] == [("alice", "Alice B.")]
@@ -127,7 +118,7 @@ async def test_utils_get_login_info(api: Api) -> None:
 async def test_room_list_paging(api: Api) -> None:
     ids = []
     for i in range(5):
-        ids.append((await api.post("create_room", {**pusher(f"u{i}"), "roomName": f"r{i}"})).body["roomID"])
+        ids.append((await api.post("create_room", {**member_fields(f"u{i}"), "roomName": f"r{i}"})).body["roomID"])
     page = await api.post("get_room_list", {"index": 1, "cnt": 2})
     assert [r["roomID"] for r in page.body["rooms"]] == ids[1:3]
     assert page.body["rooms"][0]["pushers"][0]["userID"] == "u1"
@@ -139,7 +130,7 @@ async def test_room_list_paging(api: Api) -> None:
 
 
 async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:
-    room_id = (await api.post("create_room", {**pusher("alice"), "roomName": "r"})).body["roomID"]
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
     assert (await api.post("destroy_room", {"roomID": room_id, "userID": "alice"})).code == 0
     assert (await api.post("get_room_list")).body["rooms"] == []
     assert (await api.post("get_pushers", {"roomID": room_id})).code == 3
@@ -147,7 +138,7 @@ async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:
 
 async def test_get_room_list_route_never_messages_a_room(api: Api) -> None:
     for i in range(8):
-        await api.post("create_room", {**pusher(f"u{i}"), "roomName": f"r{i}"})
+        await api.post("create_room", {**member_fields(f"u{i}"), "roomName": f"r{i}"})
     directory = api.system.directories["multi_room"]
     delivered = {room_id: box.delivered for room_id, box in directory.room_mailboxes().items()}
     listed = await api.post("get_room_list", {"index": 2, "cnt": 3})

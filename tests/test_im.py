@@ -10,21 +10,11 @@ import trio
 from roomd.actors.messages import Join, Leave
 from roomd.actors.replies import Ok
 from tests.actor_helpers import member
+from tests.bodies import joining, member_fields
 from tests.conftest import IM_SDK_APP_ID, Api, eventually, open_im_world
 from tests.fake_im import FakeIm
 
 NOTIFY = '{"cmd":"notifyPusherChange","data":""}'
-
-
-def pusher(user_id: str, room_id: str, **extra: str) -> dict[str, str]:
-    return {
-        "roomID": room_id,
-        "userID": user_id,
-        "userName": user_id,
-        "userAvatar": "",
-        "pushURL": f"rtmp://p.test/live/8888_{user_id}",
-        **extra,
-    }
 
 
 def ordered_as_a_room_life(calls: list[str]) -> bool:
@@ -42,7 +32,7 @@ async def test_the_three_calls_on_the_wire() -> None:
         created = await api.post("create_room", {"userID": "alice", "roomInfo": "一个很长的房间名字，超过三十个字节的那种"})
         room_id = created.body["roomID"]
         assert created.code == 0
-        assert (await api.post("add_pusher", pusher("alice", room_id))).code == 0
+        assert (await api.post("add_pusher", joining("alice", room_id))).code == 0
         assert (await api.post("destroy_room", {"roomID": room_id, "userID": "alice"})).code == 0
         await eventually(lambda: len(fake.calls) == 3)
     create, notify, destroy = fake.calls
@@ -77,27 +67,26 @@ async def test_scripted_room_lives_reach_im_in_order() -> None:
         async def create(creator: str, *, join: bool = True) -> str:
             body: dict[str, Any] = {"userID": creator, "roomInfo": f"{creator}'s"}
             if join:
-                body.update(pusher(creator, ""))
-                del body["roomID"]  # seed era: the creator joins at once
+                body.update(member_fields(creator))  # seed era: the creator joins at once
             reply = await api.post("create_room", body)
             assert reply.code == 0
             return str(reply.body["roomID"])
 
         destroyed = await create("d")
-        await api.post("add_pusher", pusher("d2", destroyed))
+        await api.post("add_pusher", joining("d2", destroyed))
         await api.post("destroy_room", {"roomID": destroyed, "userID": "d"})
 
         creator_left = await create("c")
-        await api.post("add_pusher", pusher("c2", creator_left))
+        await api.post("add_pusher", joining("c2", creator_left))
         await api.post("delete_pusher", {"roomID": creator_left, "userID": "c"})
 
         emptied = await create("e")
-        await api.post("add_pusher", pusher("e", emptied, userName="renamed"))  # an update that changed something
-        await api.post("add_pusher", pusher("e", emptied, userName="renamed"))  # no change: no notification
+        await api.post("add_pusher", joining("e", emptied, userName="renamed"))  # an update that changed something
+        await api.post("add_pusher", joining("e", emptied, userName="renamed"))  # no change: no notification
         await api.post("delete_pusher", {"roomID": emptied, "userID": "e"})
 
         timed_out = await create("t")
-        await api.post("add_pusher", pusher("t2", timed_out))
+        await api.post("add_pusher", joining("t2", timed_out))
         idle = await create("i", join=False)
 
         rooms = [destroyed, creator_left, emptied, timed_out, idle]
@@ -144,7 +133,7 @@ async def test_transient_failures_are_retried() -> None:
         for mode, extra in (("close", {}), ("http_429", {}), ("error_code", {"error_code": 10002})):
             fake.behave(mode=mode, times=1, **extra)
             before = len(fake.calls)
-            await api.post("add_pusher", pusher(f"u_{mode}", room_id))
+            await api.post("add_pusher", joining(f"u_{mode}", room_id))
             await eventually(lambda: fake.calls[-1:] and fake.calls[-1].answered == "ok" and len(fake.calls) == before + 2)
         stats = api.system.im.stats  # type: ignore[attr-defined]
         await eventually(lambda: stats.outcomes[("send_group_system_notification", "ok")] == 3)
@@ -155,7 +144,7 @@ async def test_a_final_error_is_not_retried_and_is_counted() -> None:
     async with open_im_world() as (api, fake):
         room_id = (await api.post("create_room", {"userID": "alice", "roomInfo": "r"})).body["roomID"]
         fake.behave(mode="error_code", error_code=10007, only_api="send_group_system_notification")
-        await api.post("add_pusher", pusher("bob", room_id))
+        await api.post("add_pusher", joining("bob", room_id))
         await eventually(lambda: api.system.im.stats.outcomes[("send_group_system_notification", "failed")] == 1)  # type: ignore[attr-defined]
         assert [c.answered for c in fake.calls if c.api == "send_group_system_notification"] == ["10007"]
 
@@ -164,7 +153,7 @@ async def test_calls_give_up_after_max_attempts() -> None:
     async with open_im_world(ROOMD_IM__MAX_ATTEMPTS="3") as (api, fake):
         room_id = (await api.post("create_room", {"userID": "alice", "roomInfo": "r"})).body["roomID"]
         fake.behave(mode="http_500")
-        await api.post("add_pusher", pusher("bob", room_id))
+        await api.post("add_pusher", joining("bob", room_id))
         im = api.system.im
         await eventually(lambda: im.stats.outcomes[("send_group_system_notification", "failed")] == 1)  # type: ignore[attr-defined]
         assert [c.answered for c in fake.calls if c.api == "send_group_system_notification"] == ["http 500"] * 3
@@ -176,7 +165,7 @@ async def test_a_burst_of_changes_collapses_into_a_few_notifications() -> None:
         directory = api.system.directories["multi_room"]
         rooms = []
         for i in range(50):
-            seed_era = {k: v for k, v in pusher(f"c{i}", "").items() if k != "roomID"}
+            seed_era = member_fields(f"c{i}")
             rooms.append((await api.post("create_room", {**seed_era, "roomName": "r"})).body["roomID"])
         im = api.system.im
         await eventually(lambda: im.queue_depth == 0)  # type: ignore[attr-defined]
@@ -204,10 +193,10 @@ async def test_im_outage_does_not_slow_rooms_and_every_call_arrives_afterwards()
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "300",  # outlive the outage without heartbeats
     }
     async with open_im_world(**env) as (api, fake):
-        alice = {k: v for k, v in pusher("alice", "").items() if k != "roomID"}
+        alice = member_fields("alice")
         room_id = (await api.post("create_room", {**alice, "roomName": "r1"})).body["roomID"]
         await api.post("create_room", {"userID": "bob", "roomInfo": "r2", "roomID": "second"})
-        await api.post("add_pusher", pusher("bob", "second"))
+        await api.post("add_pusher", joining("bob", "second"))
         await eventually(lambda: len(fake.calls) == 4)
         fake.calls.clear()
 
@@ -216,10 +205,10 @@ async def test_im_outage_does_not_slow_rooms_and_every_call_arrives_afterwards()
         answered_at = []
         for n in range(5):
             for reply in (
-                await api.post("add_pusher", pusher(f"g{n}", room_id)),
+                await api.post("add_pusher", joining(f"g{n}", room_id)),
                 await api.post("pusher_heartbeat", {"roomID": room_id, "userID": "alice"}),
                 await api.post("delete_pusher", {"roomID": room_id, "userID": f"g{n}"}),
-                await api.post("add_pusher", pusher(f"h{n}", "second")),
+                await api.post("add_pusher", joining(f"h{n}", "second")),
             ):
                 assert reply.code == 0
                 answered_at.append(trio.current_time() - outage_started)
@@ -244,7 +233,7 @@ async def test_im_outage_does_not_slow_rooms_and_every_call_arrives_afterwards()
 
 
 async def test_im_not_configured_makes_no_calls(api: Api) -> None:
-    alice = {k: v for k, v in pusher("alice", "").items() if k != "roomID"}
+    alice = member_fields("alice")
     reply = await api.post("create_room", {**alice, "roomName": "r"})
     assert reply.code == 0
     assert api.system.im.skipped == 2  # type: ignore[attr-defined]  # create_group, notification

@@ -7,7 +7,7 @@ import trio
 from roomd.actors.messages import Heartbeat, Join, Leave
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.system import open_room_system
-from tests.actor_helpers import create, member, members_of, settings_with
+from tests.actor_helpers import create, keep_alive, member, members_of, settings_with
 
 
 async def test_silent_member_is_evicted_between_20_and_21_seconds(autojump_clock: trio.abc.Clock) -> None:
@@ -18,13 +18,8 @@ async def test_silent_member_is_evicted_between_20_and_21_seconds(autojump_clock
         assert isinstance(await directory.call_room(room, Join(member("bob"))), Ok)
         bob_last_heartbeat = trio.current_time()
 
-        async def keep_alice_alive() -> None:
-            while True:
-                await trio.sleep(5)
-                await directory.call_room(room, Heartbeat("alice"))
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_alice_alive)
+            nursery.start_soon(keep_alive, directory, room, "alice")
             await trio.sleep_until(bob_last_heartbeat + 19.99)
             assert await members_of(directory, room) == ["alice", "bob"]
             await trio.sleep_until(bob_last_heartbeat + 21)
@@ -113,13 +108,8 @@ async def test_creator_timing_out_counts_as_leaving(autojump_clock: trio.abc.Clo
         room = await create(directory, "alice")
         await directory.call_room(room, Join(member("bob")))
 
-        async def keep_bob_alive() -> None:
-            while True:
-                await trio.sleep(5)
-                await directory.call_room(room, Heartbeat("bob"))
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(keep_bob_alive)
+            nursery.start_soon(keep_alive, directory, room, "bob")
             await trio.sleep(21)
             assert await members_of(directory, room) is None
             nursery.cancel_scope.cancel()

@@ -85,14 +85,18 @@ def _as_int(value: object) -> int | None:
     return None
 
 
-def _check_claims(
-    payload: dict[str, object],
+def _decode_claims(
+    sig: str,
     *,
     sdk_app_id: int,
     identifier: str,
     now: int,
     keys: tuple[str, str, str, str],
-) -> Verified | VerifyFailure:
+) -> tuple[dict[str, object], Verified] | VerifyFailure:
+    """The sig's JSON and its checked claims, before its signature is looked at."""
+    payload = decode_sig(sig)
+    if payload is None:
+        return VerifyFailure.MALFORMED
     appid_key, id_key, time_key, expire_key = keys
     if _as_int(payload.get(appid_key)) != sdk_app_id:
         return VerifyFailure.WRONG_SDK_APP_ID
@@ -103,7 +107,7 @@ def _check_claims(
         return VerifyFailure.MALFORMED
     if issued + expire < now:
         return VerifyFailure.EXPIRED
-    return Verified(identifier=identifier, issued_at=issued, expire=expire)
+    return payload, Verified(identifier=identifier, issued_at=issued, expire=expire)
 
 
 @dataclass(frozen=True)
@@ -137,18 +141,16 @@ class HmacUserSigner:
         )
 
     def verify(self, sig: str, identifier: str, *, now: int) -> Verified | VerifyFailure:
-        payload = decode_sig(sig)
-        if payload is None:
-            return VerifyFailure.MALFORMED
-        claims = _check_claims(
-            payload,
+        decoded = _decode_claims(
+            sig,
             sdk_app_id=self.sdk_app_id,
             identifier=identifier,
             now=now,
             keys=("TLS.sdkappid", "TLS.identifier", "TLS.time", "TLS.expire"),
         )
-        if isinstance(claims, VerifyFailure):
-            return claims
+        if isinstance(decoded, VerifyFailure):
+            return decoded
+        payload, claims = decoded
         given = payload.get("TLS.sig")
         expected = self._sign(identifier, claims.issued_at, claims.expire)
         if not isinstance(given, str) or not hmac.compare_digest(given, expected):
@@ -204,18 +206,16 @@ class EcdsaUserSigner:
         return encode_sig({**fields, "TLS.sig": base64.b64encode(signature).decode("ascii")})
 
     def verify(self, sig: str, identifier: str, *, now: int) -> Verified | VerifyFailure:
-        payload = decode_sig(sig)
-        if payload is None:
-            return VerifyFailure.MALFORMED
-        claims = _check_claims(
-            payload,
+        decoded = _decode_claims(
+            sig,
             sdk_app_id=self.sdk_app_id,
             identifier=identifier,
             now=now,
             keys=("TLS.sdk_appid", "TLS.identifier", "TLS.time", "TLS.expire_after"),
         )
-        if isinstance(claims, VerifyFailure):
-            return claims
+        if isinstance(decoded, VerifyFailure):
+            return decoded
+        payload, claims = decoded
         if not all(isinstance(payload.get(name), str) for name in _V1_SIGNED_FIELDS):
             return VerifyFailure.MALFORMED
         fields = {name: str(payload[name]) for name in _V1_SIGNED_FIELDS}
