@@ -9,19 +9,26 @@ answered from the `RoomIndex` and never message a room.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 from loguru import logger
 
 from roomd.actors.ids import new_room_id
-from roomd.actors.messages import CloseReason, CreateRoom, RoomMessage, RoomSnapshot
+from roomd.actors.messages import CloseReason, CreateRoom, LeaveReason, RoomMessage, RoomSnapshot
 from roomd.actors.ports import ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.room import Room
 from roomd.actors.room_index import RoomIndex
-from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending
+from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending, supervised
 from roomd.config import KindSettings
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomEntry:
+    mailbox: Mailbox[RoomMessage]
+    room: Room  # read only by describe(); the room's own task is its only writer
 
 
 class Directory:
@@ -40,10 +47,12 @@ class Directory:
         self.path = path
         self.index = RoomIndex()
         self.closes: dict[CloseReason, int] = {}
+        self.departures: dict[LeaveReason, int] = {}
+        self.started_at = trio.current_time()
         self._im = im
         self._mailbox_size = mailbox_size
         self._call_timeout = call_timeout
-        self._rooms: dict[str, Mailbox[RoomMessage]] = {}
+        self._rooms: dict[str, _RoomEntry] = {}
         self._pending: set[str] = set()
         self._stopping = False
         self._nursery: trio.Nursery | None = None
@@ -61,14 +70,21 @@ class Directory:
         async with self._inbox, trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started(self)
-            async for envelope in self._inbox:
-                self._begin_create(envelope)
+            await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
             self._stopping = True
             refuse_pending(self._inbox, Refused(DomainError.BUSY, "the server is shutting down"))
-            for mailbox in list(self._rooms.values()):
-                mailbox.close()
+            for entry in list(self._rooms.values()):
+                entry.mailbox.close()
             self.log.info("directory stopping rooms={}", len(self._rooms))
         self.log.info("directory stopped")
+
+    async def _serve_creations(self) -> None:
+        async for envelope in self._inbox:
+            try:
+                self._begin_create(envelope)
+            except Exception:
+                envelope.answer(Refused(DomainError.INTERNAL, "the room directory failed on this request"))
+                raise
 
     def stop(self) -> None:
         """Stop taking creations; rooms close with reason `shutdown`."""
@@ -122,7 +138,7 @@ class Directory:
             path=f"{self.path}/{room_id}",
         )
         mailbox, inbox = open_mailbox(f"room {room_id}", self._mailbox_size)
-        self._rooms[room_id] = mailbox
+        self._rooms[room_id] = _RoomEntry(mailbox, room)
         self.index.upsert(room.snapshot())
         self.log.info(
             "room created room={} creator={} with_first_member={}",
@@ -137,10 +153,10 @@ class Directory:
 
     async def call_room(self, room_id: str, message: RoomMessage) -> Any:
         """Send `message` to the room and return its reply (a Refused when it is gone)."""
-        mailbox = self._rooms.get(room_id)
-        if mailbox is None:
+        entry = self._rooms.get(room_id)
+        if entry is None:
             return no_such_room(room_id)
-        result = await mailbox.call(message, timeout=self._call_timeout)
+        result = await entry.mailbox.call(message, timeout=self._call_timeout)
         return no_such_room(room_id) if result is GONE else result
 
     def page(self, index: int, count: int) -> list[RoomSnapshot]:
@@ -151,13 +167,33 @@ class Directory:
         return len(self._rooms)
 
     def room_mailboxes(self) -> dict[str, Mailbox[RoomMessage]]:
-        return dict(self._rooms)
+        return {room_id: entry.mailbox for room_id, entry in self._rooms.items()}
+
+    def describe(self, *, limit: int) -> dict[str, Any]:
+        """The directory and up to `limit` of its rooms, for /debug/actors (reads, never changes)."""
+        now = trio.current_time()
+        rooms = list(self._rooms.values())
+        return {
+            "path": self.path,
+            "kind": "directory",
+            "state": "stopping" if self._stopping else "running",
+            "mailbox": {"depth": self.mailbox.depth, "capacity": self._mailbox_size},
+            "uptime": round(now - self.started_at, 3),
+            "rooms": len(rooms),
+            "children": [
+                {**entry.room.describe(now), "mailbox": {"depth": entry.mailbox.depth, "capacity": self._mailbox_size}}
+                for entry in rooms[:limit]
+            ],
+        }
 
     # --- RoomHost -------------------------------------------------------------
 
     def room_changed(self, snapshot: RoomSnapshot) -> None:
         if snapshot.room_id in self._rooms:
             self.index.upsert(snapshot)
+
+    def member_left(self, reason: LeaveReason) -> None:
+        self.departures[reason] = self.departures.get(reason, 0) + 1
 
     def room_closed(self, room_id: str, reason: CloseReason) -> None:
         self._rooms.pop(room_id, None)

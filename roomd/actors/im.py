@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import math
+from functools import partial
 import random
 import secrets
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import trio
 from loguru import logger
 
 from roomd.actors.replies import DomainError, Refused
-from roomd.actors.runtime import ReplySlot
+from roomd.actors.runtime import ReplySlot, supervised
 from roomd.config import ImSettings
 from roomd.qcloud import im_api
 from roomd.qcloud.im_api import ImApi, ImRequest, Judgement, Verdict
@@ -40,16 +41,24 @@ MAX_CONCURRENT_CALLS = 16    # HTTP requests to IM in flight at once
 QUEUE_LIMIT = 100_000        # queued calls; beyond it notifications are dropped (logged, counted)
 MAX_BACKOFF = 30.0           # seconds, the longest wait between two attempts
 ADMIN_SIG_REFRESH = 86_400   # make a new admin UserSig this long before the old one expires
-DRAIN_SECONDS = 5.0          # how long stopping waits for queued calls
 CREATE_GRACE = 0.5           # create_room waits this much past im.timeout for the verdict
 
 
 class SkippedIm:
     """IM not configured: group calls succeed without leaving the process."""
 
+    queue_depth = 0
+
     def __init__(self, path: str) -> None:
+        self.path = path
         self.log = logger.bind(actor=path)
+        self.stats = ImStats()
         self.skipped = 0
+        self.started_at = trio.current_time()
+
+    def describe(self) -> dict[str, object]:
+        return {"path": self.path, "kind": "im", "state": "not configured", "queue_depth": 0,
+                "uptime": round(trio.current_time() - self.started_at, 3)}
 
     async def create_group(self, group_id: str, name: str) -> Refused | None:
         await trio.lowlevel.checkpoint()
@@ -64,6 +73,7 @@ class SkippedIm:
 
     def _skip(self, api: ImApi, group_id: str) -> None:
         self.skipped += 1
+        self.stats.record(api, "skipped")
         self.log.debug("IM not configured; skipped {} group={}", api.value, group_id)
 
 
@@ -84,6 +94,7 @@ class _GroupLine:
     """The calls queued for one group."""
 
     calls: collections.deque[_Call] = field(default_factory=collections.deque)
+    in_flight: _Call | None = None  # popped, being delivered: later notifications must not collapse into it
 
 
 @dataclass
@@ -130,8 +141,12 @@ class ImActor:
         *,
         path: str,
         wall_clock: Callable[[], float],
+        drain_timeout: float = 5.0,
     ) -> None:
         self.settings = settings
+        self.drain_timeout = drain_timeout
+        self.path = path
+        self.started_at = trio.current_time()
         self.stats = ImStats()
         self.log = logger.bind(actor=path)
         self._admin_sig = AdminSig(signer, settings, wall_clock)
@@ -149,25 +164,50 @@ class ImActor:
     def queue_depth(self) -> int:
         return self._queued
 
+    def describe(self) -> dict[str, object]:
+        state = "stopping" if self._stop.is_set() else ("running" if self._nursery else "restarting")
+        return {
+            "path": self.path,
+            "kind": "im",
+            "state": state,
+            "queue_depth": self._queued,
+            "groups_with_calls": len(self._lines),
+            "uptime": round(trio.current_time() - self.started_at, 3),
+        }
+
     # --- the actor ------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[ImActor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until stopped; a crash restarts the actor (with backoff), keeping every queued call."""
         self.log.info("IM actor started base_url={} sdkAppID={}", self.settings.base_url, self.settings.sdk_app_id)
-        async with httpx.AsyncClient(
-            base_url=self.settings.base_url, timeout=self.settings.timeout
-        ) as client, trio.open_nursery() as nursery:
-            self._client, self._nursery = client, nursery
-            task_status.started(self)
-            await self._stop.wait()
-            with trio.move_on_after(DRAIN_SECONDS):
-                await self._idle.wait()
-            if self._queued:
-                self.log.warning("IM actor stopping with {} calls undelivered", self._queued)
-            nursery.cancel_scope.cancel()
+        started = False
+
+        async def incarnation() -> None:
+            nonlocal started
+            try:
+                async with httpx.AsyncClient(
+                    base_url=self.settings.base_url, timeout=self.settings.timeout
+                ) as client, trio.open_nursery() as nursery:
+                    self._client, self._nursery = client, nursery
+                    for group_id, line in self._lines.items():  # calls queued before a restart
+                        nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
+                    if not started:
+                        started = True
+                        task_status.started(self)
+                    await self._stop.wait()
+                    with trio.move_on_after(self.drain_timeout):
+                        await self._idle.wait()
+                    if self._queued:
+                        self.log.warning("IM actor stopping with {} calls undelivered", self._queued)
+                    nursery.cancel_scope.cancel()
+            finally:
+                self._client = self._nursery = None
+
+        await supervised("IM actor", incarnation, log=self.log)
         self.log.info("IM actor stopped")
 
     def stop(self) -> None:
-        """Deliver what is queued (for at most DRAIN_SECONDS), then end."""
+        """Deliver what is queued (for at most `drain_timeout` seconds), then end."""
         self._stop.set()
 
     # --- ImPort -----------------------------------------------------------------
@@ -218,21 +258,29 @@ class ImActor:
         if line is None:
             line = self._lines[group_id] = _GroupLine()
             line.calls.append(call)
-            assert self._nursery is not None, "the IM actor is not running"
-            self._nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
+            if self._nursery is not None:  # else the next incarnation starts its courier
+                self._nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
         else:
             line.calls.append(call)
 
     async def _courier(self, group_id: str, line: _GroupLine) -> None:
-        """Deliver one group's calls in order until its line is empty."""
+        """Deliver one group's calls in order until its line is empty; a crash restarts it."""
+        await supervised(f"IM courier {group_id}", partial(self._drain_line, group_id, line), log=self.log)
+        del self._lines[group_id]
+
+    async def _drain_line(self, group_id: str, line: _GroupLine) -> None:
+        if line.in_flight is not None:  # a crash interrupted it: it goes out again, first
+            line.calls.appendleft(line.in_flight)
+            line.in_flight = None
         while line.calls:
             call = line.calls[0]
             if call.is_notification:
                 # while waiting, later notifications collapse into this queued one
                 last = self._last_notified.get(group_id, -math.inf)
                 await trio.sleep_until(last + NOTIFY_INTERVAL)
-            line.calls.popleft()
+            line.in_flight = line.calls.popleft()
             judgement = await self._deliver(call)
+            line.in_flight = None
             self._count_out()
             if call.is_notification:
                 self._last_notified[group_id] = trio.current_time()
@@ -246,7 +294,6 @@ class ImActor:
                     cleanup = im_api.destroy_group(group_id)
                     line.calls.appendleft(_Call(cleanup, now, now + self.settings.call_deadline))
                     self._count_in()
-        del self._lines[group_id]
 
     def _count_in(self) -> None:
         if self._queued == 0:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from roomd.actors.messages import CloseReason, RoomSnapshot
+from roomd.actors.messages import CloseReason, LeaveReason, RoomSnapshot
 from roomd.actors.replies import Refused
+
+if TYPE_CHECKING:
+    from roomd.actors.im import ImStats
 
 
 class RoomHost(Protocol):
@@ -14,12 +17,21 @@ class RoomHost(Protocol):
     def room_changed(self, snapshot: RoomSnapshot) -> None:
         """The member list or room info changed (never called for heartbeats)."""
 
+    def member_left(self, reason: LeaveReason) -> None:
+        """A member left the room, for the departure counts."""
+
     def room_closed(self, room_id: str, reason: CloseReason) -> None:
         """The room has closed: forget it now, so later requests get 'no such room'."""
 
 
 class ImPort(Protocol):
-    """The IM actor, as rooms and directories see it."""
+    """The IM actor, as rooms, directories and the operations routes see it."""
+
+    stats: ImStats
+    queue_depth: int
+
+    def describe(self) -> dict[str, object]:
+        """The actor for /debug/actors."""
 
     async def create_group(self, group_id: str, name: str) -> Refused | None:
         """Create the room's IM group; a Refused when IM said no."""

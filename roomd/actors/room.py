@@ -78,7 +78,9 @@ class Room:
         self.close_reason: CloseReason | None = None
         self._host = host
         self._im = im
-        self._idle_deadline = trio.current_time() + kind.max_idle_duration
+        self.started_at = trio.current_time()
+        self._idle_deadline = self.started_at + kind.max_idle_duration
+        self._path = path
         self.log = logger.bind(actor=path)
 
     # --- the actor loop ---------------------------------------------------
@@ -216,6 +218,7 @@ class Room:
 
     def _remove(self, user_id: str, reason: LeaveReason) -> None:
         del self.members[user_id]
+        self._host.member_left(reason)
         self.log.info(
             "member left user={} reason={} members={}/{}",
             user_id, reason.value, len(self.members), self.kind.max_members,
@@ -234,6 +237,7 @@ class Room:
         self.state = RoomState.CLOSED
         self.close_reason = reason
         for user_id in list(self.members):
+            self._host.member_left(LeaveReason.ROOM_CLOSED)
             self.log.info(
                 "member left user={} reason={} members=0/{}",
                 user_id, LeaveReason.ROOM_CLOSED.value, self.kind.max_members,
@@ -256,6 +260,18 @@ class Room:
             creator=self.creator,
             members=tuple(m.view() for m in self.members.values()),
         )
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """This room for /debug/actors: plain data, read between two messages."""
+        deadline = self.next_deadline() if self.state is not RoomState.CLOSED else None
+        return {
+            "path": self._path,
+            "kind": "room",
+            "state": self.state.value,
+            "uptime": round(now - self.started_at, 3),
+            "members": len(self.members),
+            "next_deadline_in": None if deadline is None else round(deadline - now, 3),
+        }
 
     def _not_member(self, user_id: str) -> Refused:
         return Refused(DomainError.NOT_MEMBER, f"{user_id} is not a member of room {self.room_id}")

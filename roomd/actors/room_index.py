@@ -21,6 +21,7 @@ class RoomIndex:
         self._seq_by_id: dict[str, int] = {}
         self._by_seq: dict[int, RoomSnapshot] = {}
         self._listed = SortedList()  # creation seqs of rooms with at least one member
+        self.member_count = 0  # members across every room
 
     def upsert(self, snapshot: RoomSnapshot) -> None:
         seq = self._seq_by_id.get(snapshot.room_id)
@@ -29,6 +30,7 @@ class RoomIndex:
             self._seq_by_id[snapshot.room_id] = seq
         previous = self._by_seq.get(seq)
         was_listed = previous is not None and bool(previous.members)
+        self.member_count += len(snapshot.members) - (len(previous.members) if previous else 0)
         self._by_seq[seq] = snapshot
         if snapshot.members and not was_listed:
             self._listed.add(seq)
@@ -40,6 +42,7 @@ class RoomIndex:
         if seq is None:
             return
         snapshot = self._by_seq.pop(seq)
+        self.member_count -= len(snapshot.members)
         if snapshot.members:
             self._listed.remove(seq)
 

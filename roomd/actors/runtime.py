@@ -1,4 +1,4 @@
-"""Mailboxes, one-shot reply slots and calls with a deadline.
+"""Mailboxes, one-shot reply slots, calls with a deadline, and supervision.
 
 An actor is a task that owns its state and reads an `Envelope` at a time
 from a bounded trio memory channel. Others hold its `Mailbox`: `cast`
@@ -9,6 +9,8 @@ at once, which is the server's backpressure.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -121,3 +123,41 @@ def refuse_pending(inbox: trio.MemoryReceiveChannel[Envelope[Any]], refusal: Ref
             return drained
         envelope.answer(refusal)
         drained += 1
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a permanent actor may crash before its supervisor gives up."""
+
+    max_restarts: int = 5      # within `window` seconds; one more and the crash propagates
+    window: float = 30.0
+    first_backoff: float = 0.1  # doubles with each restart inside the window
+    max_backoff: float = 5.0
+
+
+async def supervised(
+    name: str, body: Callable[[], Awaitable[None]], *, log: Any, policy: RestartPolicy = RestartPolicy()
+) -> None:
+    """Run `body` until it returns; when it raises, log the stack and run it again after a backoff.
+
+    Restarts are counted on `trio.current_time()`; more than `max_restarts`
+    within `window` seconds re-raise the last crash to the parent.
+    """
+    crashes: collections.deque[float] = collections.deque()
+    while True:
+        try:
+            await body()
+            return
+        except Exception:
+            now = trio.current_time()
+            crashes.append(now)
+            while crashes and crashes[0] < now - policy.window:
+                crashes.popleft()
+            if len(crashes) > policy.max_restarts:
+                log.opt(exception=True).critical(
+                    "{} crashed {} times within {:g} s; giving up", name, len(crashes), policy.window
+                )
+                raise
+            backoff = min(policy.max_backoff, policy.first_backoff * 2 ** (len(crashes) - 1))
+            log.opt(exception=True).error("{} crashed; restarting in {:.2f} s", name, backoff)
+            await trio.sleep(backoff)

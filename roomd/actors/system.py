@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from loguru import logger
@@ -30,9 +31,21 @@ ROOT = "root"
 class RoomSystem:
     directories: dict[str, Directory]
     im: ImPort
+    started_at: float = field(default_factory=trio.current_time)
+    stopping: bool = False
 
     def directory(self, kind: str) -> Directory | None:
         return self.directories.get(kind)
+
+    def describe(self, *, limit: int) -> dict[str, Any]:
+        """The live actor tree as plain data, at most `limit` rooms per kind."""
+        return {
+            "path": ROOT,
+            "kind": "root",
+            "state": "stopping" if self.stopping else "running",
+            "uptime": round(trio.current_time() - self.started_at, 3),
+            "children": [self.im.describe(), *(d.describe(limit=limit) for d in self.directories.values())],
+        }
 
 
 @asynccontextmanager
@@ -50,7 +63,13 @@ async def open_room_system(
             if user_signer is None:
                 raise ValueError("IM is configured: open_room_system needs the user_signer")
             im_actor = await root.start(
-                ImActor(settings.im, user_signer, path=f"{ROOT}/im", wall_clock=wall_clock).run
+                ImActor(
+                    settings.im,
+                    user_signer,
+                    path=f"{ROOT}/im",
+                    wall_clock=wall_clock,
+                    drain_timeout=settings.im.drain_timeout,
+                ).run
             )
         else:
             im_actor = SkippedIm(f"{ROOT}/im")
@@ -69,9 +88,11 @@ async def open_room_system(
                     await kinds.start(directory.run)
                     directories[name] = directory
                 log.info("actor system started kinds={}", ",".join(directories))
+                system = RoomSystem(directories=directories, im=im_actor)
                 try:
-                    yield RoomSystem(directories=directories, im=im_actor)
+                    yield system
                 finally:
+                    system.stopping = True
                     log.info("actor system stopping")
                     for directory in directories.values():
                         directory.stop()

@@ -18,6 +18,8 @@ class ServerSettings:
     data_dir: str = "data"
     mailbox_size: int = 256
     call_timeout: float = 5.0
+    drain_grace: float = 1.0
+    shutdown_timeout: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class ImSettings:
     max_attempts: int = 5
     retry_backoff: float = 2.0
     call_deadline: float = 60.0
+    drain_timeout: float = 5.0
 
     @property
     def configured(self) -> bool:

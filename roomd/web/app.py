@@ -12,7 +12,7 @@ from roomd.web.edge import Edge
 from roomd.web.envelope import Code, RequestError, envelope, request_error
 from roomd.web.request_log import log_response, start_timer
 
-ALWAYS_SERVED = frozenset({"/healthz", "/readyz"})
+ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors"})
 log = logger.bind(actor="http")
 
 
@@ -24,6 +24,8 @@ def create_app(edge: Edge) -> QuartTrio:
 
     app.add_url_rule("/healthz", view_func=ops.healthz, methods=["GET"])
     app.add_url_rule("/readyz", view_func=ops.readyz, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=ops.metrics, methods=["GET"])
+    app.add_url_rule("/debug/actors", view_func=ops.debug_actors, methods=["GET"])
     for name in ("get_login_info", "logfilelist", "getlogfile", "check_config"):
         app.add_url_rule(
             f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"]
@@ -36,7 +38,9 @@ def create_app(edge: Edge) -> QuartTrio:
     async def refuse_while_draining() -> Response | None:
         await start_timer()
         if edge.draining and request.path not in ALWAYS_SERVED:
-            return envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
+            response = envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
+            response.headers["Connection"] = "close"  # reconnect elsewhere; this listener is closing
+            return response
         return None
 
     app.after_request(log_response)

@@ -14,6 +14,7 @@ from roomd.config import Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
 from roomd.web.identity import live_signer
+from roomd.web.metrics import Metrics
 from roomd.web.tokens import IssuedToken, TokenBook
 from roomd.web.wechat_login import WechatLogin
 
@@ -25,9 +26,11 @@ class Edge:
     user_signer: UserSigner
     live: LiveSigner
     tokens: TokenBook
+    metrics: Metrics
     wechat: WechatLogin | None = None
     wall_clock: Callable[[], float] = field(default=time.time)
-    draining: bool = False
+    ready: bool = True  # False while starting
+    draining: bool = False  # True once a stop was asked for
 
     @classmethod
     def build(
@@ -46,6 +49,7 @@ class Edge:
             user_signer=user_signer,
             live=live_signer(settings.live),
             tokens=TokenBook.from_settings(settings),
+            metrics=Metrics(system),
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
             wall_clock=wall_clock,
         )

@@ -8,8 +8,10 @@ files only.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,12 @@ from loguru import logger
 
 from roomd.config import LogSettings
 
-TEXT_FORMAT = (
-    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[actor]} | {message}"
-)
+TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[actor]} | {message}"
+
+
+def json_format(record: Any) -> str:  # a callable: loguru adds no exception text of its own
+    return "{extra[json]}\n"
+
 
 
 def _is_response(record: Any) -> bool:
@@ -30,19 +35,41 @@ def _is_not_response(record: Any) -> bool:
     return record["extra"].get("channel") != "response"
 
 
+def json_line(record: Any) -> str:
+    """One log record as one JSON object, with the actor path as a field of its own."""
+    data: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "actor": record["extra"].get("actor", "-"),
+        "message": record["message"],
+    }
+    if record["extra"].get("channel") == "response":
+        data["channel"] = "response"
+    if record["exception"] is not None:
+        kind, value, tb = record["exception"]
+        data["exception"] = "".join(traceback.format_exception(kind, value, tb))
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _add_json_field(record: Any) -> None:
+    record["extra"]["json"] = json_line(record)
+
+
 def configure_logging(settings: LogSettings) -> None:
     """Replace every sink with roomd's; safe to call again."""
     logger.remove()
-    logger.configure(extra={"actor": "-", "channel": "app"})
-    serialize = settings.format == "json"
+    as_json = settings.format == "json"
+    logger.configure(
+        extra={"actor": "-", "channel": "app"}, patcher=_add_json_field if as_json else None
+    )
+    line_format: Any = json_format if as_json else TEXT_FORMAT
     level = settings.level.upper()
-    logger.add(sys.stderr, level=level, format=TEXT_FORMAT, filter=_is_not_response, serialize=serialize)
+    logger.add(sys.stderr, level=level, format=line_format, filter=_is_not_response)
     directory = Path(settings.dir)
     common: dict[str, Any] = {
         "rotation": settings.rotation,
         "retention": settings.retention,
-        "format": TEXT_FORMAT,
-        "serialize": serialize,
+        "format": line_format,
         "encoding": "utf-8",
     }
     logger.add(

@@ -1,11 +1,15 @@
-"""Routes for operators and orchestrators: liveness and readiness."""
+"""Routes for operators and orchestrators: liveness, readiness, metrics, the actor tree."""
 
 from __future__ import annotations
 
-from quart import Response
+from quart import Response, request
 
 from roomd.web.edge import current_edge
 from roomd.web.envelope import Code, envelope, ok
+from roomd.web.metrics import CONTENT_TYPE
+
+DEFAULT_ROOMS_SHOWN = 100
+MAX_ROOMS_SHOWN = 10_000
 
 
 async def healthz() -> Response:
@@ -16,4 +20,19 @@ async def readyz() -> Response:
     edge = current_edge()
     if edge.draining:
         return envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
+    if not edge.ready:
+        return envelope(Code.BUSY, detail="the server is starting", http_status=503)
     return ok(status="ready", kinds=sorted(edge.system.directories))
+
+
+async def metrics() -> Response:
+    return Response(current_edge().metrics.render(), status=200, content_type=CONTENT_TYPE)
+
+
+async def debug_actors() -> Response:
+    """The live actor tree; `?limit=N` rooms per kind (default 100)."""
+    raw = request.args.get("limit", str(DEFAULT_ROOMS_SHOWN))
+    if not raw.isdigit():
+        return envelope(Code.BAD_PARAMETER, detail="limit must be a non-negative integer")
+    limit = min(int(raw), MAX_ROOMS_SHOWN)
+    return ok(tree=current_edge().system.describe(limit=limit))

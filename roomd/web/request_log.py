@@ -8,6 +8,9 @@ import time
 from loguru import logger
 from quart import Response, g, request
 
+from roomd.web.edge import Edge, current_edge
+from roomd.web.rooms import KNOWN_ENDPOINTS
+
 MAX_LOGGED_BODY_CHARS = 2048
 response_log = logger.bind(channel="response", actor="http")
 # credentials never reach the log files: query values and JSON/form fields with these names
@@ -26,7 +29,11 @@ async def start_timer() -> None:
 
 async def log_response(response: Response) -> Response:
     started = getattr(g, "started_at", None)
-    latency_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    latency_ms = seconds * 1000
+    code = getattr(g, "reply_code", "-")
+    edge = current_edge()
+    edge.metrics.observe(route_label(edge), code, seconds)
     response_log.info(
         "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
         request.method,
@@ -34,10 +41,24 @@ async def log_response(response: Response) -> Response:
         request.remote_addr,
         await _body_for_log(),
         response.status_code,
-        getattr(g, "reply_code", "-"),
+        code,
         latency_ms,
     )
     return response
+
+
+def route_label(edge: Edge) -> str:
+    """A bounded label for the route: `<kind>/<endpoint>` for room routes, else the rule."""
+    rule = request.url_rule
+    if rule is None:
+        return "unmatched"
+    args = request.view_args or {}
+    if "kind" in args:
+        kind, endpoint = args["kind"], args.get("endpoint", "")
+        if kind in edge.system.directories and endpoint in KNOWN_ENDPOINTS:
+            return f"{kind}/{endpoint}"
+        return "unmatched"
+    return rule.rule
 
 
 async def _body_for_log() -> str:

@@ -38,8 +38,7 @@ WECHAT_PREFIX = "weixin"
 async def room_endpoint(kind: str, endpoint: str) -> Response:
     edge = current_edge()
     directory = edge.system.directory(kind)
-    known = endpoint in ENDPOINTS or endpoint in ("login", "logout")
-    if directory is None or not known:
+    if directory is None or endpoint not in KNOWN_ENDPOINTS:
         return envelope(
             Code.BAD_PARAMETER, detail=f"no route for POST {request.path}", http_status=404
         )
@@ -205,3 +204,4 @@ ENDPOINTS: dict[str, Handler] = {
     "get_room_list": get_room_list,
 }
 
+KNOWN_ENDPOINTS = frozenset({*ENDPOINTS, "login", "logout"})

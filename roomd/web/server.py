@@ -1,8 +1,11 @@
 """Run roomd: the actor tree plus hypercorn (trio worker) until SIGINT or SIGTERM.
 
-Stopping: requests that arrive after the signal get 503 (code 12) while
-in-flight ones finish; then the listener closes and every room closes with
-reason `shutdown`.
+Stopping, in order: readyz and every room route answer 503 (code 12) for
+`server.drain_grace` seconds, so balancers and clients notice; then the
+listener closes and requests already accepted get up to
+`server.shutdown_timeout` seconds to finish (hypercorn's graceful timeout);
+then every room closes with reason `shutdown` and the IM queue drains for at
+most `im.drain_timeout` seconds; then the process exits 0.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from roomd.web.app import create_app
 from roomd.web.edge import Edge
 from roomd.web.identity import SignerChoice
 
-GRACEFUL_SECONDS = 10.0
 log = logger.bind(actor="root")
 
 
@@ -40,10 +42,12 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         settings, user_signer=signer.signer
     ) as system:
         edge = Edge.build(settings, system, signer.signer, http=http)
+        edge.ready = False
         stop = trio.Event()
 
         async def shutdown_trigger() -> None:
             await stop.wait()
+            await trio.sleep(settings.server.drain_grace)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, edge, stop)
@@ -55,10 +59,14 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                     shutdown_trigger=shutdown_trigger,
                 )
             )
+            edge.ready = True
             for bind in binds:
                 log.info("roomd listening on {}", bind)
             await stop.wait()
-            log.info("roomd stopping: finishing in-flight requests, then closing rooms")
+            log.info(
+                "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, then closing rooms",
+                settings.server.drain_grace,
+            )
     log.info("roomd stopped")
 
 
@@ -76,5 +84,5 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = GRACEFUL_SECONDS
+    config.graceful_timeout = settings.server.shutdown_timeout
     return config

@@ -1,0 +1,86 @@
+"""`/metrics` in the Prometheus text format.
+
+Request counts and latencies are counted as requests finish; everything
+about the actor tree (rooms and members by kind and state, closes and
+departures by reason, IM calls and queue, mailbox depths) is read from the
+actors at scrape time, so nothing on the hot path keeps extra state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from roomd.actors.system import RoomSystem
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self, system: RoomSystem) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "roomd_requests", "HTTP requests by route and reply code", ["route", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "roomd_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(ActorCollector(system))
+
+    def observe(self, route: str, code: object, seconds: float) -> None:
+        self.requests.labels(route, str(code)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ActorCollector(Collector):
+    def __init__(self, system: RoomSystem) -> None:
+        self._system = system
+
+    def collect(self) -> Iterator[Metric]:
+        rooms = GaugeMetricFamily("roomd_rooms", "Rooms by kind and state", labels=["kind", "state"])
+        members = GaugeMetricFamily("roomd_members", "Members by kind", labels=["kind"])
+        closes = CounterMetricFamily("roomd_room_closes", "Rooms closed by kind and reason", labels=["kind", "reason"])
+        departures = CounterMetricFamily(
+            "roomd_member_departures",
+            "Members gone by kind and reason (timeout = evicted)",
+            labels=["kind", "reason"],
+        )
+        directory_depth = GaugeMetricFamily(
+            "roomd_directory_mailbox_depth", "Messages queued for each directory", labels=["kind"]
+        )
+        room_depth_max = GaugeMetricFamily(
+            "roomd_room_mailbox_depth_max", "Deepest room mailbox by kind", labels=["kind"]
+        )
+        room_depth_sum = GaugeMetricFamily(
+            "roomd_room_mailbox_depth_sum", "Messages queued for all rooms of a kind", labels=["kind"]
+        )
+        for kind, directory in self._system.directories.items():
+            index = directory.index
+            rooms.add_metric([kind, "waiting"], index.room_count - index.listed_count)
+            rooms.add_metric([kind, "active"], index.listed_count)
+            members.add_metric([kind], index.member_count)
+            for reason, count in directory.closes.items():
+                closes.add_metric([kind, reason.value], count)
+            for leave_reason, count in directory.departures.items():
+                departures.add_metric([kind, leave_reason.value], count)
+            depths = [box.depth for box in directory.room_mailboxes().values()]
+            directory_depth.add_metric([kind], directory.mailbox.depth)
+            room_depth_max.add_metric([kind], max(depths, default=0))
+            room_depth_sum.add_metric([kind], sum(depths))
+        im_calls = CounterMetricFamily("roomd_im_calls", "IM REST calls by api and outcome", labels=["api", "outcome"])
+        for (api, outcome), count in sorted(self._system.im.stats.outcomes.items()):
+            im_calls.add_metric([api, outcome], count)
+        im_queue = GaugeMetricFamily("roomd_im_queue_depth", "IM calls queued or in flight")
+        im_queue.add_metric([], self._system.im.queue_depth)
+        yield from (rooms, members, closes, departures, directory_depth, room_depth_max, room_depth_sum, im_calls, im_queue)
