@@ -45,12 +45,12 @@ class Reply:
 
 
 class Api:
-    """Calls roomd's HTTP routes in-process, the way clients call them over the network."""
+    """Calls roomd's whole ASGI app in-process, the way clients call it over the network."""
 
-    def __init__(self, app: Any, edge: Edge) -> None:
+    def __init__(self, app: Any, edge: Edge, http: httpx.AsyncClient) -> None:
         self.app = app
         self.edge = edge
-        self.client = app.test_client()
+        self.http = http
         self.prefix = edge.settings.server.route_prefix
 
     @property
@@ -65,14 +65,12 @@ class Api:
         )
 
     async def raw(self, path: str, data: bytes, content_type: str, method: str = "POST") -> Reply:
-        response = await self.client.open(
-            path, method=method, data=data, headers={"Content-Type": content_type}
-        )
-        return Reply(response.status_code, json.loads(await response.get_data(as_text=True)))
+        response = await self.http.request(method, path, content=data, headers={"Content-Type": content_type})
+        return Reply(response.status_code, response.json())
 
     async def get(self, path: str) -> Reply:
-        response = await self.client.get(path)
-        return Reply(response.status_code, json.loads(await response.get_data(as_text=True)))
+        response = await self.http.get(path)
+        return Reply(response.status_code, response.json())
 
 
 def make_settings(**env: str) -> Settings:
@@ -94,7 +92,10 @@ async def open_roomd(
         settings, user_signer=signer, wall_clock=wall_clock
     ) as system:
         edge = Edge.build(settings, system, signer, http=http, wall_clock=wall_clock)
-        yield Api(create_app(edge), edge)
+        app = create_app(edge)
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://roomd.test") as client:
+            yield Api(app, edge, client)
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from tests.conftest import Api
 
 
 async def scrape(api: Api) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = await api.client.get("/metrics")
+    response = await api.http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = {}
-    for family in text_string_to_metric_families(await response.get_data(as_text=True)):
+    for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
@@ -103,9 +103,9 @@ async def test_readyz_is_503_while_starting_and_while_draining(api: Api) -> None
     api.edge.draining = True
     draining = await api.get("/readyz")
     assert draining.status == 503 and draining.body["code"] == 12
-    response = await api.client.post("/weapp/multi_room/get_room_list", json={})
+    response = await api.http.post("/weapp/multi_room/get_room_list", json={})
     assert response.status_code == 503 and response.headers["Connection"] == "close"
-    assert (await api.client.get("/metrics")).status_code == 200
+    assert (await api.http.get("/metrics")).status_code == 200
 
 
 def test_json_log_lines_carry_the_actor_path(tmp_path: Any, capsys: Any) -> None:

@@ -34,13 +34,13 @@ async def ops_api(log_dir: Path) -> AsyncIterator[Api]:
 
 
 async def get(api: Api, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    response = await api.client.get(path, headers=headers or {})
-    return response.status_code, await response.get_data()
+    response = await api.http.get(path, headers=headers or {})
+    return response.status_code, response.content
 
 
 async def test_log_file_list_and_a_normal_file_is_served(ops_api: Api) -> None:
-    listing = await ops_api.client.get("/weapp/utils/logfilelist", headers=ADMIN)
-    files = (await listing.get_json())["files"]
+    listing = await ops_api.http.get("/weapp/utils/logfilelist", headers=ADMIN)
+    files = listing.json()["files"]
     assert [f["file"] for f in files] == ["error/error-2026-11-29-10.log", "response/response-2026-11-29-10.log"]
     status, body = await get(ops_api, "/weapp/utils/getlogfile?file=response/response-2026-11-29-10.log", ADMIN)
     assert status == 200 and body == b"POST /weapp/multi_room/create_room ...\n"
@@ -62,10 +62,10 @@ async def test_log_file_list_and_a_normal_file_is_served(ops_api: Api) -> None:
     ],
 )
 async def test_every_traversal_attempt_is_refused(ops_api: Api, name: str) -> None:
-    response = await ops_api.client.get(f"/weapp/utils/getlogfile?file={name}", headers=ADMIN)
-    body = await response.get_json()
+    response = await ops_api.http.get(f"/weapp/utils/getlogfile?file={name}", headers=ADMIN)
+    body = response.json()
     assert response.status_code == 400 and body["code"] == 1
-    assert b"private" not in await response.get_data()
+    assert b"private" not in response.content
 
 
 async def test_a_missing_log_file_is_404(ops_api: Api) -> None:
@@ -76,13 +76,13 @@ async def test_a_missing_log_file_is_404(ops_api: Api) -> None:
 @pytest.mark.parametrize("path", ["logfilelist", "getlogfile?file=error/error-2026-11-29-10.log", "check_config"])
 async def test_ops_routes_need_the_admin_key(ops_api: Api, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "let-me-in"}):
-        response = await ops_api.client.get(f"/weapp/utils/{path}", headers=headers)
-        assert (await response.get_json())["code"] == 7
+        response = await ops_api.http.get(f"/weapp/utils/{path}", headers=headers)
+        assert response.json()["code"] == 7
 
 
 async def test_check_config_lists_what_is_missing(ops_api: Api) -> None:
-    response = await ops_api.client.get("/weapp/utils/check_config", headers=ADMIN)
-    body = await response.get_json()
+    response = await ops_api.http.get("/weapp/utils/check_config", headers=ADMIN)
+    body = response.json()
     keys = {p["key"] for p in body["problems"]}
     assert body["code"] == 0 and body["clean"] is False
     # the test settings have live, UserSig and admin keys, but no IM account

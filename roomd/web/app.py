@@ -1,4 +1,5 @@
-"""The Quart application: routes, the envelope on every error, draining, request logs."""
+"""The ASGI application: room routes served directly (room_asgi), everything else by Quart,
+with the envelope on every error, draining and request logs."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from roomd.web import ops, rooms, utils_routes
+from roomd.web import ops, utils_routes
 from roomd.web.edge import Edge
-from roomd.web.envelope import Code, RequestError, envelope, request_error
+from roomd.web.envelope import Code, RequestError, draining_reply, envelope, error_reply, to_response
+from roomd.web.room_asgi import ASGIApp, with_room_routes
 from roomd.web.request_log import log_response, start_timer
 
 ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors"})
 log = logger.bind(actor="http")
 
 
-def create_app(edge: Edge) -> QuartTrio:
+def create_app(edge: Edge) -> ASGIApp:
+    """The whole HTTP surface of roomd as one ASGI app."""
+    return with_room_routes(edge, create_quart_app(edge))
+
+
+def create_quart_app(edge: Edge) -> QuartTrio:
+    """Utility, operations and error routes; room routes are answered before Quart sees them."""
     app = QuartTrio("roomd")
     app.config["MAX_CONTENT_LENGTH"] = edge.settings.server.max_body_bytes
     app.extensions["roomd"] = edge
@@ -30,24 +38,19 @@ def create_app(edge: Edge) -> QuartTrio:
         app.add_url_rule(
             f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"]
         )
-    app.add_url_rule(
-        f"{prefix}/<kind>/<endpoint>", view_func=rooms.room_endpoint, methods=["POST"]
-    )
 
     @app.before_request
     async def refuse_while_draining() -> Response | None:
         await start_timer()
         if edge.draining and request.path not in ALWAYS_SERVED:
-            response = envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
-            response.headers["Connection"] = "close"  # reconnect elsewhere; this listener is closing
-            return response
+            return to_response(draining_reply())  # Connection: close, this listener is closing
         return None
 
     app.after_request(log_response)
 
     @app.errorhandler(RequestError)
     async def on_request_error(error: RequestError) -> Response:
-        return request_error(error)
+        return to_response(error_reply(error))
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:

@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from loguru import logger
-from quart import Response, request
 
 from roomd.qcloud.usersig import VerifyFailure
 from roomd.web.edge import Edge
-from roomd.web.envelope import Code, RequestError, ok
+from roomd.web.envelope import Code, Reply, RequestError, ok_reply
 from roomd.web.validation import Params, check_ident
 
 OPEN_ENDPOINTS = frozenset({"get_im_login_info", "login"})
@@ -49,7 +48,7 @@ def require_acting_for_self(caller: str, body: Mapping[str, Any]) -> None:
         raise _refuse(f"the token belongs to {caller}, who may not act for {acting_for!r}")
 
 
-async def login(edge: Edge, params: Params) -> Response:
+async def login(edge: Edge, params: Params) -> Reply:
     """Verify a UserSig and answer a token: `login?sdkAppID=&accountType=&userID=&userSig=`."""
     user_id = params.ident("userID")
     user_sig = params.required_string("userSig", max_chars=4096)
@@ -63,16 +62,16 @@ async def login(edge: Edge, params: Params) -> Response:
         raise _refuse(verified.value)
     issued = edge.issue_token(user_id)
     log.info("login user={} token expires={}", user_id, issued.expires)
-    return ok(userID=user_id, token=issued.token, expires=issued.expires)
+    return ok_reply(userID=user_id, token=issued.token, expires=issued.expires)
 
 
-async def logout(edge: Edge, caller: str | None) -> Response:
-    token = request.args.get("token", "")
+async def logout(edge: Edge, caller: str | None, query: Mapping[str, str]) -> Reply:
+    token = query.get("token", "")
     if caller is None:  # open mode: a token may still be given, and is revoked if it is valid
-        user_id = request.args.get("userID", "")
+        user_id = query.get("userID", "")
         if not token or edge.tokens.check(user_id, token, now=edge.now()) is not None:
-            return ok()
+            return ok_reply()
         caller = user_id
     edge.tokens.revoke(token, now=edge.now())
     log.info("logout user={}", caller)
-    return ok()
+    return ok_reply()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from quart import Response, g
@@ -43,6 +44,7 @@ MESSAGES: dict[Code, str] = {
     Code.INTERNAL: "服务器内部错误",
 }
 NOT_CREATOR_MESSAGE = "不是房间主人，无法销毁房间"
+CONTENT_TYPE = "application/json; charset=utf-8"
 
 # DomainError -> (code, message override or None, HTTP status)
 _REFUSALS: dict[DomainError, tuple[Code, str | None, int]] = {
@@ -67,6 +69,67 @@ class RequestError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One reply, before it is encoded: the same for every route and every way of serving it."""
+
+    code: Code
+    fields: dict[str, Any] = field(default_factory=dict)
+    detail: str | None = None
+    message: str | None = None
+    http_status: int = 200
+    close_connection: bool = False
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": int(self.code), "message": self.message or MESSAGES[self.code]}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        body.update(self.fields)
+        return body
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def reply(
+    code: Code,
+    *,
+    detail: str | None = None,
+    message: str | None = None,
+    http_status: int = 200,
+    **fields: Any,
+) -> Reply:
+    return Reply(code, fields, detail, message, http_status)
+
+
+def ok_reply(**fields: Any) -> Reply:
+    return Reply(Code.OK, fields)
+
+
+def refusal_reply(refusal: Refused) -> Reply:
+    code, message, status = _REFUSALS[refusal.error]
+    return Reply(code, {}, refusal.detail, message, status)
+
+
+def error_reply(error: RequestError) -> Reply:
+    return Reply(error.code, {}, error.detail, None, error.status)
+
+
+def draining_reply() -> Reply:
+    return Reply(Code.BUSY, {}, "the server is shutting down", None, 503, close_connection=True)
+
+
+# --- as Quart responses, for the routes Quart serves ----------------------------------
+
+
+def to_response(answer: Reply) -> Response:
+    g.reply_code = int(answer.code)
+    response = Response(answer.encode(), status=answer.http_status, content_type=CONTENT_TYPE)
+    if answer.close_connection:
+        response.headers["Connection"] = "close"
+    return response
+
+
 def envelope(
     code: Code,
     *,
@@ -75,26 +138,8 @@ def envelope(
     http_status: int = 200,
     **fields: Any,
 ) -> Response:
-    body: dict[str, Any] = {"code": int(code), "message": message or MESSAGES[code]}
-    if detail is not None:
-        body["detail"] = detail
-    body.update(fields)
-    g.reply_code = int(code)
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        status=http_status,
-        content_type="application/json; charset=utf-8",
-    )
+    return to_response(reply(code, detail=detail, message=message, http_status=http_status, **fields))
 
 
 def ok(**fields: Any) -> Response:
-    return envelope(Code.OK, **fields)
-
-
-def refused(refusal: Refused) -> Response:
-    code, message, status = _REFUSALS[refusal.error]
-    return envelope(code, detail=refusal.detail, message=message, http_status=status)
-
-
-def request_error(error: RequestError) -> Response:
-    return envelope(error.code, detail=error.detail, http_status=error.status)
+    return to_response(ok_reply(**fields))

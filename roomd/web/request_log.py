@@ -1,4 +1,5 @@
-"""One line per request in the response log: method, path, client, body, status, code, latency."""
+"""One line per request in the response log (method, path, client, body, status, code,
+latency), and the same request counted in the metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from loguru import logger
 from quart import Response, g, request
 
 from roomd.web.edge import Edge, current_edge
-from roomd.web.rooms import KNOWN_ENDPOINTS
 
 MAX_LOGGED_BODY_CHARS = 2048
 response_log = logger.bind(channel="response", actor="http")
@@ -19,8 +19,35 @@ _SECRET_JSON = re.compile(r'(?i)"(token|usersig|secret)"\s*:\s*"[^"]*"')
 
 
 def redact(text: str) -> str:
-    text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=<redacted>", text)
-    return _SECRET_JSON.sub(lambda m: f'"{m.group(1)}":"<redacted>"', text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=<redacted>", text)
+    if '"' in text:
+        text = _SECRET_JSON.sub(lambda m: f'"{m.group(1)}":"<redacted>"', text)
+    return text
+
+
+def record_request(
+    edge: Edge,
+    *,
+    route: str,
+    method: str,
+    target: str,
+    client: str,
+    body: str,
+    status: int,
+    code: object,
+    seconds: float,
+) -> None:
+    edge.metrics.observe(route, code, seconds)
+    if len(body) > MAX_LOGGED_BODY_CHARS:
+        body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
+    response_log.info(
+        "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
+        method, redact(target), client, redact(body), status, code, seconds * 1000,
+    )
+
+
+# --- for the routes Quart serves ------------------------------------------------------
 
 
 async def start_timer() -> None:
@@ -29,36 +56,19 @@ async def start_timer() -> None:
 
 async def log_response(response: Response) -> Response:
     started = getattr(g, "started_at", None)
-    seconds = time.perf_counter() - started if started is not None else 0.0
-    latency_ms = seconds * 1000
-    code = getattr(g, "reply_code", "-")
     edge = current_edge()
-    edge.metrics.observe(route_label(edge), code, seconds)
-    response_log.info(
-        "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
-        request.method,
-        redact(request.full_path.rstrip("?")),
-        request.remote_addr,
-        await _body_for_log(),
-        response.status_code,
-        code,
-        latency_ms,
+    record_request(
+        edge,
+        route=request.url_rule.rule if request.url_rule is not None else "unmatched",
+        method=request.method,
+        target=request.full_path.rstrip("?"),
+        client=request.remote_addr or "-",
+        body=await _body_for_log(),
+        status=response.status_code,
+        code=getattr(g, "reply_code", "-"),
+        seconds=time.perf_counter() - started if started is not None else 0.0,
     )
     return response
-
-
-def route_label(edge: Edge) -> str:
-    """A bounded label for the route: `<kind>/<endpoint>` for room routes, else the rule."""
-    rule = request.url_rule
-    if rule is None:
-        return "unmatched"
-    args = request.view_args or {}
-    if "kind" in args:
-        kind, endpoint = args["kind"], args.get("endpoint", "")
-        if kind in edge.system.directories and endpoint in KNOWN_ENDPOINTS:
-            return f"{kind}/{endpoint}"
-        return "unmatched"
-    return rule.rule
 
 
 async def _body_for_log() -> str:
@@ -68,7 +78,4 @@ async def _body_for_log() -> str:
         data = await request.get_data(as_text=False)
     except Exception:
         return "<unreadable>"
-    text = redact(data.decode("utf-8", errors="replace"))
-    if len(text) > MAX_LOGGED_BODY_CHARS:
-        return text[:MAX_LOGGED_BODY_CHARS] + f"...<{len(text)} chars>"
-    return text
+    return data.decode("utf-8", errors="replace")

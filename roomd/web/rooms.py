@@ -1,15 +1,14 @@
 """The legacy room routes, `POST <prefix>/<kind>/<endpoint>`, as the RTCRoom clients call them.
 
 Each handler checks its parameters, sends one message to the right actor
-and renders the reply; it never touches room state itself.
+and turns its answer into a `Reply`; it never touches room state itself.
+Nothing here depends on how the request arrived (see room_asgi).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-from quart import Response, request
 
 from roomd.actors.directory import Directory
 from roomd.actors.ids import new_user_id
@@ -26,44 +25,48 @@ from roomd.actors.messages import (
 )
 from roomd.actors.replies import Ok, Refused
 from roomd.web import auth
-from roomd.web.edge import Edge, current_edge
-from roomd.web.envelope import Code, envelope, ok, refused
+from roomd.web.edge import Edge
+from roomd.web.envelope import Code, Reply, ok_reply, refusal_reply, reply
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
-Handler = Callable[[Edge, Directory, Params], Awaitable[Response]]
+Handler = Callable[[Edge, Directory, Params], Awaitable[Reply]]
 MAX_USER_ID_PREFIX_CHARS = 32
 WECHAT_PREFIX = "weixin"
 
 
-async def room_endpoint(kind: str, endpoint: str) -> Response:
-    edge = current_edge()
+async def answer(
+    edge: Edge, kind: str, endpoint: str, *, body: bytes, mimetype: str, query: Mapping[str, str]
+) -> Reply:
+    """The reply to `POST <prefix>/<kind>/<endpoint>`; RequestError for input turned down."""
     directory = edge.system.directory(kind)
     if directory is None or endpoint not in KNOWN_ENDPOINTS:
-        return envelope(
-            Code.BAD_PARAMETER, detail=f"no route for POST {request.path}", http_status=404
+        return reply(
+            Code.BAD_PARAMETER,
+            detail=f"no route for POST {edge.settings.server.route_prefix}/{kind}/{endpoint}",
+            http_status=404,
         )
-    body = parse_body(await request.get_data(), request.mimetype)
+    values = parse_body(body, mimetype)
     caller = None
     if edge.token_mode and endpoint not in auth.OPEN_ENDPOINTS:
-        caller = auth.authenticate(edge, request.args)
-        auth.require_acting_for_self(caller, body)
+        caller = auth.authenticate(edge, query)
+        auth.require_acting_for_self(caller, values)
     if endpoint == "login":
-        return await auth.login(edge, Params({**request.args.to_dict(), **body}))
+        return await auth.login(edge, Params({**query, **values}))
     if endpoint == "logout":
-        return await auth.logout(edge, caller)
-    return await ENDPOINTS[endpoint](edge, directory, Params(body))
+        return await auth.logout(edge, caller, query)
+    return await ENDPOINTS[endpoint](edge, directory, Params(values))
 
 
-def _render(reply: Ok[Any] | Refused, **fields: Any) -> Response:
-    if isinstance(reply, Refused):
-        return refused(reply)
-    return ok(**fields)
+def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
+    if isinstance(result, Refused):
+        return refusal_reply(result)
+    return ok_reply(**fields)
 
 
 # --- identity and URLs -------------------------------------------------------
 
 
-async def get_im_login_info(edge: Edge, directory: Directory, params: Params) -> Response:
+async def get_im_login_info(edge: Edge, directory: Directory, params: Params) -> Reply:
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
     code = params.string("code", required=False, max_chars=256)
     user_id = None
@@ -73,7 +76,7 @@ async def get_im_login_info(edge: Edge, directory: Directory, params: Params) ->
     if edge.token_mode:
         issued = edge.issue_token(fields["userID"])
         fields.update(token=issued.token, expires=issued.expires)
-    return ok(**fields)
+    return ok_reply(**fields)
 
 
 def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:
@@ -86,16 +89,16 @@ def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:
     }
 
 
-async def get_push_url(edge: Edge, directory: Directory, params: Params) -> Response:
+async def get_push_url(edge: Edge, directory: Directory, params: Params) -> Reply:
     user_id = params.ident("userID")
     params.optional_ident("roomID")
-    return ok(pushURL=edge.live.push_url(user_id, now=edge.now()))
+    return ok_reply(pushURL=edge.live.push_url(user_id, now=edge.now()))
 
 
 # --- rooms ------------------------------------------------------------------------
 
 
-async def create_room(edge: Edge, directory: Directory, params: Params) -> Response:
+async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply:
     user_id = params.ident("userID")
     room_id = params.optional_ident("roomID")
     room_info = params.info("roomInfo", "roomName", required=True)
@@ -112,17 +115,17 @@ async def create_room(edge: Edge, directory: Directory, params: Params) -> Respo
         CreateRoom(creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member)
     )
     if isinstance(reply, Refused):
-        return refused(reply)
-    return ok(roomID=reply.value)
+        return refusal_reply(reply)
+    return ok_reply(roomID=reply.value)
 
 
-async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Response:
+async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Destroy(user_id)))
 
 
-async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Response:
+async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     member = MemberInfo(
         user_id=params.ident("userID"),
@@ -134,33 +137,33 @@ async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Respon
     return _render(await directory.call_room(room_id, Join(member, room_info)))
 
 
-async def delete_pusher(edge: Edge, directory: Directory, params: Params) -> Response:
+async def delete_pusher(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Leave(user_id)))
 
 
-async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> Response:
+async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Heartbeat(user_id)))
 
 
-async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Response:
+async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     reply = await directory.call_room(room_id, GetRoom())
     if isinstance(reply, Refused):
-        return refused(reply)
+        return refusal_reply(reply)
     room = room_fields(edge, reply.value, now=edge.now())
     del room["memberCount"]
-    return ok(**room)
+    return ok_reply(**room)
 
 
-async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Response:
+async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Reply:
     index = params.count("index", default=0)
     count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     now = edge.now()
-    return ok(rooms=[room_fields(edge, room, now=now) for room in directory.page(index, count)])
+    return ok_reply(rooms=[room_fields(edge, room, now=now) for room in directory.page(index, count)])
 
 
 # --- rendering ------------------------------------------------------------------
