@@ -3,14 +3,17 @@ and eviction lateness of silent members while that load runs.
 
     .venv/bin/python bench/heartbeat.py [--duration 15] [--runs 3]
 
-Per run: start roomd (`roomd serve`, embedded defaults, heartbeat_timeout 8 s)
-and pre-create 100 rooms x 6 members over HTTP; 50 more members join and
-then stay silent. wrk (`-t2 -c32`, bench/heartbeat.lua) posts
-pusher_heartbeat round robin for the 600 live members. Then the same wrk
-load against bench/echo_app.py, a bare ASGI app on hypercorn's trio worker.
-Eviction lateness = (time of the `reason=timeout` log line) - (join +
-heartbeat_timeout), both from roomd's own log. Prints medians over runs and
-the roomd/echo ratio of the same run. Needs `wrk` (apt-get install wrk).
+Starts roomd (`roomd serve`, embedded defaults; heartbeat_timeout 8 s for the silent
+members' double_room, an hour for the live ones) and
+bench/echo_app.py (a bare ASGI app on hypercorn's trio worker: the ceiling
+of this stack here) side by side, pre-creates 100 rooms x 6 members over
+HTTP, then alternates wrk slices (`-t2 -c32`, bench/heartbeat.lua posting
+pusher_heartbeat round robin for the 600 members): roomd, echo, roomd,
+echo... so that each ratio compares neighbours in time on a noisy machine.
+Just before the first roomd slice 50 more members join and stay silent;
+eviction lateness = (time of their `reason=timeout` log line) - (join +
+heartbeat_timeout), both from roomd's own log, while that slice runs.
+Prints each pair and the medians. Needs `wrk` (apt-get install wrk).
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ def wait_until_up(url: str) -> None:
 def start_roomd(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")},
-        "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-        "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "600",
+        # live members (multi_room) outlast the echo slices; silent ones (double_room) are due soon
+        "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3600",
+        "ROOMD_KINDS__DOUBLE_ROOM__HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        "ROOMD_KINDS__DOUBLE_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "false",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
@@ -78,24 +83,30 @@ def start_echo(port: int) -> subprocess.Popen[str]:
     return process
 
 
-def populate(base: str, members_file: Path) -> list[tuple[str, str]]:
-    """Create the rooms; return the silent members (room, user)."""
-    lines, silent = [], []
-    with httpx.Client(base_url=base, timeout=10) as http:
-        def member(user: str) -> dict[str, str]:
-            return {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
+def _member(user: str) -> dict[str, str]:
+    return {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
 
+
+def populate(base: str, members_file: Path) -> None:
+    lines = []
+    with httpx.Client(base_url=base, timeout=10) as http:
         for r in range(ROOMS):
-            room = http.post("/weapp/multi_room/create_room", json={**member(f"r{r}m0"), "roomName": f"r{r}"}).json()["roomID"]
+            room = http.post("/weapp/multi_room/create_room", json={**_member(f"r{r}m0"), "roomName": f"r{r}"}).json()["roomID"]
             lines.append(f"{room} r{r}m0")
             for m in range(1, MEMBERS):
-                assert http.post("/weapp/multi_room/add_pusher", json={"roomID": room, **member(f"r{r}m{m}")}).json()["code"] == 0
+                assert http.post("/weapp/multi_room/add_pusher", json={"roomID": room, **_member(f"r{r}m{m}")}).json()["code"] == 0
                 lines.append(f"{room} r{r}m{m}")
-        for s in range(SILENT):
-            room = http.post("/weapp/multi_room/create_room", json={"userID": f"host{s}", "roomInfo": "silent"}).json()["roomID"]
-            assert http.post("/weapp/multi_room/add_pusher", json={"roomID": room, **member(f"silent{s}")}).json()["code"] == 0
-            silent.append((room, f"silent{s}"))
     members_file.write_text("\n".join(lines) + "\n")
+
+
+def add_silent_members(base: str) -> list[tuple[str, str]]:
+    """Members that join and then never heartbeat: each is due at join + HEARTBEAT_TIMEOUT."""
+    silent = []
+    with httpx.Client(base_url=base, timeout=10) as http:
+        for s in range(SILENT):
+            room = http.post("/weapp/double_room/create_room", json={"userID": f"host{s}", "roomInfo": "silent"}).json()["roomID"]
+            assert http.post("/weapp/double_room/add_pusher", json={"roomID": room, **_member(f"silent{s}")}).json()["code"] == 0
+            silent.append((room, f"silent{s}"))
     return silent
 
 
@@ -138,48 +149,57 @@ def eviction_lateness(log: str, silent: list[tuple[str, str]]) -> list[float]:
     return [evicted[u] - (joined[u] + HEARTBEAT_TIMEOUT) for _, u in silent if u in evicted and u in joined]
 
 
-def one_run(duration: int) -> dict[str, float]:
+def measure(duration: int, slices: int) -> list[dict[str, float]]:
+    """Alternate wrk slices against roomd and the echo app; one result per pair of slices."""
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         members_file = workdir / "members.txt"
         roomd_port, echo_port = free_port(), free_port()
         roomd = start_roomd(roomd_port, workdir)
+        echo = start_echo(echo_port)
+        roomd_url = f"http://127.0.0.1:{roomd_port}"
         try:
-            silent = populate(f"http://127.0.0.1:{roomd_port}", members_file)
-            loaded = run_wrk(f"http://127.0.0.1:{roomd_port}/weapp/multi_room/pusher_heartbeat", members_file, duration)
+            populate(roomd_url, members_file)
+            silent: list[tuple[str, str]] = []
+            for index in range(slices):
+                if index == 0:  # due during the first roomd slice, which is under load
+                    silent = add_silent_members(roomd_url)
+                loaded = run_wrk(f"{roomd_url}/weapp/multi_room/pusher_heartbeat", members_file, duration)
+                ceiling = run_wrk(f"http://127.0.0.1:{echo_port}/", members_file, duration)
+                results.append({
+                    "roomd_rps": loaded["rps"], "roomd_p50": loaded["p50"], "roomd_p99": loaded["p99"],
+                    "roomd_bad": loaded["bad"], "echo_rps": ceiling["rps"], "echo_p99": ceiling["p99"],
+                    "ratio": loaded["rps"] / ceiling["rps"],
+                })
         finally:
             roomd.send_signal(signal.SIGTERM)
-            roomd.wait(timeout=60)
-            log = (workdir / "console.log").read_text()
-        echo = start_echo(echo_port)
-        try:
-            ceiling = run_wrk(f"http://127.0.0.1:{echo_port}/", members_file, duration)
-        finally:
             echo.send_signal(signal.SIGTERM)
+            roomd.wait(timeout=60)
             echo.wait(timeout=30)
+            log = (workdir / "console.log").read_text()
     lateness = eviction_lateness(log, silent)
     assert len(lateness) == SILENT, f"only {len(lateness)} of {SILENT} silent members were evicted"
-    return {
-        "roomd_rps": loaded["rps"], "roomd_p50": loaded["p50"], "roomd_p99": loaded["p99"], "roomd_bad": loaded["bad"],
-        "echo_rps": ceiling["rps"], "echo_p99": ceiling["p99"], "ratio": loaded["rps"] / ceiling["rps"],
-        "late_p50": statistics.median(lateness) * 1000,
-        "late_p99": sorted(lateness)[min(len(lateness) - 1, int(0.99 * len(lateness)))] * 1000,
-        "late_max": max(lateness) * 1000,
-    }
+    ordered = sorted(lateness)
+    for result in results:
+        result.update(late_p50=statistics.median(ordered) * 1000,
+                      late_p99=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+                      late_max=ordered[-1] * 1000)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=15)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk slice")
+    parser.add_argument("--runs", type=int, default=5, help="pairs of slices (roomd, then echo)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/heartbeat.py needs wrk: apt-get install wrk")
-    runs = [one_run(args.duration) for _ in range(args.runs)]
+    runs = measure(args.duration, args.runs)
     for i, r in enumerate(runs, 1):
-        print(f"run {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}")
+        print(f"pair {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}")
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"heartbeat, {CONNECTIONS} connections, {args.duration} s, median of {args.runs} runs:")
+    print(f"heartbeat, {CONNECTIONS} connections, {args.duration} s slices, median of {args.runs} pairs:")
     print(f"  roomd   {med['roomd_rps']:8.0f} req/s   p50 {med['roomd_p50']:6.1f} ms   p99 {med['roomd_p99']:6.1f} ms   non-ok replies {med['roomd_bad']:.0f}")
     print(f"  echo    {med['echo_rps']:8.0f} req/s   p99 {med['echo_p99']:6.1f} ms   (bare ASGI on hypercorn-trio)")
     print(f"  ratio roomd/echo {med['ratio']:.2f} (median of per-run ratios)")

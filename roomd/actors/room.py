@@ -104,21 +104,24 @@ class Room:
 
     async def _serve(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
         while self.state is not RoomState.CLOSED:
-            with trio.move_on_at(self.next_deadline()):
-                try:
-                    envelope = await inbox.receive()
-                except trio.EndOfChannel:
-                    self.close(CloseReason.SHUTDOWN)
-                    return
-                try:
-                    envelope.answer(self.handle(envelope.message))
-                except Exception:
-                    envelope.answer(
-                        Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
-                    )
-                    raise
-                continue
-            self.expire(trio.current_time())
+            # one cancel scope per deadline reached, not per message: each message only moves it
+            with trio.CancelScope(deadline=self.next_deadline()) as until_next_deadline:
+                while self.state is not RoomState.CLOSED:
+                    try:
+                        envelope = await inbox.receive()
+                    except trio.EndOfChannel:
+                        self.close(CloseReason.SHUTDOWN)
+                        return
+                    try:
+                        envelope.answer(self.handle(envelope.message))
+                    except Exception:
+                        envelope.answer(
+                            Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
+                        )
+                        raise
+                    until_next_deadline.deadline = self.next_deadline()
+            if until_next_deadline.cancelled_caught:
+                self.expire(trio.current_time())
 
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:

@@ -15,6 +15,7 @@ from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
 from roomd.web.identity import live_signer
 from roomd.web.metrics import Metrics
+from roomd.web.response_log import ResponseLog
 from roomd.web.tokens import IssuedToken, TokenBook
 from roomd.web.wechat_login import WechatLogin
 
@@ -27,6 +28,7 @@ class Edge:
     live: LiveSigner
     tokens: TokenBook
     metrics: Metrics
+    response_log: ResponseLog
     wechat: WechatLogin | None = None
     wall_clock: Callable[[], float] = field(default=time.time)
     ready: bool = True  # False while starting
@@ -50,6 +52,7 @@ class Edge:
             live=live_signer(settings.live),
             tokens=TokenBook.from_settings(settings),
             metrics=Metrics(system),
+            response_log=ResponseLog(as_json=settings.log.format == "json"),
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
             wall_clock=wall_clock,
         )

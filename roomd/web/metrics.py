@@ -9,6 +9,7 @@ actors at scrape time, so nothing on the hot path keeps extra state.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,10 +35,15 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(ActorCollector(system))
+        self._children: dict[tuple[str, object], tuple[Any, Any]] = {}
 
     def observe(self, route: str, code: object, seconds: float) -> None:
-        self.requests.labels(route, str(code)).inc()
-        self.latency.labels(route).observe(seconds)
+        children = self._children.get((route, code))
+        if children is None:  # labels() is a locked lookup; keep the children it gives
+            children = (self.requests.labels(route, str(code)), self.latency.labels(route))
+            self._children[(route, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,18 +1,19 @@
 """One line per request in the response log (method, path, client, body, status, code,
-latency), and the same request counted in the metrics."""
+latency), and the same request counted in the metrics.
+
+The lines go through `ResponseLog` (response_log.py), which batches them.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 
-from loguru import logger
 from quart import Response, g, request
 
 from roomd.web.edge import Edge, current_edge
 
 MAX_LOGGED_BODY_CHARS = 2048
-response_log = logger.bind(channel="response", actor="http")
 # credentials never reach the log files: query values and JSON/form fields with these names
 _SECRET_QUERY = re.compile(r"(?i)\b(token|usersig|secret)=[^&\s]*")
 _SECRET_JSON = re.compile(r'(?i)"(token|usersig|secret)"\s*:\s*"[^"]*"')
@@ -41,9 +42,9 @@ def record_request(
     edge.metrics.observe(route, code, seconds)
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
-    response_log.info(
-        "{} {} ip={} body={} status={} code={} latency_ms={:.1f}",
-        method, redact(target), client, redact(body), status, code, seconds * 1000,
+    edge.response_log.add(
+        f"{method} {redact(target)} ip={client} body={redact(body)} status={status} code={code} "
+        f"latency_ms={seconds * 1000:.1f}"
     )
 
 

@@ -49,24 +49,28 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
             await stop.wait()
             await trio.sleep(settings.server.drain_grace)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, edge, stop)
-            binds = await nursery.start(
-                partial(
-                    hypercorn_serve,
-                    create_app(edge),
-                    _hypercorn_config(settings),
-                    shutdown_trigger=shutdown_trigger,
+        async with trio.open_nursery() as helpers:
+            helpers.start_soon(_stop_on_signal, edge, stop)
+            helpers.start_soon(edge.response_log.run_flusher)
+            async with trio.open_nursery() as web:
+                binds = await web.start(
+                    partial(
+                        hypercorn_serve,
+                        create_app(edge),
+                        _hypercorn_config(settings),
+                        shutdown_trigger=shutdown_trigger,
+                    )
                 )
-            )
-            edge.ready = True
-            for bind in binds:
-                log.info("roomd listening on {}", bind)
-            await stop.wait()
-            log.info(
-                "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, then closing rooms",
-                settings.server.drain_grace,
-            )
+                edge.ready = True
+                for bind in binds:
+                    log.info("roomd listening on {}", bind)
+                await stop.wait()
+                log.info(
+                    "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, "
+                    "then closing rooms",
+                    settings.server.drain_grace,
+                )
+            helpers.cancel_scope.cancel()  # hypercorn is done; the flusher writes what is left
     log.info("roomd stopped")
 
 

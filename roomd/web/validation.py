@@ -7,6 +7,7 @@ any actor is asked anything: bad input never changes state.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,7 +20,7 @@ MAX_URL_CHARS = 2048
 MAX_INFO_BYTES = 1024
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
-_FORBIDDEN_IN_IDS = frozenset("/?#&")
+_WHITESPACE_OR_FORBIDDEN = re.compile(r"[\s/?#&]")
 _PUSH_URL_SCHEMES = ("rtmp", "http", "https")
 
 
@@ -168,5 +169,5 @@ def check_ident(name: str, value: str) -> None:
         raise _bad(f"{name} must not be empty")
     if len(value) > MAX_ID_CHARS:
         raise _bad(f"{name} is longer than {MAX_ID_CHARS} characters")
-    if not value.isprintable() or any(c.isspace() or c in _FORBIDDEN_IN_IDS for c in value):
+    if not value.isprintable() or _WHITESPACE_OR_FORBIDDEN.search(value):
         raise _bad(f"{name} must be printable, without whitespace or any of / ? # &")

@@ -1,0 +1,1 @@
+"""`roomd-load`: many concurrent rooms driven over HTTP the way real RTCRoom clients drive them."""

@@ -1,0 +1,137 @@
+"""`roomd-load`: run the load, show live progress, print a summary and write a JSON report.
+
+    roomd-load --url http://127.0.0.1:5757 --rooms 500 --members 4 --duration 60 \\
+               --churn 5 --crash-fraction 0.05
+
+Exit status 0 when every check passed (no wrong eviction, every crashed
+member evicted in time, no transport failure), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from roomd.loadtest.driver import LoadSettings, run_load
+from roomd.loadtest.stats import LoadStats
+
+PROGRESS_EVERY = 0.5
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roomd-load", description="Drive many rooms of simulated RTCRoom clients.")
+    p.add_argument("--url", required=True, help="roomd's base URL, e.g. http://127.0.0.1:5757")
+    p.add_argument("--prefix", default="/weapp", help="route prefix (server.route_prefix)")
+    p.add_argument("--kind", default="multi_room", help="room kind")
+    p.add_argument("--rooms", type=int, default=10)
+    p.add_argument("--members", type=int, default=4, help="members per room, creator included")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds; the run stops by itself")
+    p.add_argument("--heartbeat", type=float, default=5.0, help="seconds between a member's heartbeats")
+    p.add_argument("--jitter", type=float, default=0.2, help="heartbeat jitter, a fraction of --heartbeat")
+    p.add_argument("--heartbeat-timeout", type=float, default=20.0, help="the server's heartbeat_timeout")
+    p.add_argument("--tolerance", type=float, default=2.0, help="seconds a crashed member may outlive its deadline")
+    p.add_argument("--churn", type=float, default=0.0, help="leave-and-rejoin events per second")
+    p.add_argument("--rejoin-after", type=float, default=2.0)
+    p.add_argument("--crash-fraction", type=float, default=0.0, help="share of members that stop heartbeating")
+    p.add_argument("--token", action="store_true", help="the server runs auth.mode = token")
+    p.add_argument("--connections", type=int, default=100)
+    p.add_argument("--ramp", type=float, default=5.0, help="seconds over which rooms are started")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--report", default="roomd-load-report.json", help="where the JSON report goes")
+    p.add_argument("--no-progress", action="store_true", help="no live display (the default when not a terminal)")
+    return p
+
+
+def _progress(stats: LoadStats, settings: LoadSettings, elapsed: float, rate: float) -> Table:
+    checks = stats.checks
+    table = Table(title=f"roomd-load -> {settings.base_url}", show_header=False)
+    table.add_row("elapsed", f"{elapsed:5.1f} / {settings.duration:g} s")
+    table.add_row("members active", str(stats.members_active))
+    table.add_row("requests", f"{stats.requests}  ({rate:.0f}/s)")
+    table.add_row("transport failures", str(stats.failures))
+    table.add_row("churned", str(stats.churned))
+    table.add_row("crashed members evicted in time", f"{checks.evicted_in_time} / {checks.crashed}")
+    table.add_row("wrong evictions", str(len(checks.wrong_evictions)))
+    return table
+
+
+def _summary(report: dict[str, Any]) -> Table:
+    table = Table(title=f"{report['requests']} requests in {report['elapsed_s']:.1f} s ({report['requests_per_second']:.0f}/s)")
+    for column in ("endpoint", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "replies by code"):
+        table.add_column(column, justify="left" if column in ("endpoint", "replies by code") else "right")
+    for name, s in report["endpoints"].items():
+        codes = ", ".join(f"{code}: {n}" for code, n in s["codes"].items())
+        table.add_row(name, f"{s['per_second']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
+                      f"{s['p99_ms']:.1f}", f"{s['max_ms']:.1f}", codes)
+    return table
+
+
+def _checks(report: dict[str, Any]) -> Table:
+    e = report["evictions"]
+    table = Table(title="eviction checks", show_header=False)
+    table.add_row("crashed members", str(e["crashed"]))
+    table.add_row("evicted in time", str(e["evicted_in_time"]))
+    table.add_row("evicted late", str(e["evicted_late"]))
+    table.add_row("never evicted", str(e["never_evicted"]))
+    table.add_row("lateness p50 / max", f"{e['lateness_p50_ms']:.0f} / {e['lateness_max_ms']:.0f} ms")
+    table.add_row("wrong evictions", str(e["wrong_evictions"]))
+    table.add_row("transport failures", str(report["transport_failures"]))
+    verdict = "PASS" if e["passed"] and report["transport_failures"] == 0 else "FAIL"
+    table.add_row("verdict", verdict)
+    return table
+
+
+async def _main(settings: LoadSettings, console: Console, live_display: bool) -> tuple[LoadStats, float]:
+    stats = LoadStats()
+    elapsed = 0.0
+    async with trio.open_nursery() as nursery:
+        started = trio.Event()
+
+        async def drive() -> None:
+            nonlocal elapsed
+            elapsed = await run_load(settings, stats, started=started)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(drive)
+        if live_display:
+            await started.wait()
+            begin, last_requests, last_at = trio.current_time(), 0, trio.current_time()
+            with Live(console=console, refresh_per_second=4, transient=True) as live:
+                while True:
+                    await trio.sleep(PROGRESS_EVERY)
+                    now = trio.current_time()
+                    rate = (stats.requests - last_requests) / (now - last_at)
+                    last_requests, last_at = stats.requests, now
+                    live.update(_progress(stats, settings, now - begin, rate))
+    return stats, elapsed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(LoadSettings)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    settings = LoadSettings(base_url=args.url.rstrip("/"), **{k: v for k, v in values.items() if k != "base_url"})
+    console = Console()
+    live_display = console.is_terminal and not args.no_progress
+    stats, elapsed = trio.run(_main, settings, console, live_display)
+    report = stats.report(elapsed, {**dataclasses.asdict(settings)})
+    Path(args.report).write_text(json.dumps(report, indent=2))
+    console.print(_summary(report))
+    console.print(_checks(report))
+    console.print(f"report written to {args.report}")
+    passed = report["evictions"]["passed"] and report["transport_failures"] == 0
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

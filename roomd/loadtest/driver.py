@@ -1,0 +1,259 @@
+"""Simulated RTCRoom clients: each member logs in, joins, heartbeats with jitter, may churn
+or crash, and leaves at the end; watchers check what the server does about crashed members."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from roomd.loadtest.stats import LoadStats
+
+NOT_MEMBER, NO_ROOM = 5, 3
+CHECK_POLL = 0.25  # seconds between two looks at a crashed member's room
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    base_url: str
+    kind: str = "multi_room"
+    prefix: str = "/weapp"
+    rooms: int = 10
+    members: int = 4
+    duration: float = 60.0
+    heartbeat: float = 5.0          # seconds between a member's heartbeats
+    jitter: float = 0.2             # +/- this fraction of `heartbeat`
+    heartbeat_timeout: float = 20.0  # the server's, for the eviction checks
+    tolerance: float = 2.0          # seconds past heartbeat_timeout a crashed member may still be seen
+    churn: float = 0.0              # leave-and-rejoin events per second, across all rooms
+    rejoin_after: float = 2.0
+    crash_fraction: float = 0.0     # share of non-creator members that stop heartbeating without leaving
+    token: bool = False
+    connections: int = 100
+    ramp: float = 5.0               # seconds over which the rooms are started
+    seed: int | None = None
+
+
+class Session:
+    """One HTTP client for every simulated member; records what each call got."""
+
+    def __init__(self, settings: LoadSettings, http: httpx.AsyncClient, stats: LoadStats) -> None:
+        self.settings = settings
+        self.http = http
+        self.stats = stats
+
+    async def call(self, endpoint: str, body: dict[str, Any], auth: dict[str, str] | None = None) -> dict[str, Any] | None:
+        path = f"{self.settings.prefix}/{self.settings.kind}/{endpoint}"
+        started = time.perf_counter()
+        try:
+            response = await self.http.post(path, json=body, params=auth or None)
+            reply = response.json()
+            code = str(reply.get("code"))
+        except (httpx.HTTPError, ValueError):
+            self.stats.record(endpoint, time.perf_counter() - started, "transport")
+            return None
+        self.stats.record(endpoint, time.perf_counter() - started, code)
+        return reply  # type: ignore[no-any-return]
+
+
+@dataclass
+class Room:
+    index: int
+    room_id: str = ""
+    created: trio.Event = field(default_factory=trio.Event)
+    members_left: int = 0
+
+
+@dataclass
+class Member:
+    session: Session
+    room: Room
+    number: int
+    crash_at: float | None = None  # trio time at which it stops heartbeating
+    user_id: str = ""
+    push_url: str = ""
+    auth: dict[str, str] | None = None
+    joined: bool = False
+    churn_requested: bool = False
+    last_heartbeat_ok: float = 0.0  # trio time of the last answered heartbeat
+
+    @property
+    def is_creator(self) -> bool:
+        return self.number == 0
+
+    @property
+    def settings(self) -> LoadSettings:
+        return self.session.settings
+
+    async def run(self, end: trio.Event, nursery: trio.Nursery) -> None:
+        if not await self._log_in() or not await self._join():
+            return
+        stats = self.session.stats
+        stats.members_active += 1
+        try:
+            await self._heartbeat_until(end, nursery)
+        finally:
+            stats.members_active -= 1
+        if self.crash_at is None:
+            await self._leave()
+
+    async def _log_in(self) -> bool:
+        reply = await self.session.call("get_im_login_info", {"userIDPrefix": "load"})
+        if not reply or reply.get("code") != 0:
+            return False
+        self.user_id = reply["userID"]
+        if self.settings.token:
+            self.auth = {"userID": self.user_id, "token": reply["token"]}
+        url = await self.session.call("get_push_url", {"userID": self.user_id}, self.auth)
+        if not url or url.get("code") != 0:
+            return False
+        self.push_url = url["pushURL"]
+        return True
+
+    def _me(self) -> dict[str, str]:
+        return {"userID": self.user_id, "userName": f"load {self.user_id}", "userAvatar": "", "pushURL": self.push_url}
+
+    async def _join(self) -> bool:
+        if self.is_creator:
+            reply = await self.session.call("create_room", {**self._me(), "roomName": f"load room {self.room.index}"}, self.auth)
+            if not reply or reply.get("code") != 0:
+                self.room.created.set()  # nobody waits forever on a room that failed
+                return False
+            self.room.room_id = reply["roomID"]
+            self.room.created.set()
+        else:
+            await self.room.created.wait()
+            if not self.room.room_id:
+                return False
+            await self.session.call("get_pushers", {"roomID": self.room.room_id}, self.auth)
+            reply = await self.session.call("add_pusher", {"roomID": self.room.room_id, **self._me()}, self.auth)
+            if not reply or reply.get("code") != 0:
+                return False
+        self.joined = True
+        self.last_heartbeat_ok = trio.current_time()
+        return True
+
+    async def _heartbeat_until(self, end: trio.Event, nursery: trio.Nursery) -> None:
+        settings = self.settings
+        while not end.is_set():
+            pause = settings.heartbeat * (1 + random.uniform(-settings.jitter, settings.jitter))
+            with trio.move_on_after(pause):
+                await end.wait()
+            if end.is_set():
+                return
+            if self.crash_at is not None and trio.current_time() >= self.crash_at:
+                nursery.start_soon(watch_crashed_member, self)
+                return
+            if self.churn_requested:
+                await self._churn()
+                continue
+            sent = trio.current_time()
+            reply = await self.session.call("pusher_heartbeat", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
+            if reply is None:
+                continue
+            if reply.get("code") == 0:
+                self.last_heartbeat_ok = sent
+            elif reply.get("code") in (NOT_MEMBER, NO_ROOM):
+                self.session.stats.checks.wrong_evictions.append(
+                    f"{self.user_id} in {self.room.room_id}: heartbeat answered {reply.get('code')} "
+                    f"{trio.current_time() - self.last_heartbeat_ok:.1f} s after the last good one"
+                )
+                return
+
+    async def _churn(self) -> None:
+        self.churn_requested = False
+        room_id = self.room.room_id
+        await self.session.call("delete_pusher", {"roomID": room_id, "userID": self.user_id}, self.auth)
+        await trio.sleep(self.settings.rejoin_after)
+        await self.session.call("get_pushers", {"roomID": room_id}, self.auth)
+        reply = await self.session.call("add_pusher", {"roomID": room_id, **self._me()}, self.auth)
+        if reply is not None and reply.get("code") != 0:
+            self.session.stats.checks.wrong_evictions.append(
+                f"{self.user_id} could not rejoin {room_id}: add_pusher answered {reply.get('code')}"
+            )
+        self.last_heartbeat_ok = trio.current_time()
+        self.session.stats.churned += 1
+
+    async def _leave(self) -> None:
+        if self.is_creator:  # the creator leaving closes the room: let the others leave first
+            with trio.move_on_after(5):
+                while self.room.members_left < self.settings.members - 1:
+                    await trio.sleep(0.05)
+        await self.session.call("delete_pusher", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
+        self.room.members_left += 1
+
+
+async def watch_crashed_member(member: Member) -> None:
+    """Look at the member's room until it is gone; judge when that was."""
+    settings, checks = member.settings, member.session.stats.checks
+    checks.crashed += 1
+    due = member.last_heartbeat_ok + settings.heartbeat_timeout
+    give_up = due + settings.tolerance * 3 + 2
+    while trio.current_time() < give_up:
+        reply = await member.session.call("get_pushers", {"roomID": member.room.room_id}, member.auth)
+        if reply is not None:
+            present = reply.get("code") == 0 and any(p["userID"] == member.user_id for p in reply.get("pushers", []))
+            if not present:
+                lateness = trio.current_time() - due
+                checks.lateness.append(lateness)
+                if lateness <= settings.tolerance:
+                    checks.evicted_in_time += 1
+                else:
+                    checks.evicted_late.append(lateness)
+                return
+        await trio.sleep(CHECK_POLL)
+    checks.never_evicted += 1
+
+
+async def churn_driver(members: list[Member], settings: LoadSettings, end: trio.Event) -> None:
+    if settings.churn <= 0:
+        return
+    while not end.is_set():
+        with trio.move_on_after(random.expovariate(settings.churn)):
+            await end.wait()
+        eligible = [m for m in members if m.joined and not m.is_creator and m.crash_at is None and not m.churn_requested]
+        if eligible and not end.is_set():
+            random.choice(eligible).churn_requested = True
+
+
+def plan_members(session: Session, settings: LoadSettings, start: float) -> list[Member]:
+    """Every member of every room; crashed ones get the time they stop heartbeating."""
+    members: list[Member] = []
+    rooms = [Room(i) for i in range(settings.rooms)]
+    for room in rooms:
+        members.extend(Member(session, room, n) for n in range(settings.members))
+    candidates = [m for m in members if not m.is_creator]
+    latest_crash = settings.duration - settings.heartbeat_timeout - settings.tolerance * 3 - 2
+    earliest_crash = settings.ramp + settings.heartbeat
+    if settings.crash_fraction > 0 and latest_crash > earliest_crash:
+        for member in random.sample(candidates, round(len(candidates) * settings.crash_fraction)):
+            member.crash_at = start + random.uniform(earliest_crash, latest_crash)
+    return members
+
+
+async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Event | None = None) -> float:
+    """Drive the load for settings.duration seconds; returns the elapsed time."""
+    if settings.seed is not None:
+        random.seed(settings.seed)
+    limits = httpx.Limits(max_connections=settings.connections, max_keepalive_connections=settings.connections)
+    async with httpx.AsyncClient(base_url=settings.base_url, limits=limits, timeout=10.0) as http:
+        session = Session(settings, http, stats)
+        start = trio.current_time()
+        members = plan_members(session, settings, start)
+        end = trio.Event()
+        if started is not None:
+            started.set()
+        async with trio.open_nursery() as watchers:
+            async with trio.open_nursery() as nursery:
+                for member in members:
+                    if member.is_creator and settings.rooms > 1:
+                        await trio.sleep(settings.ramp / settings.rooms)
+                    nursery.start_soon(member.run, end, watchers)
+                nursery.start_soon(churn_driver, members, settings, end)
+                await trio.sleep_until(start + settings.duration)
+                end.set()
+        return trio.current_time() - start

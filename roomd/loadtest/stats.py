@@ -1,0 +1,94 @@
+"""What the load generator saw: latencies and reply codes per endpoint, and eviction checks."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class EndpointStats:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    codes: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        return {
+            "requests": len(ordered),
+            "per_second": len(ordered) / elapsed if elapsed > 0 else 0.0,
+            "p50_ms": percentile(ordered, 0.50) * 1000,
+            "p90_ms": percentile(ordered, 0.90) * 1000,
+            "p99_ms": percentile(ordered, 0.99) * 1000,
+            "max_ms": (ordered[-1] if ordered else 0.0) * 1000,
+            "codes": dict(sorted(self.codes.items())),
+        }
+
+
+@dataclass
+class EvictionChecks:
+    """Crashed members must go within heartbeat_timeout + tolerance; live ones must never go."""
+
+    crashed: int = 0
+    evicted_in_time: int = 0
+    evicted_late: list[float] = field(default_factory=list)  # seconds past the allowed time
+    never_evicted: int = 0
+    lateness: list[float] = field(default_factory=list)  # seen gone - (last heartbeat + timeout)
+    wrong_evictions: list[str] = field(default_factory=list)  # "user in room: what the server said"
+
+    @property
+    def passed(self) -> bool:
+        return not self.wrong_evictions and not self.evicted_late and self.never_evicted == 0
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.lateness)
+        return {
+            "crashed": self.crashed,
+            "evicted_in_time": self.evicted_in_time,
+            "evicted_late": len(self.evicted_late),
+            "never_evicted": self.never_evicted,
+            "wrong_evictions": len(self.wrong_evictions),
+            "wrong_eviction_examples": self.wrong_evictions[:10],
+            "lateness_p50_ms": percentile(ordered, 0.5) * 1000,
+            "lateness_max_ms": (ordered[-1] if ordered else 0.0) * 1000,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class LoadStats:
+    endpoints: dict[str, EndpointStats] = field(default_factory=lambda: collections.defaultdict(EndpointStats))
+    checks: EvictionChecks = field(default_factory=EvictionChecks)
+    members_active: int = 0
+    churned: int = 0
+
+    def record(self, endpoint: str, seconds: float, code: str) -> None:
+        stats = self.endpoints[endpoint]
+        stats.latencies.append(seconds)
+        stats.codes[code] += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(len(s.latencies) for s in self.endpoints.values())
+
+    @property
+    def failures(self) -> int:
+        return sum(n for s in self.endpoints.values() for code, n in s.codes.items() if code == "transport")
+
+    def report(self, elapsed: float, settings: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "settings": settings,
+            "elapsed_s": elapsed,
+            "requests": self.requests,
+            "requests_per_second": self.requests / elapsed if elapsed > 0 else 0.0,
+            "transport_failures": self.failures,
+            "churned": self.churned,
+            "endpoints": {name: s.summary(elapsed) for name, s in sorted(self.endpoints.items())},
+            "evictions": self.checks.summary(),
+        }
