@@ -146,6 +146,7 @@ class Member:
             if end.is_set():
                 return
             if self.crash_at is not None and trio.current_time() >= self.crash_at:
+                self.room.members_left += 1  # gone for good, as far as the creator's leaving goes
                 nursery.start_soon(watch_crashed_member, self)
                 return
             if self.churn_requested:

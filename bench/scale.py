@@ -1,0 +1,110 @@
+"""Resident memory at 10,000 rooms x 6 members, and get_room_list latency at that size.
+
+    .venv/bin/python bench/scale.py [--rooms 10000] [--members 6]
+
+Starts one `roomd serve` process (embedded defaults, timers long enough to
+outlast the run), fills it over HTTP with 32 concurrent clients, then reads
+its resident memory (VmRSS) and times 500 get_room_list calls (pages of 20 at
+random offsets) from one client. Prints RSS before and after, bytes per
+member, and the latency p50/p99/max (client-side, so an upper bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heartbeat import free_port, wait_until_up  # noqa: E402
+
+CONCURRENCY = 32
+LIST_CALLS = 500
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def fill(base: str, rooms: int, members: int) -> None:
+    next_room = iter(range(rooms))
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+        async def worker() -> None:
+            for r in next_room:
+                user = f"r{r}m0"
+                body = {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}", "roomName": f"room {r}"}
+                room = (await http.post("/weapp/multi_room/create_room", json=body)).json()["roomID"]
+                for m in range(1, members):
+                    user = f"r{r}m{m}"
+                    body = {"roomID": room, "userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
+                    assert (await http.post("/weapp/multi_room/add_pusher", json=body)).json()["code"] == 0
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(CONCURRENCY):
+                nursery.start_soon(worker)
+
+
+def time_listing(base: str, rooms: int) -> list[float]:
+    samples = []
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for _ in range(LIST_CALLS):
+            body = {"index": random.randrange(max(rooms - 20, 1)), "cnt": 20}
+            started = time.perf_counter()
+            reply = http.post("/weapp/multi_room/get_room_list", json=body).json()
+            samples.append(time.perf_counter() - started)
+            assert reply["code"] == 0 and len(reply["rooms"]) == 20
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rooms", type=int, default=10_000)
+    parser.add_argument("--members", type=int, default=6)
+    args = parser.parse_args()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")},
+        "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
+        "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "86400",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(
+            [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
+            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_up(f"{base}/healthz")
+            before = rss_bytes(server.pid)
+            started = time.perf_counter()
+            trio.run(fill, base, args.rooms, args.members)
+            filled_in = time.perf_counter() - started
+            after = rss_bytes(server.pid)
+            samples = sorted(time_listing(base, args.rooms))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=120)
+    members = args.rooms * args.members
+    print(f"{args.rooms} rooms x {args.members} members = {members} members, filled in {filled_in:.0f} s")
+    print(f"resident memory: {before / 2**20:.1f} MB empty, {after / 2**20:.1f} MB full, "
+          f"{(after - before) / members:.0f} bytes per member")
+    p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
+    print(f"get_room_list (20 rooms per page, random offset), {LIST_CALLS} calls: "
+          f"p50 {statistics.median(samples) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  max {samples[-1] * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
