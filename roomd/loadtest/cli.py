@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rejoin-after", type=float, default=2.0)
     p.add_argument("--crash-fraction", type=float, default=0.0, help="share of members that stop heartbeating")
     p.add_argument("--token", action="store_true", help="the server runs auth.mode = token")
-    p.add_argument("--connections", type=int, default=100)
+    p.add_argument("--connections", type=int, default=32, help="kept-alive HTTP connections")
     p.add_argument("--ramp", type=float, default=5.0, help="seconds over which rooms are started")
     p.add_argument("--seed", type=int)
     p.add_argument("--report", default="roomd-load-report.json", help="where the JSON report goes")

@@ -4,13 +4,12 @@ or crash, and leaves at the end; watchers check what the server does about crash
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import trio
 
+from roomd.loadtest.http import HttpPool, TransportError
 from roomd.loadtest.stats import LoadStats
 
 NOT_MEMBER, NO_ROOM = 5, 3
@@ -33,31 +32,36 @@ class LoadSettings:
     rejoin_after: float = 2.0
     crash_fraction: float = 0.0     # share of non-creator members that stop heartbeating without leaving
     token: bool = False
-    connections: int = 100
+    connections: int = 32
     ramp: float = 5.0               # seconds over which the rooms are started
     seed: int | None = None
 
 
 class Session:
-    """One HTTP client for every simulated member; records what each call got."""
+    """One HTTP pool for every simulated member; records what each call got."""
 
-    def __init__(self, settings: LoadSettings, http: httpx.AsyncClient, stats: LoadStats) -> None:
+    def __init__(self, settings: LoadSettings, http: HttpPool, stats: LoadStats) -> None:
         self.settings = settings
         self.http = http
         self.stats = stats
 
     async def call(self, endpoint: str, body: dict[str, Any], auth: dict[str, str] | None = None) -> dict[str, Any] | None:
+        return (await self.timed_call(endpoint, body, auth))[0]
+
+    async def timed_call(
+        self, endpoint: str, body: dict[str, Any], auth: dict[str, str] | None = None
+    ) -> tuple[dict[str, Any] | None, float]:
+        """The reply (None on a transport failure) and when the request went out on the wire."""
         path = f"{self.settings.prefix}/{self.settings.kind}/{endpoint}"
-        started = time.perf_counter()
+        started = trio.current_time()
         try:
-            response = await self.http.post(path, json=body, params=auth or None)
-            reply = response.json()
-            code = str(reply.get("code"))
-        except (httpx.HTTPError, ValueError):
-            self.stats.record(endpoint, time.perf_counter() - started, "transport")
-            return None
-        self.stats.record(endpoint, time.perf_counter() - started, code)
-        return reply  # type: ignore[no-any-return]
+            _, reply, seconds = await self.http.post_json(path, body, auth)
+        except TransportError as error:
+            self.stats.record(endpoint, trio.current_time() - started, "transport")
+            self.stats.transport_errors.append(f"{endpoint}: {error}")
+            return None, started
+        self.stats.record(endpoint, seconds, str(reply.get("code")))
+        return reply, trio.current_time() - seconds
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Room:
     index: int
     room_id: str = ""
     created: trio.Event = field(default_factory=trio.Event)
-    members_left: int = 0
+    guests: set[str] = field(default_factory=set)  # members other than the creator, while joined
 
 
 @dataclass
@@ -133,6 +137,7 @@ class Member:
             reply = await self.session.call("add_pusher", {"roomID": self.room.room_id, **self._me()}, self.auth)
             if not reply or reply.get("code") != 0:
                 return False
+            self.room.guests.add(self.user_id)
         self.joined = True
         self.last_heartbeat_ok = trio.current_time()
         return True
@@ -146,14 +151,15 @@ class Member:
             if end.is_set():
                 return
             if self.crash_at is not None and trio.current_time() >= self.crash_at:
-                self.room.members_left += 1  # gone for good, as far as the creator's leaving goes
+                self.room.guests.discard(self.user_id)  # gone for good, as far as the creator's leaving goes
                 nursery.start_soon(watch_crashed_member, self)
                 return
             if self.churn_requested:
-                await self._churn()
+                await self._churn(end)
                 continue
-            sent = trio.current_time()
-            reply = await self.session.call("pusher_heartbeat", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
+            reply, sent = await self.session.timed_call(
+                "pusher_heartbeat", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth
+            )
             if reply is None:
                 continue
             if reply.get("code") == 0:
@@ -165,27 +171,37 @@ class Member:
                 )
                 return
 
-    async def _churn(self) -> None:
+    async def _churn(self, end: trio.Event) -> None:
         self.churn_requested = False
         room_id = self.room.room_id
         await self.session.call("delete_pusher", {"roomID": room_id, "userID": self.user_id}, self.auth)
-        await trio.sleep(self.settings.rejoin_after)
+        self.joined = False
+        self.room.guests.discard(self.user_id)
+        with trio.move_on_after(self.settings.rejoin_after):
+            await end.wait()
+        if end.is_set():
+            return
         await self.session.call("get_pushers", {"roomID": room_id}, self.auth)
         reply = await self.session.call("add_pusher", {"roomID": room_id, **self._me()}, self.auth)
         if reply is not None and reply.get("code") != 0:
             self.session.stats.checks.wrong_evictions.append(
                 f"{self.user_id} could not rejoin {room_id}: add_pusher answered {reply.get('code')}"
             )
+        else:
+            self.joined = True
+            self.room.guests.add(self.user_id)
         self.last_heartbeat_ok = trio.current_time()
         self.session.stats.churned += 1
 
     async def _leave(self) -> None:
+        if not self.joined:
+            return
         if self.is_creator:  # the creator leaving closes the room: let the others leave first
-            with trio.move_on_after(5):
-                while self.room.members_left < self.settings.members - 1:
+            with trio.move_on_after(self.settings.heartbeat_timeout):
+                while self.room.guests:
                     await trio.sleep(0.05)
         await self.session.call("delete_pusher", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
-        self.room.members_left += 1
+        self.room.guests.discard(self.user_id)
 
 
 async def watch_crashed_member(member: Member) -> None:
@@ -240,8 +256,8 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
     """Drive the load for settings.duration seconds; returns the elapsed time."""
     if settings.seed is not None:
         random.seed(settings.seed)
-    limits = httpx.Limits(max_connections=settings.connections, max_keepalive_connections=settings.connections)
-    async with httpx.AsyncClient(base_url=settings.base_url, limits=limits, timeout=10.0) as http:
+    http = HttpPool(settings.base_url, size=settings.connections, timeout=10.0)
+    try:
         session = Session(settings, http, stats)
         start = trio.current_time()
         members = plan_members(session, settings, start)
@@ -258,3 +274,5 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
                 await trio.sleep_until(start + settings.duration)
                 end.set()
         return trio.current_time() - start
+    finally:
+        await http.aclose()

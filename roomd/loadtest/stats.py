@@ -67,6 +67,7 @@ class LoadStats:
     checks: EvictionChecks = field(default_factory=EvictionChecks)
     members_active: int = 0
     churned: int = 0
+    transport_errors: list[str] = field(default_factory=list)
 
     def record(self, endpoint: str, seconds: float, code: str) -> None:
         stats = self.endpoints[endpoint]
@@ -88,6 +89,7 @@ class LoadStats:
             "requests": self.requests,
             "requests_per_second": self.requests / elapsed if elapsed > 0 else 0.0,
             "transport_failures": self.failures,
+            "transport_failure_examples": self.transport_errors[:10],
             "churned": self.churned,
             "endpoints": {name: s.summary(elapsed) for name, s in sorted(self.endpoints.items())},
             "evictions": self.checks.summary(),
