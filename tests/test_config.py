@@ -89,7 +89,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"roomd: configuration error: server.port: must be 0..65535, got -1"
+        "roomd: configuration error: server.port: must be 0..65535, got -1"
     ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
@@ -12,7 +11,6 @@ from roomd.actors.replies import Ok
 from tests.actor_helpers import member
 from tests.bodies import joining, member_fields
 from tests.conftest import IM_SDK_APP_ID, Api, eventually, open_im_world
-from tests.fake_im import FakeIm
 
 NOTIFY = '{"cmd":"notifyPusherChange","data":""}'
 

@@ -19,7 +19,7 @@ from quart import Response, request
 from roomd.web import auth
 from roomd.web.config_report import config_problems
 from roomd.web.edge import Edge, current_edge
-from roomd.web.envelope import Code, RequestError, envelope, ok
+from roomd.web.envelope import Code, RequestError, ok
 from roomd.web.rooms import im_login_fields
 from roomd.web.validation import Params
 
