@@ -13,11 +13,11 @@ from roomd.config import Settings
 
 
 def settings_with(**kind_changes: object) -> Settings:
-    """Default settings with `multi_room` changed as given."""
+    """Default settings (persistence off) with `multi_room` changed as given."""
     base = Settings()
     kinds = dict(base.kinds)
     kinds["multi_room"] = dataclasses.replace(kinds["multi_room"], **kind_changes)  # type: ignore[arg-type]
-    return dataclasses.replace(base, kinds=kinds)
+    return dataclasses.replace(base, kinds=kinds, server=dataclasses.replace(base.server, persist=False))
 
 
 def member(user_id: str) -> MemberInfo:

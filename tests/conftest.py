@@ -26,6 +26,7 @@ from tests.fake_im import FakeIm, start_fake_im
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
 TEST_ENV = {
+    "ROOMD_SERVER__PERSIST": "false",  # tests of persistence turn it on, each with its own data_dir
     "ROOMD_SERVER__DATA_DIR": str(Path(tempfile.gettempdir()) / f"roomd-test-data-{os.getpid()}"),
     "ROOMD_LIVE__BIZID": "8888",
     "ROOMD_LIVE__PUSH_SECRET_KEY": "test-push-key",

@@ -17,11 +17,12 @@ from loguru import logger
 
 from roomd.actors.ids import new_room_id
 from roomd.actors.messages import CloseReason, CreateRoom, LeaveReason, RoomMessage, RoomSnapshot
-from roomd.actors.ports import ImPort
+from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.room import Room
 from roomd.actors.room_index import RoomIndex
 from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending, supervised
+from roomd.actors.store import Change, RoomSaved, SavedRoom
 from roomd.config import KindSettings
 
 
@@ -38,6 +39,7 @@ class Directory:
         kind_name: str,
         kind: KindSettings,
         im: ImPort,
+        store: ChangeStore,
         mailbox_size: int,
         call_timeout: float,
         path: str,
@@ -50,6 +52,7 @@ class Directory:
         self.departures: dict[LeaveReason, int] = {}
         self.started_at = trio.current_time()
         self._im = im
+        self._store = store
         self._mailbox_size = mailbox_size
         self._call_timeout = call_timeout
         self._rooms: dict[str, _RoomEntry] = {}
@@ -69,6 +72,8 @@ class Directory:
         )
         async with self._inbox, trio.open_nursery() as nursery:
             self._nursery = nursery
+            for saved in self._store.load(self.kind_name):
+                self._restore_room(saved)
             task_status.started(self)
             await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
             self._stopping = True
@@ -122,23 +127,31 @@ class Directory:
                 self._im.destroy_group(room_id)
                 envelope.answer(Refused(DomainError.BUSY, "the server is shutting down"))
                 return
-            self._start_room(room_id, request)
-            envelope.answer(Ok(room_id))
+            self._start_room(room_id, request, envelope)
         finally:
             self._pending.discard(room_id)
 
-    def _start_room(self, room_id: str, request: CreateRoom) -> None:
+    def _new_room(self, room_id: str, creator: str, room_info: str) -> Room:
         room = Room(
             room_id=room_id,
+            kind_name=self.kind_name,
             kind=self.kind,
-            creator=request.creator,
-            room_info=request.room_info,
+            creator=creator,
+            room_info=room_info,
             host=self,
             im=self._im,
+            store=self._store,
             path=f"{self.path}/{room_id}",
         )
         mailbox, inbox = open_mailbox(f"room {room_id}", self._mailbox_size)
         self._rooms[room_id] = _RoomEntry(mailbox, room)
+        assert self._nursery is not None
+        self._nursery.start_soon(room.run, inbox, name=f"room {room_id}")
+        return room
+
+    def _start_room(self, room_id: str, request: CreateRoom, envelope: Envelope[Any]) -> None:
+        """Start the room; the creator is answered once the room is durable."""
+        room = self._new_room(room_id, request.creator, request.room_info)
         self.index.upsert(room.snapshot())
         self.log.info(
             "room created room={} creator={} with_first_member={}",
@@ -146,8 +159,13 @@ class Directory:
         )
         if request.first_member is not None:
             room.join(request.first_member)
-        assert self._nursery is not None
-        self._nursery.start_soon(room.run, inbox, name=f"room {room_id}")
+        changes: list[Change] = [RoomSaved(self.kind_name, room_id, request.creator, request.room_info)]
+        self._store.commit([*changes, *room.take_changes()], envelope.reply, Ok(room_id))
+
+    def _restore_room(self, saved: SavedRoom) -> None:
+        room = self._new_room(saved.room_id, saved.creator, saved.room_info)
+        room.restore(saved.members)
+        self.index.upsert(room.snapshot())
 
     # --- routing --------------------------------------------------------------
 

@@ -9,6 +9,20 @@ from roomd.actors.replies import Refused
 
 if TYPE_CHECKING:
     from roomd.actors.im import ImStats
+    from roomd.actors.runtime import ReplySlot
+    from roomd.actors.store import Change, SavedRoom
+
+
+class ChangeStore(Protocol):
+    """Where rooms record their changes, as rooms and directories see it."""
+
+    persistent: bool
+
+    def commit(self, changes: list[Change], reply: ReplySlot | None, value: object) -> None:
+        """Make `changes` durable, then put `value` into `reply` (in submission order)."""
+
+    def load(self, kind: str) -> list[SavedRoom]:
+        """The open rooms of `kind` and their members, in creation order."""
 
 
 class RoomHost(Protocol):

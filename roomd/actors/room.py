@@ -30,9 +30,10 @@ from roomd.actors.messages import (
     RoomMessage,
     RoomSnapshot,
 )
-from roomd.actors.ports import ImPort, RoomHost
+from roomd.actors.ports import ChangeStore, ImPort, RoomHost
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.runtime import Envelope, refuse_pending
+from roomd.actors.store import Change, MemberRemoved, MemberSaved, RoomRemoved, RoomSaved
 from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
 
@@ -62,15 +63,20 @@ class Room:
         self,
         *,
         room_id: str,
+        kind_name: str,
         kind: KindSettings,
         creator: str,
         room_info: str,
         host: RoomHost,
         im: ImPort,
+        store: ChangeStore,
         path: str,
     ) -> None:
         self.room_id = room_id
+        self.kind_name = kind_name
         self.kind = kind
+        self._store = store
+        self._changes: list[Change] = []  # made by the message being handled, not yet submitted
         self.creator = creator
         self.room_info = room_info
         self.state = RoomState.WAITING
@@ -97,6 +103,7 @@ class Room:
             except Exception:
                 self.log.exception("room crashed")
                 self.close(CloseReason.CRASHED)
+                self._store.commit(self.take_changes(), None, None)
             finally:
                 refuse_pending(inbox, self._gone())
                 reason = self.close_reason.value if self.close_reason else "cancelled"
@@ -113,7 +120,11 @@ class Room:
                         self.close(CloseReason.SHUTDOWN)
                         return
                     try:
-                        envelope.answer(self.handle(envelope.message))
+                        result = self.handle(envelope.message)
+                        if self._changes:  # the reply waits until the change is durable
+                            self._store.commit(self.take_changes(), envelope.reply, result)
+                        else:
+                            envelope.answer(result)
                     except Exception:
                         envelope.answer(
                             Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
@@ -122,6 +133,8 @@ class Room:
                     until_next_deadline.deadline = self.next_deadline()
             if until_next_deadline.cancelled_caught:
                 self.expire(trio.current_time())
+                if self._changes:
+                    self._store.commit(self.take_changes(), None, None)
 
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:
@@ -161,9 +174,12 @@ class Room:
         if info_changed:
             assert room_info is not None
             self.room_info = room_info
+            self._changes.append(RoomSaved(self.kind_name, self.room_id, self.creator, room_info))
         existing = self.members.get(info.user_id)
         if existing is not None:
             changed = existing.info != info or info_changed
+            if existing.info != info:
+                self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
             existing.info = info
             existing.deadline = deadline
             if changed:
@@ -178,6 +194,7 @@ class Room:
                 f"room {self.room_id} is full ({len(self.members)}/{self.kind.max_members})",
             )
         self.members[info.user_id] = Member(info, deadline)
+        self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
         self.state = RoomState.ACTIVE
         self.log.info(
             "member joined user={} members={}/{}",
@@ -221,6 +238,7 @@ class Room:
 
     def _remove(self, user_id: str, reason: LeaveReason) -> None:
         del self.members[user_id]
+        self._changes.append(MemberRemoved(self.kind_name, self.room_id, user_id))
         self._host.member_left(reason)
         self.log.info(
             "member left user={} reason={} members={}/{}",
@@ -234,11 +252,20 @@ class Room:
             self._changed()
 
     def close(self, reason: CloseReason) -> None:
-        """Close the room; safe to call more than once (the first reason stands)."""
+        """Close the room; safe to call more than once (the first reason stands).
+
+        A shutdown with persistence on only stops the actor: the room, its
+        members and its IM group stay, to be restored at the next start.
+        """
         if self.state is RoomState.CLOSED:
             return
         self.state = RoomState.CLOSED
         self.close_reason = reason
+        if reason is CloseReason.SHUTDOWN and self._store.persistent:
+            self._host.room_closed(self.room_id, reason)
+            self.log.info("room stopped for a restart, kept in the store members={}", len(self.members))
+            return
+        self._changes.append(RoomRemoved(self.kind_name, self.room_id))
         for user_id in list(self.members):
             self._host.member_left(LeaveReason.ROOM_CLOSED)
             self.log.info(
@@ -249,6 +276,19 @@ class Room:
         self._host.room_closed(self.room_id, reason)
         self._im.destroy_group(self.room_id)
         self.log.info("room closed reason={}", reason.value)
+
+    def take_changes(self) -> list[Change]:
+        changes, self._changes = self._changes, []
+        return changes
+
+    def restore(self, members: tuple[MemberInfo, ...]) -> None:
+        """Members saved before a restart, back with fresh deadlines; nothing is re-recorded."""
+        deadline = trio.current_time() + self.kind.heartbeat_timeout
+        for info in members:
+            self.members[info.user_id] = Member(info, deadline)
+        if self.members:
+            self.state = RoomState.ACTIVE
+        self.log.info("room restored members={}", len(self.members))
 
     def _changed(self) -> None:
         self._host.room_changed(self.snapshot())

@@ -10,6 +10,7 @@ Leaving the block stops every directory; their rooms close with reason
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from loguru import logger
 from roomd.actors.directory import Directory
 from roomd.actors.im import ImActor, SkippedIm
 from roomd.actors.ports import ImPort
+from roomd.actors.store import NullStore, SqliteStore
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
 
 ROOT = "root"
+STORE_FILE = "rooms.sqlite3"
 
 
 @dataclass
@@ -73,6 +76,10 @@ async def open_room_system(
             )
         else:
             im_actor = SkippedIm(f"{ROOT}/im")
+        store: NullStore | SqliteStore = NullStore()
+        if settings.server.persist:
+            path = Path(settings.server.data_dir) / STORE_FILE
+            store = await root.start(SqliteStore(path, actor_path=f"{ROOT}/store").run)
         try:
             async with trio.open_nursery() as kinds:
                 directories: dict[str, Directory] = {}
@@ -81,6 +88,7 @@ async def open_room_system(
                         kind_name=name,
                         kind=kind,
                         im=im_actor,
+                        store=store,
                         mailbox_size=settings.server.mailbox_size,
                         call_timeout=settings.server.call_timeout,
                         path=f"{ROOT}/{name}",
@@ -97,6 +105,8 @@ async def open_room_system(
                     for directory in directories.values():
                         directory.stop()
         finally:
+            if isinstance(store, SqliteStore):
+                store.stop()
             if isinstance(im_actor, ImActor):
                 im_actor.stop()
     log.info("actor system stopped")

@@ -16,6 +16,7 @@ class ServerSettings:
     route_prefix: str = "/weapp"
     max_body_bytes: int = 65536
     data_dir: str = "data"
+    persist: bool = True
     mailbox_size: int = 256
     call_timeout: float = 5.0
     drain_grace: float = 1.0
