@@ -21,7 +21,7 @@ from loguru import logger
 
 from roomd.actors.directory import Directory
 from roomd.actors.im import ImActor, SkippedIm
-from roomd.actors.ports import ImPort
+from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.store import NullStore, SqliteStore
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
@@ -34,6 +34,7 @@ STORE_FILE = "rooms.sqlite3"
 class RoomSystem:
     directories: dict[str, Directory]
     im: ImPort
+    store: ChangeStore = field(default_factory=NullStore)
     started_at: float = field(default_factory=trio.current_time)
     stopping: bool = False
 
@@ -96,7 +97,7 @@ async def open_room_system(
                     await kinds.start(directory.run)
                     directories[name] = directory
                 log.info("actor system started kinds={}", ",".join(directories))
-                system = RoomSystem(directories=directories, im=im_actor)
+                system = RoomSystem(directories=directories, im=im_actor, store=store)
                 try:
                     yield system
                 finally:
