@@ -5,7 +5,8 @@ Stopping, in order: readyz and every room route answer 503 (code 12) for
 listener closes and requests already accepted get up to
 `server.shutdown_timeout` seconds to finish (hypercorn's graceful timeout);
 then every room closes with reason `shutdown` and the IM queue drains for at
-most `im.drain_timeout` seconds; then the process exits 0.
+most `im.drain_timeout` seconds; then the process exits 0. With persistence
+on, "close" means stop: rooms stay in the store for the next start.
 """
 
 from __future__ import annotations
