@@ -21,6 +21,9 @@ class ServerSettings:
     call_timeout: float = 5.0
     drain_grace: float = 1.0
     shutdown_timeout: float = 15.0
+    keep_alive_timeout: float = 5.0
+    read_timeout: float = 10.0
+    max_header_bytes: int = 16384
 
 
 @dataclass(frozen=True)

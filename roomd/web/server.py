@@ -12,6 +12,7 @@ on, "close" means stop: rooms stay in the store for the next start.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from functools import partial
 
@@ -90,4 +91,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.server.shutdown_timeout
+    # hostile clients: idle connections, slow senders and huge headers cost them, not others
+    config.keep_alive_timeout = settings.server.keep_alive_timeout
+    config.read_timeout = math.ceil(settings.server.read_timeout)
+    config.h11_max_incomplete_size = settings.server.max_header_bytes
     return config
