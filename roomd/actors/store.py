@@ -103,9 +103,12 @@ class NullStore:
 class SqliteStore:
     persistent = True
 
-    def __init__(self, path: Path, *, actor_path: str) -> None:
+    def __init__(self, path: Path, *, actor_path: str, write_in_thread: bool = True) -> None:
+        """`write_in_thread=False` writes on the event loop: for tests under a mock clock,
+        which would jump over time spent in a worker thread."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._write_in_thread = write_in_thread
         self.log = logger.bind(actor=actor_path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -155,7 +158,11 @@ class SqliteStore:
                 batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
                 # shielded: a batch that reached the thread is finished and answered, even when stopping
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._write, batch)
+                    if self._write_in_thread:
+                        await trio.to_thread.run_sync(self._write, batch)
+                    else:
+                        self._write(batch)
+                        await trio.lowlevel.checkpoint()
                 for submission in batch:
                     if submission.reply is not None:
                         submission.reply.put(submission.value)

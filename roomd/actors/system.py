@@ -58,8 +58,12 @@ async def open_room_system(
     *,
     user_signer: UserSigner | None = None,
     wall_clock: Callable[[], float] = time.time,
+    store_writes_in_thread: bool = True,
 ) -> AsyncIterator[RoomSystem]:
-    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured."""
+    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured.
+
+    `store_writes_in_thread=False` is for tests under trio's mock clock (see SqliteStore).
+    """
     log = logger.bind(actor=ROOT)
     async with trio.open_nursery() as root:
         im_actor: ImPort
@@ -80,7 +84,9 @@ async def open_room_system(
         store: NullStore | SqliteStore = NullStore()
         if settings.server.persist:
             path = Path(settings.server.data_dir) / STORE_FILE
-            store = await root.start(SqliteStore(path, actor_path=f"{ROOT}/store").run)
+            store = await root.start(
+                SqliteStore(path, actor_path=f"{ROOT}/store", write_in_thread=store_writes_in_thread).run
+            )
         try:
             async with trio.open_nursery() as kinds:
                 directories: dict[str, Directory] = {}
