@@ -14,7 +14,7 @@ from roomd.web.envelope import Code, RequestError, draining_reply, envelope, err
 from roomd.web.room_asgi import ASGIApp, with_room_routes
 from roomd.web.request_log import log_response, start_timer
 
-ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors"})
+ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors", "/openapi.json"})
 log = logger.bind(actor="http")
 
 
@@ -34,6 +34,7 @@ def create_quart_app(edge: Edge) -> QuartTrio:
     app.add_url_rule("/readyz", view_func=ops.readyz, methods=["GET"])
     app.add_url_rule("/metrics", view_func=ops.metrics, methods=["GET"])
     app.add_url_rule("/debug/actors", view_func=ops.debug_actors, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=ops.openapi, methods=["GET"])
     for name in ("get_login_info", "logfilelist", "getlogfile", "check_config"):
         app.add_url_rule(
             f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from quart import Response, request
 
 from roomd.web.edge import current_edge
 from roomd.web.envelope import Code, envelope, ok
 from roomd.web.metrics import CONTENT_TYPE
+from roomd.web.openapi import build_openapi
 
 DEFAULT_ROOMS_SHOWN = 100
 MAX_ROOMS_SHOWN = 10_000
@@ -36,3 +39,11 @@ async def debug_actors() -> Response:
         return envelope(Code.BAD_PARAMETER, detail="limit must be a non-negative integer")
     limit = min(int(raw), MAX_ROOMS_SHOWN)
     return ok(tree=current_edge().system.describe(limit=limit))
+
+
+async def openapi() -> Response:
+    return Response(
+        json.dumps(build_openapi(current_edge().settings), ensure_ascii=False),
+        status=200,
+        content_type="application/json; charset=utf-8",
+    )

@@ -1,0 +1,148 @@
+"""The OpenAPI 3.1 description of roomd's HTTP API, served at `GET /openapi.json`.
+
+Built from the settings (route prefix, kinds) so that it always lists the
+routes this server actually has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roomd.config import Settings
+from roomd.web.envelope import MESSAGES
+
+ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^\s/?#&]+$"}
+NAME = {"type": "string", "maxLength": 256}
+AVATAR = {"type": "string", "maxLength": 1024}
+URL = {"type": "string", "maxLength": 2048, "pattern": r"^(rtmp|https?)://[^\s]+$"}
+INFO = {"type": "string", "description": "at most 1024 bytes of UTF-8 (code 10 beyond)"}
+COUNT = {"type": "integer", "minimum": 0}
+
+PUSHER = {
+    "type": "object",
+    "properties": {"userID": ID, "userName": NAME, "userAvatar": AVATAR, "accelerateURL": {"type": "string"}},
+}
+ROOM = {
+    "type": "object",
+    "properties": {
+        "roomID": ID, "roomName": {"type": "string"}, "roomInfo": {"type": "string"}, "roomCreator": ID,
+        "mixedPlayURL": {"type": "string"}, "memberCount": COUNT, "pushers": {"type": "array", "items": PUSHER},
+    },
+}
+
+# endpoint -> (summary, request body properties, required, reply fields)
+ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]] = {
+    "get_im_login_info": ("A fresh userID and its userSig", {"userIDPrefix": {**ID, "maxLength": 32}, "code": {"type": "string"}}, [],
+                          {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}}),
+    "get_push_url": ("A signed push URL", {"userID": ID, "roomID": ID}, ["userID"], {"pushURL": {"type": "string"}}),
+    "create_room": ("Create a room (seed era: the creator joins at once when pushURL is given)",
+                    {"userID": ID, "roomID": ID, "roomInfo": INFO, "roomName": INFO, "userName": NAME,
+                     "userAvatar": AVATAR, "pushURL": URL}, ["userID"], {"roomID": ID}),
+    "destroy_room": ("Close a room (its creator only)", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
+    "add_pusher": ("Join a room, or update one's name/avatar/pushURL",
+                   {"roomID": ID, "userID": ID, "userName": NAME, "userAvatar": AVATAR, "pushURL": URL, "roomInfo": INFO},
+                   ["roomID", "userID", "userName", "pushURL"], {}),
+    "delete_pusher": ("Leave a room", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
+    "pusher_heartbeat": ("Stay in a room", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
+    "get_pushers": ("A room and its members", {"roomID": ID}, ["roomID"],
+                    {k: v for k, v in ROOM["properties"].items() if k != "memberCount"}),
+    "get_room_list": ("Rooms with members, in creation order", {"index": COUNT, "cnt": {**COUNT, "maximum": 100}}, [],
+                      {"rooms": {"type": "array", "items": ROOM}}),
+    "login": ("Trade a userSig for a token", {"sdkAppID": {"type": "string"}, "accountType": {"type": "string"},
+              "userID": ID, "userSig": {"type": "string"}}, ["userID", "userSig"],
+              {"userID": ID, "token": {"type": "string"}, "expires": COUNT}),
+    "logout": ("Revoke the token in the query", {}, [], {}),
+}
+
+
+def envelope_schema(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "integer", "enum": sorted(int(c) for c in MESSAGES)},
+            "message": {"type": "string"},
+            "detail": {"type": "string"},
+            **fields,
+        },
+    }
+
+
+def _json_reply(description: str, fields: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": envelope_schema(fields)}}}
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    prefix = settings.server.route_prefix
+    paths: dict[str, Any] = {}
+    errors = {
+        "400": _json_reply("the body is not JSON, a JSON object or form encoding", {}),
+        "413": _json_reply("the body is larger than server.max_body_bytes", {}),
+        "503": _json_reply("busy or shutting down (code 12)", {}),
+    }
+    for kind in settings.kinds:
+        for endpoint, (summary, properties, required, reply) in ROOM_ENDPOINTS.items():
+            paths[f"{prefix}/{kind}/{endpoint}"] = {
+                "post": {
+                    "operationId": f"{kind}_{endpoint}",
+                    "summary": summary,
+                    "tags": [kind],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": properties, "required": required}
+                            }
+                        },
+                    },
+                    "responses": {"200": _json_reply("the envelope; `code` says how it went", reply), **errors},
+                }
+            }
+    utils = {
+        "get_login_info": ({"userID": ID}, ["userID"], {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}}),
+        "logfilelist": ({}, [], {"files": {"type": "array", "items": {"type": "object"}}}),
+        "check_config": ({}, [], {"problems": {"type": "array", "items": {"type": "object"}}, "clean": {"type": "boolean"}}),
+    }
+    for name, (query, required, reply) in utils.items():
+        paths[f"{prefix}/utils/{name}"] = {
+            "get": {
+                "operationId": f"utils_{name}",
+                "parameters": [
+                    {"name": key, "in": "query", "required": key in required, "schema": schema}
+                    for key, schema in query.items()
+                ],
+                "responses": {"200": _json_reply(name, reply)},
+            }
+        }
+    paths[f"{prefix}/utils/getlogfile"] = {
+        "get": {
+            "operationId": "utils_getlogfile",
+            "parameters": [{"name": "file", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "the log file", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "400": _json_reply("a name outside the log directory", {}),
+                "404": _json_reply("no such log file", {}),
+            },
+        }
+    }
+    for path, description in (("/healthz", "the process is up"), ("/readyz", "ready, or 503")):
+        paths[path] = {"get": {"operationId": path.strip("/"), "responses": {
+            "200": _json_reply(description, {"status": {"type": "string"}}),
+            "503": _json_reply("starting or shutting down", {}),
+        }}}
+    paths["/debug/actors"] = {"get": {"operationId": "debug_actors", "parameters": [
+        {"name": "limit", "in": "query", "required": False, "schema": COUNT}],
+        "responses": {"200": _json_reply("the actor tree", {"tree": {"type": "object"}})}}}
+    paths["/metrics"] = {"get": {"operationId": "metrics", "responses": {"200": {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "roomd",
+            "version": "0.1.0",
+            "description": "Room server for RTCRoom clients on Tencent Cloud live streaming and IM. "
+            "Room routes also accept form-encoded bodies and JSON sent as text/plain. "
+            "In auth.mode = token every room route except get_im_login_info and login needs ?userID=&token=.",
+        },
+        "paths": paths,
+    }
