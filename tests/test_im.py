@@ -235,3 +235,56 @@ async def test_im_not_configured_makes_no_calls(api: Api) -> None:
     reply = await api.post("create_room", {**alice, "roomName": "r"})
     assert reply.code == 0
     assert api.system.im.skipped == 2  # type: ignore[attr-defined]  # create_group, notification
+
+
+async def test_im_faults_during_churn_lose_no_call() -> None:
+    env = {"ROOMD_IM__MAX_ATTEMPTS": "10", "ROOMD_IM__TIMEOUT": "2"}
+    async with open_im_world(**env) as (api, fake):
+        rooms = []
+        for i in range(5):
+            created = await api.post("create_room", {**member_fields(f"c{i}"), "roomName": f"r{i}"})
+            assert created.code == 0
+            rooms.append(created.body["roomID"])
+        last_change: dict[str, float] = {}
+        destroyed: set[str] = set()
+
+        async def churn(room_id: str, n: int) -> None:
+            for step in range(12):
+                user = f"m{n}_{step % 3}"
+                if step % 2 == 0:
+                    reply = await api.post("add_pusher", joining(user, room_id))
+                else:
+                    reply = await api.post("delete_pusher", {"roomID": room_id, "userID": f"m{n}_{(step - 1) % 3}"})
+                assert reply.code == 0
+                last_change[room_id] = trio.current_time()
+                await trio.sleep(0.2)
+            if n == 4:  # one room is destroyed while IM misbehaves
+                assert (await api.post("destroy_room", {"roomID": room_id, "userID": f"c{n}"})).code == 0
+                destroyed.add(room_id)
+
+        async def misbehave() -> None:
+            for mode in ("http_500", "close", "ok", "error_code", "refuse", "http_429", "ok"):
+                if mode == "refuse":
+                    fake.stop_listening()
+                    await trio.sleep(0.5)
+                    await fake.start_listening()
+                    continue
+                fake.behave(mode=mode, error_code=10002)
+                await trio.sleep(0.5)
+            fake.behave()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(misbehave)
+            for n, room_id in enumerate(rooms):
+                nursery.start_soon(churn, room_id, n)
+        im = api.system.im
+        await eventually(lambda: im.queue_depth == 0, within=60)  # type: ignore[attr-defined]
+        assert im.stats.outcomes[("send_group_system_notification", "failed")] == 0  # type: ignore[attr-defined]
+        assert im.stats.outcomes[("destroy_group", "failed")] == 0  # type: ignore[attr-defined]
+        assert set(fake.groups) == set(rooms) - destroyed
+        for room_id in set(rooms) - destroyed:
+            delivered = [c.at for c in fake.calls if c.body.get("GroupId") == room_id
+                         and c.api == "send_group_system_notification" and c.answered == "ok"]
+            # the room's last change reached its group: a notification went out after it
+            assert delivered and max(delivered) >= last_change[room_id], room_id
+        assert any(c.answered != "ok" for c in fake.calls)  # the faults did happen
