@@ -1,4 +1,4 @@
-"""Model-based: random sequences of joins, leaves, heartbeats, time, destroys and restarts
+"""Model-based: random sequences of creates, joins, leaves, heartbeats, time, destroys and restarts
 give the room actor the same observable state as a plain-Python model of SPEC §3."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.actor_helpers import member, settings_with
 
 CAPACITY, TIMEOUT = 3, 20.0
 USERS = ["creator", "u1", "u2", "u3", "u4"]
-OK, NO_ROOM, NOT_MEMBER, FULL = "ok", "no_room", "not_member", "full"
+OK, NO_ROOM, NOT_MEMBER, FULL, EXISTS = "ok", "no_room", "not_member", "full", "exists"
 
 
 class RoomModel:
@@ -37,6 +37,13 @@ class RoomModel:
         del self.members[user]
         if (user == "creator" and self.closes_on_creator) or not self.members:
             self.members = None
+
+    def create(self, now: float) -> str:
+        """create_room with the same roomID, seed era: the creator joins at once."""
+        if self.members is not None:
+            return EXISTS
+        self.members = {"creator": now + TIMEOUT}
+        return OK
 
     def join(self, user: str, now: float) -> str:
         if self.members is None:
@@ -92,6 +99,7 @@ def _kind(reply: Any) -> str:
         DomainError.NOT_CREATOR: NO_ROOM,
         DomainError.NOT_MEMBER: NOT_MEMBER,
         DomainError.ROOM_FULL: FULL,
+        DomainError.ROOM_EXISTS: EXISTS,
     }[reply.error]
 
 
@@ -108,6 +116,7 @@ _advance = st.tuples(
 operation = st.one_of(
     _user_operation, _user_operation, _user_operation, _user_operation, _advance, _advance,
     st.tuples(st.just("restart"), st.none()),
+    st.tuples(st.just("create"), st.none()),
 )
 
 
@@ -145,6 +154,11 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
                     await trio.sleep(argument)
                     await trio.testing.wait_all_tasks_blocked()
                     model.advance_to(trio.current_time())
+                elif name == "create":
+                    created = await directory.create_room(
+                        CreateRoom(creator="creator", room_info="m", room_id=room_id, first_member=member("creator"))
+                    )
+                    assert _kind(created) == model.create(now)
                 elif name == "join":
                     assert _kind(await directory.call_room(room_id, Join(member(argument)))) == model.join(argument, now)
                 elif name == "leave":
