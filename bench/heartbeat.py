@@ -24,15 +24,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roomd_process import free_port, start_roomd, wait_until_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "heartbeat.lua"
@@ -41,37 +42,14 @@ HEARTBEAT_TIMEOUT = 8.0
 CONNECTIONS = 32
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def start_roomd(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")},
+def start_roomd_for_heartbeats(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    settings = {
         # live members (multi_room) outlast the echo slices; silent ones (double_room) are due soon
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3600",
         "ROOMD_KINDS__DOUBLE_ROOM__HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "ROOMD_KINDS__DOUBLE_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "false",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=(workdir / "console.log").open("wb"),
-    )
-    wait_until_up(f"http://127.0.0.1:{port}/healthz")
-    return process
+    return start_roomd(port, workdir, settings, console=workdir / "console.log")
 
 
 def start_echo(port: int) -> subprocess.Popen[str]:
@@ -156,7 +134,7 @@ def measure(duration: int, slices: int) -> list[dict[str, float]]:
         workdir = Path(tmp)
         members_file = workdir / "members.txt"
         roomd_port, echo_port = free_port(), free_port()
-        roomd = start_roomd(roomd_port, workdir)
+        roomd = start_roomd_for_heartbeats(roomd_port, workdir)
         echo = start_echo(echo_port)
         roomd_url = f"http://127.0.0.1:{roomd_port}"
         try:
@@ -190,9 +168,11 @@ def measure(duration: int, slices: int) -> list[dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk slice")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk slice (> 8)")
     parser.add_argument("--runs", type=int, default=5, help="pairs of slices (roomd, then echo)")
     args = parser.parse_args()
+    if args.duration <= HEARTBEAT_TIMEOUT:
+        sys.exit(f"--duration must exceed {HEARTBEAT_TIMEOUT:g} s: silent members are due within the first roomd slice")
     if shutil.which("wrk") is None:
         sys.exit("bench/heartbeat.py needs wrk: apt-get install wrk")
     runs = measure(args.duration, args.runs)

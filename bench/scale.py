@@ -12,11 +12,9 @@ member, and the latency p50/p99/max (client-side, so an upper bound).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,17 +24,10 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heartbeat import free_port, wait_until_up  # noqa: E402
+from roomd_process import free_port, rss_bytes, start_roomd  # noqa: E402
 
 CONCURRENCY = 32
 LIST_CALLS = 500
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def fill(base: str, rooms: int, members: int) -> None:
@@ -74,20 +65,15 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=10_000)
     parser.add_argument("--members", type=int, default=6)
     args = parser.parse_args()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")},
+    settings = {
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
         "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "86400",
     }
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        server = start_roomd(port, Path(tmp), settings)
         try:
-            wait_until_up(f"{base}/healthz")
             before = rss_bytes(server.pid)
             started = time.perf_counter()
             trio.run(fill, base, args.rooms, args.members)

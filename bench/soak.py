@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,8 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heartbeat import free_port, wait_until_up  # noqa: E402
-from scale import rss_bytes  # noqa: E402
+from roomd_process import free_port, rss_bytes, start_roomd  # noqa: E402
 
 SAMPLE_EVERY = 30.0
 
@@ -39,13 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        server = start_roomd(port, Path(tmp), {})
         try:
-            wait_until_up(f"{base}/healthz")
             baseline_rss = rss_bytes(server.pid)
             report = Path(tmp) / "soak.json"
             load = subprocess.Popen(
