@@ -118,6 +118,8 @@ class Room:
                         envelope = await inbox.receive()
                     except trio.EndOfChannel:
                         self.close(CloseReason.SHUTDOWN)
+                        if self._changes:
+                            self._store.commit(self.take_changes(), None, None)
                         return
                     try:
                         result = self.handle(envelope.message)
