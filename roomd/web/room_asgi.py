@@ -86,7 +86,7 @@ async def serve_room_request(
     query = scope["query_string"].decode("latin-1")
     record_request(
         edge,
-        route=f"{kind}/{endpoint}" if kind in edge.system.directories and endpoint in rooms.KNOWN_ENDPOINTS else "unmatched",
+        route=f"{kind}/{endpoint}" if rooms.is_room_route(edge, kind, endpoint) else "unmatched",
         method=method,
         target=scope["path"] + (f"?{query}" if query else ""),
         client=scope["client"][0] if scope.get("client") else "-",

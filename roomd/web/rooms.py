@@ -34,12 +34,17 @@ MAX_USER_ID_PREFIX_CHARS = 32
 WECHAT_PREFIX = "weixin"
 
 
+def is_room_route(edge: Edge, kind: str, endpoint: str) -> bool:
+    """Whether `<prefix>/<kind>/<endpoint>` is one of this server's room routes."""
+    return kind in edge.system.directories and endpoint in KNOWN_ENDPOINTS
+
+
 async def answer(
     edge: Edge, kind: str, endpoint: str, *, body: bytes, mimetype: str, query: Mapping[str, str]
 ) -> Reply:
     """The reply to `POST <prefix>/<kind>/<endpoint>`; RequestError for input turned down."""
     directory = edge.system.directory(kind)
-    if directory is None or endpoint not in KNOWN_ENDPOINTS:
+    if directory is None or not is_room_route(edge, kind, endpoint):
         return reply(
             Code.BAD_PARAMETER,
             detail=f"no route for POST {edge.settings.server.route_prefix}/{kind}/{endpoint}",
