@@ -32,6 +32,14 @@ TEST_ENV = {
     "ROOMD_LIVE__PUSH_SECRET_KEY": "test-push-key",
     "ROOMD_IM__SECRET_KEY": "test-im-secret",
     "ROOMD_IM__SDK_APP_ID": "0",
+    # abuse limits off: tests that are about them turn them on
+    "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
+    "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+    **{
+        f"ROOMD_KINDS__{kind}__{cap}": "0"
+        for kind in ("MULTI_ROOM", "DOUBLE_ROOM")
+        for cap in ("MAX_WAITING_ROOMS", "MAX_ROOMS_PER_CREATOR", "MAX_ROOMS_PER_ADDRESS")
+    },
 }
 
 

@@ -32,6 +32,7 @@ from loguru import logger
 from roomd.actors.replies import DomainError, Refused
 from roomd.actors.runtime import ReplySlot, supervised
 from roomd.config import ImSettings
+from roomd.config.settings import IM_CREATE_GRACE as CREATE_GRACE
 from roomd.qcloud import im_api
 from roomd.qcloud.im_api import ImApi, ImRequest, Judgement, Verdict
 from roomd.qcloud.usersig import UserSigner
@@ -41,7 +42,6 @@ MAX_CONCURRENT_CALLS = 16    # HTTP requests to IM in flight at once
 QUEUE_LIMIT = 100_000        # queued calls; beyond it notifications are dropped (logged, counted)
 MAX_BACKOFF = 30.0           # seconds, the longest wait between two attempts
 ADMIN_SIG_REFRESH = 86_400   # make a new admin UserSig this long before the old one expires
-CREATE_GRACE = 0.5           # create_room waits this much past im.timeout for the verdict
 
 
 class SkippedIm:

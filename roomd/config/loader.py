@@ -9,13 +9,14 @@ exit with status 2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from roomd.config.settings import KindSettings, Settings
+from roomd.config.settings import IM_CREATE_GRACE, KindSettings, Settings
 
 ENV_PREFIX = "ROOMD_"
 KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -168,6 +169,12 @@ def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key}: expected a string, got {value!r} ({source})")
+    if expected == tuple[str, ...]:
+        if from_text:  # environment: comma-separated
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r} ({source})")
     raise ConfigError(f"{key}: unsupported setting type {expected!r}")
 
 
@@ -190,9 +197,17 @@ def _validate(s: Settings) -> None:
     require(s.server.keep_alive_timeout > 0, "server.keep_alive_timeout: must be positive")
     require(s.server.read_timeout > 0, "server.read_timeout: must be positive")
     require(s.server.max_header_bytes >= 1024, "server.max_header_bytes: must be at least 1024")
+    require(s.server.write_timeout > 0, "server.write_timeout: must be positive")
+    require(s.server.max_reply_bytes >= 4096, "server.max_reply_bytes: must be at least 4096")
+    require(
+        s.server.call_timeout > s.im.timeout + IM_CREATE_GRACE,
+        f"server.call_timeout: must exceed im.timeout + {IM_CREATE_GRACE:g} s (create_room waits that "
+        f"long for IM), got {s.server.call_timeout:g} with im.timeout {s.im.timeout:g}",
+    )
     require(s.im.drain_timeout >= 0, "im.drain_timeout: must not be negative")
     require(s.live.bizid >= 0, "live.bizid: must not be negative")
     require(s.live.valid_time > 0, "live.valid_time: must be positive")
+    require(s.live.accelerate_valid_time > 0, "live.accelerate_valid_time: must be positive")
     require(s.im.sdk_app_id >= 0, "im.sdk_app_id: must not be negative")
     require(s.im.usersig_expire > 0, "im.usersig_expire: must be positive")
     require(
@@ -224,6 +239,17 @@ def _validate(s: Settings) -> None:
         s.log.format in ("text", "json"),
         f"log.format: must be 'text' or 'json', got {s.log.format!r}",
     )
+    require(s.log.max_bytes >= 1 << 20, "log.max_bytes: must be at least 1048576 (1 MiB)")
+    for cidr in s.ops.allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"ops.allow: {cidr!r} is not an address or network like 10.0.0.0/8") from None
+    limits = s.limits
+    for name in ("create_rate_per_address", "create_rate_per_user"):
+        require(getattr(limits, name) >= 0, f"limits.{name}: must not be negative (0 = no limit)")
+    for name in ("create_burst_per_address", "create_burst_per_user"):
+        require(getattr(limits, name) >= 1, f"limits.{name}: must be at least 1")
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(
@@ -234,3 +260,5 @@ def _validate(s: Settings) -> None:
         require(kind.max_members >= 1, f"kinds.{name}.max_members: must be at least 1")
         require(kind.heartbeat_timeout > 0, f"kinds.{name}.heartbeat_timeout: must be positive")
         require(kind.max_idle_duration > 0, f"kinds.{name}.max_idle_duration: must be positive")
+        for cap in ("max_waiting_rooms", "max_rooms_per_creator", "max_rooms_per_address"):
+            require(getattr(kind, cap) >= 0, f"kinds.{name}.{cap}: must not be negative (0 = no limit)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+IM_CREATE_GRACE = 0.5  # seconds create_room waits for IM's verdict beyond im.timeout
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -18,19 +20,23 @@ class ServerSettings:
     data_dir: str = "data"
     persist: bool = True
     mailbox_size: int = 256
-    call_timeout: float = 5.0
+    call_timeout: float = 10.0
     drain_grace: float = 1.0
     shutdown_timeout: float = 15.0
     keep_alive_timeout: float = 5.0
     read_timeout: float = 10.0
+    write_timeout: float = 10.0
     max_header_bytes: int = 16384
+    max_reply_bytes: int = 262144
+    h2c: bool = False
 
 
 @dataclass(frozen=True)
 class LiveSettings:
     bizid: int = 0
-    push_secret_key: str = ""
+    push_secret_key: str = field(default="", repr=False)
     valid_time: int = 604800
+    accelerate_valid_time: int = 3600
     push_host: str = ""
     play_host: str = ""
 
@@ -48,10 +54,11 @@ class ImSettings:
     sdk_app_id: int = 0
     account_type: str = ""
     administrator: str = "admin"
-    secret_key: str = ""
-    private_key: str = ""
+    reserved_identifiers: tuple[str, ...] = ()
+    secret_key: str = field(default="", repr=False)
+    private_key: str = field(default="", repr=False)
     private_key_file: str = ""
-    public_key: str = ""
+    public_key: str = field(default="", repr=False)
     usersig_expire: int = 15552000
     base_url: str = "https://console.tim.qq.com"
     timeout: float = 5.0
@@ -68,7 +75,7 @@ class ImSettings:
 @dataclass(frozen=True)
 class WechatSettings:
     app_id: str = ""
-    app_secret: str = ""
+    app_secret: str = field(default="", repr=False)
     base_url: str = "https://api.weixin.qq.com"
 
 
@@ -76,8 +83,8 @@ class WechatSettings:
 class AuthSettings:
     mode: str = "open"
     token_ttl: int = 7200
-    token_secret: str = ""
-    admin_key: str = ""
+    token_secret: str = field(default="", repr=False)
+    admin_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,20 @@ class LogSettings:
     rotation: str = "1 hour"
     retention: str = "7 days"
     format: str = "text"
+    max_bytes: int = 536870912
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    create_rate_per_address: float = 5.0
+    create_burst_per_address: int = 100
+    create_rate_per_user: float = 1.0
+    create_burst_per_user: int = 10
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,9 @@ class KindSettings:
     heartbeat_timeout: float = 20.0
     max_idle_duration: float = 30.0
     creator_leave_closes_room: bool = True
+    max_waiting_rooms: int = 1000
+    max_rooms_per_creator: int = 20
+    max_rooms_per_address: int = 2000
 
 
 def _default_kinds() -> dict[str, KindSettings]:
@@ -112,4 +136,6 @@ class Settings:
     wechat: WechatSettings = field(default_factory=WechatSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     kinds: dict[str, KindSettings] = field(default_factory=_default_kinds)
