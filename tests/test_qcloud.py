@@ -27,7 +27,7 @@ def test_live_signature_known_answer() -> None:
 
 
 def test_push_and_play_urls() -> None:
-    signer = LiveSigner(1234, "abc", 100, "push.test", "play.test")
+    signer = LiveSigner(1234, "abc", 100, "push.test", "play.test", accelerate_valid_time=100)
     assert signer.push_url("user_1", now=1600000000 - 100) == (
         "rtmp://push.test/live/1234_user_1?bizid=1234"
         "&txSecret=24c16afd3f6f05fd7db09c04dbf8543b&txTime=5F5E1000"

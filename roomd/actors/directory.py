@@ -9,6 +9,7 @@ answered from the `RoomIndex` and never message a room.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,19 @@ from roomd.actors.ids import new_room_id
 from roomd.actors.messages import CloseReason, CreateRoom, LeaveReason, RoomMessage, RoomSnapshot
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
-from roomd.actors.room import Room
+from roomd.actors.room import NOT_SAVED, Room
 from roomd.actors.room_index import RoomIndex
 from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending, supervised
-from roomd.actors.store import Change, RoomSaved, SavedRoom
+from roomd.actors.store import RoomRemoved, RoomSaved, SavedRoom
 from roomd.config import KindSettings
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """Who created a room, for the per-creator and per-address limits."""
+
+    creator: str
+    address: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,10 @@ class Directory:
         self._call_timeout = call_timeout
         self._rooms: dict[str, _RoomEntry] = {}
         self._pending: set[str] = set()
+        self._pending_waiting = 0  # creations in progress of rooms that will wait for a member
+        self._owners: dict[str, _Owner] = {}  # open and pending rooms
+        self._open_by_creator: collections.Counter[str] = collections.Counter()
+        self._open_by_address: collections.Counter[str] = collections.Counter()
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self.mailbox, self._inbox = open_mailbox(f"directory {kind_name}", mailbox_size)
@@ -109,30 +122,111 @@ class Directory:
         if room_id is not None and (room_id in self._rooms or room_id in self._pending):
             envelope.answer(Refused(DomainError.ROOM_EXISTS, f"room {room_id} already exists"))
             return
+        refusal = self._over_a_limit(request)
+        if refusal is not None:
+            envelope.answer(refusal)
+            return
         while room_id is None or room_id in self._rooms or room_id in self._pending:
             room_id = new_room_id()
         self._pending.add(room_id)
+        if request.first_member is None:
+            self._pending_waiting += 1
+        self._count_owner(room_id, _Owner(request.creator, request.address))
         assert self._nursery is not None
         self._nursery.start_soon(self._finish_create, room_id, envelope)
 
+    def _over_a_limit(self, request: CreateRoom) -> Refused | None:
+        kind, name = self.kind, self.kind_name
+        if request.first_member is None and kind.max_waiting_rooms:
+            waiting = self.index.room_count - self.index.listed_count + self._pending_waiting
+            if waiting >= kind.max_waiting_rooms:
+                return Refused(
+                    DomainError.LIMITED,
+                    f"{waiting} {name} rooms are waiting for their first member, the most allowed "
+                    f"(kinds.{name}.max_waiting_rooms); retry later",
+                )
+        held = self._open_by_creator[request.creator]
+        if kind.max_rooms_per_creator and held >= kind.max_rooms_per_creator:
+            return Refused(
+                DomainError.LIMITED,
+                f"{request.creator} already created {held} open {name} rooms, the most allowed "
+                f"(kinds.{name}.max_rooms_per_creator); destroy one first",
+            )
+        if request.address is not None and kind.max_rooms_per_address:
+            held = self._open_by_address[request.address]
+            if held >= kind.max_rooms_per_address:
+                return Refused(
+                    DomainError.LIMITED,
+                    f"{held} open {name} rooms were created from {request.address}, the most allowed "
+                    f"(kinds.{name}.max_rooms_per_address)",
+                )
+        return None
+
+    def _count_owner(self, room_id: str, owner: _Owner) -> None:
+        self._owners[room_id] = owner
+        self._open_by_creator[owner.creator] += 1
+        if owner.address is not None:
+            self._open_by_address[owner.address] += 1
+
+    def _forget_owner(self, room_id: str) -> None:
+        owner = self._owners.pop(room_id, None)
+        if owner is None:
+            return
+        for counts, key in ((self._open_by_creator, owner.creator), (self._open_by_address, owner.address)):
+            if key is not None:
+                counts[key] -= 1
+                if counts[key] <= 0:
+                    del counts[key]
+
     async def _finish_create(self, room_id: str, envelope: Envelope[Any]) -> None:
         request: CreateRoom = envelope.message
+        started = False
         try:
             refusal = await self._im.create_group(room_id, request.room_info)
             if refusal is not None:
                 self.log.warning("room not created room={} because {}", room_id, refusal.detail)
                 envelope.answer(refusal)
                 return
-            if self._stopping:
+            if self._stopping or envelope.abandoned:
                 self._im.destroy_group(room_id)
-                envelope.answer(Refused(DomainError.BUSY, "the server is shutting down"))
+                self._not_created(room_id, envelope, "the server is shutting down" if self._stopping else None)
                 return
-            self._start_room(room_id, request, envelope)
+            room = self._new_room(room_id, request.creator, request.room_info)
+            if request.first_member is not None:
+                room.join(request.first_member)
+            saved = RoomSaved(self.kind_name, room_id, request.creator, request.room_info)
+            failure = await self._store.write([saved, *room.take_changes()])
+            if failure is not None:
+                self._im.destroy_group(room_id)
+                self.log.warning("room not created room={} because it could not be saved: {}", room_id, failure.reason)
+                envelope.answer(Refused(DomainError.BUSY, NOT_SAVED))
+                return
+            if envelope.abandoned:  # the caller gave up while the room was being saved: undo it
+                removal = await self._store.write([RoomRemoved(self.kind_name, room_id)])
+                if removal is not None:
+                    self.log.error("room {} stays in the store until the next start: {}", room_id, removal.reason)
+                self._im.destroy_group(room_id)
+                self._not_created(room_id, envelope, None)
+                return
+            self._start_room(room, request)
+            started = True
+            envelope.answer(Ok(room_id))
         finally:
             self._pending.discard(room_id)
+            if request.first_member is None:
+                self._pending_waiting -= 1
+            if not started:
+                self._forget_owner(room_id)
+
+    def _not_created(self, room_id: str, envelope: Envelope[Any], why: str | None) -> None:
+        if why is not None:
+            envelope.answer(Refused(DomainError.BUSY, why))
+        self.log.info(
+            "room not created room={} because {}", room_id, why or "its creator stopped waiting for the answer"
+        )
 
     def _new_room(self, room_id: str, creator: str, room_info: str) -> Room:
-        room = Room(
+        return Room(
             room_id=room_id,
             kind_name=self.kind_name,
             kind=self.kind,
@@ -143,29 +237,28 @@ class Directory:
             store=self._store,
             path=f"{self.path}/{room_id}",
         )
-        mailbox, inbox = open_mailbox(f"room {room_id}", self._mailbox_size)
-        self._rooms[room_id] = _RoomEntry(mailbox, room)
-        assert self._nursery is not None
-        self._nursery.start_soon(room.run, inbox, name=f"room {room_id}")
-        return room
 
-    def _start_room(self, room_id: str, request: CreateRoom, envelope: Envelope[Any]) -> None:
-        """Start the room; the creator is answered once the room is durable."""
-        room = self._new_room(room_id, request.creator, request.room_info)
+    def _run_room(self, room: Room) -> None:
+        mailbox, inbox = open_mailbox(f"room {room.room_id}", self._mailbox_size)
+        self._rooms[room.room_id] = _RoomEntry(mailbox, room)
         self.index.upsert(room.snapshot())
+        assert self._nursery is not None
+        self._nursery.start_soon(room.run, inbox, name=f"room {room.room_id}")
+
+    def _start_room(self, room: Room, request: CreateRoom) -> None:
+        """Start a room whose creation is durable, and let what its first join did follow."""
         self.log.info(
             "room created room={} creator={} with_first_member={}",
-            room_id, request.creator, request.first_member is not None,
+            room.room_id, request.creator, request.first_member is not None,
         )
-        if request.first_member is not None:
-            room.join(request.first_member)
-        changes: list[Change] = [RoomSaved(self.kind_name, room_id, request.creator, request.room_info)]
-        self._store.commit([*changes, *room.take_changes()], envelope.reply, Ok(room_id))
+        self._run_room(room)
+        room.run_effects()
 
     def _restore_room(self, saved: SavedRoom) -> None:
         room = self._new_room(saved.room_id, saved.creator, saved.room_info)
         room.restore(saved.members)
-        self.index.upsert(room.snapshot())
+        self._count_owner(saved.room_id, _Owner(saved.creator, None))
+        self._run_room(room)
 
     # --- routing --------------------------------------------------------------
 
@@ -216,4 +309,5 @@ class Directory:
     def room_closed(self, room_id: str, reason: CloseReason) -> None:
         self._rooms.pop(room_id, None)
         self.index.remove(room_id)
+        self._forget_owner(room_id)
         self.closes[reason] = self.closes.get(reason, 0) + 1

@@ -46,7 +46,7 @@ class MemberView:
     stream: str | None  # the stream name in the member's pushURL, if it has one
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class RoomSnapshot:
     room_id: str
     room_info: str
@@ -101,12 +101,15 @@ RoomMessage = Join | Leave | Heartbeat | GetRoom | Destroy
 
 @dataclass(frozen=True, slots=True)
 class CreateRoom:
-    """create_room. `first_member` set = seed-era clients: the creator joins at once."""
+    """create_room. `first_member` set = seed-era clients: the creator joins at once.
+
+    `address` is the client's network address, for the per-address room limit."""
 
     creator: str
     room_info: str
     room_id: str | None = None
     first_member: MemberInfo | None = None
+    address: str | None = None
 
 
 DirectoryMessage = CreateRoom

@@ -9,8 +9,7 @@ from roomd.actors.replies import Refused
 
 if TYPE_CHECKING:
     from roomd.actors.im import ImStats
-    from roomd.actors.runtime import ReplySlot
-    from roomd.actors.store import Change, SavedRoom
+    from roomd.actors.store import Change, SavedRoom, WriteFailed
 
 
 class ChangeStore(Protocol):
@@ -18,8 +17,8 @@ class ChangeStore(Protocol):
 
     persistent: bool
 
-    def commit(self, changes: list[Change], reply: ReplySlot | None, value: object) -> None:
-        """Make `changes` durable, then put `value` into `reply` (in submission order)."""
+    async def write(self, changes: list[Change]) -> WriteFailed | None:
+        """Make `changes` durable (in submission order); None once they are, else why not."""
 
     def load(self, kind: str) -> list[SavedRoom]:
         """The open rooms of `kind` and their members, in creation order."""

@@ -20,7 +20,8 @@ class DomainError(enum.Enum):
     ROOM_FULL = "room_full"              # the room already holds max_members
     ROOM_EXISTS = "room_exists"          # create_room with a roomID already in use
     UPSTREAM_FAILED = "upstream_failed"  # Tencent IM refused or could not be reached
-    BUSY = "busy"                        # a mailbox is full, an actor too slow, or shutting down
+    BUSY = "busy"                        # a mailbox is full, an actor too slow, storage failing, or shutting down
+    LIMITED = "limited"                  # a per-client or per-kind limit on rooms was reached
     INTERNAL = "internal"                # an actor failed while handling the request
 
 

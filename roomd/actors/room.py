@@ -5,12 +5,24 @@ without awaiting in between, so every change is atomic and applied in
 arrival order. It sleeps until its own next deadline (the earliest member
 deadline, or the idle deadline while waiting), so a silent member is
 evicted at its deadline, not by a periodic sweep.
+
+A step (one message, or the deadlines that have passed) changes the room
+in memory and records what must be saved and what must follow (IM
+notifications, the directory's index and counts, log lines). The room
+writes the changes and waits until they are durable before it answers or
+lets anything follow; when the write fails, the step is undone, the
+request is answered "busy" and nothing else happens, so the room stays as
+it was before the request. A deadline whose change could not be saved is
+applied again `STORE_RETRY` seconds later.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -33,9 +45,13 @@ from roomd.actors.messages import (
 from roomd.actors.ports import ChangeStore, ImPort, RoomHost
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.runtime import Envelope, refuse_pending
-from roomd.actors.store import Change, MemberRemoved, MemberSaved, RoomRemoved, RoomSaved
+from roomd.actors.store import Change, MemberRemoved, MemberSaved, RoomRemoved, RoomSaved, WriteFailed
 from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
+
+
+STORE_RETRY = 1.0  # seconds before a deadline whose change could not be saved is tried again
+NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
 
 
 class RoomState(enum.Enum):
@@ -58,6 +74,16 @@ class Member:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Checkpoint:
+    """What a step may change, as it was before the step."""
+
+    state: RoomState
+    room_info: str
+    close_reason: CloseReason | None
+    members: tuple[tuple[MemberInfo, float], ...]
+
+
 class Room:
     def __init__(
         self,
@@ -76,7 +102,8 @@ class Room:
         self.kind_name = kind_name
         self.kind = kind
         self._store = store
-        self._changes: list[Change] = []  # made by the message being handled, not yet submitted
+        self._changes: list[Change] = []  # made by the step being handled, not yet saved
+        self._effects: list[Callable[[], None]] = []  # what follows the step once it is saved
         self.creator = creator
         self.room_info = room_info
         self.state = RoomState.WAITING
@@ -86,6 +113,7 @@ class Room:
         self._im = im
         self.started_at = trio.current_time()
         self._idle_deadline = self.started_at + kind.max_idle_duration
+        self._retry_at = -math.inf  # deadlines wait until then after a failed save
         self._path = path
         self.log = logger.bind(actor=path)
 
@@ -102,8 +130,10 @@ class Room:
                 await self._serve(inbox)
             except Exception:
                 self.log.exception("room crashed")
+                self._changes.clear()
+                self._effects.clear()
                 self.close(CloseReason.CRASHED)
-                self._store.commit(self.take_changes(), None, None)
+                await self.save(undo=None)
             finally:
                 refuse_pending(inbox, self._gone())
                 reason = self.close_reason.value if self.close_reason else "cancelled"
@@ -118,30 +148,80 @@ class Room:
                         envelope = await inbox.receive()
                     except trio.EndOfChannel:
                         self.close(CloseReason.SHUTDOWN)
-                        if self._changes:
-                            self._store.commit(self.take_changes(), None, None)
+                        await self.save(undo=None)
                         return
                     try:
-                        result = self.handle(envelope.message)
-                        if self._changes:  # the reply waits until the change is durable
-                            self._store.commit(self.take_changes(), envelope.reply, result)
-                        else:
-                            envelope.answer(result)
+                        result = await self._step(envelope.message)
                     except Exception:
                         envelope.answer(
                             Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
                         )
                         raise
+                    envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
             if until_next_deadline.cancelled_caught:
-                self.expire(trio.current_time())
-                if self._changes:
-                    self._store.commit(self.take_changes(), None, None)
+                await self._pass_deadlines(trio.current_time())
+
+    async def _step(self, message: RoomMessage) -> Any:
+        """Handle one message; answer only once its changes are durable, or undo it."""
+        if isinstance(message, (Heartbeat, GetRoom)):  # nothing to save
+            return self.handle(message)
+        undo = self._checkpoint()
+        result = self.handle(message)
+        if await self.save(undo=undo):
+            return result
+        return Refused(DomainError.BUSY, NOT_SAVED)
+
+    async def _pass_deadlines(self, now: float) -> None:
+        undo = self._checkpoint()
+        self.expire(now)
+        if await self.save(undo=undo):
+            self._retry_at = -math.inf
+        else:
+            self._retry_at = now + STORE_RETRY
+
+    async def save(self, *, undo: _Checkpoint | None) -> bool:
+        """Write the changes of the last step, then let its effects follow.
+
+        When the write fails the step is rolled back to `undo` and its effects
+        are dropped; without `undo` (a close that happens anyway) they follow.
+        """
+        if self._changes:
+            failure: WriteFailed | None = await self._store.write(self.take_changes())
+            if failure is not None:
+                if undo is not None:
+                    self._effects.clear()
+                    self._restore(undo)
+                    self.log.warning("change not saved, undone: {}", failure.reason)
+                    return False
+                self.log.error("change not saved: {}", failure.reason)
+        self.run_effects()
+        return True
+
+    def run_effects(self) -> None:
+        effects, self._effects = self._effects, []
+        for effect in effects:
+            effect()
+
+    def _checkpoint(self) -> _Checkpoint:
+        return _Checkpoint(
+            self.state,
+            self.room_info,
+            self.close_reason,
+            tuple((m.info, m.deadline) for m in self.members.values()),
+        )
+
+    def _restore(self, checkpoint: _Checkpoint) -> None:
+        self.state = checkpoint.state
+        self.room_info = checkpoint.room_info
+        self.close_reason = checkpoint.close_reason
+        self.members = {info.user_id: Member(info, deadline) for info, deadline in checkpoint.members}
 
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:
-            return self._idle_deadline
-        return min((m.deadline for m in self.members.values()), default=trio.current_time())
+            return max(self._idle_deadline, self._retry_at)
+        earliest = min((m.deadline for m in self.members.values()), default=trio.current_time())
+        return max(earliest, self._retry_at)
 
     # --- messages ---------------------------------------------------------
 
@@ -185,7 +265,7 @@ class Room:
             existing.info = info
             existing.deadline = deadline
             if changed:
-                self.log.info("member updated user={}", info.user_id)
+                self._later(partial(self.log.info, "member updated user={}", info.user_id))
                 self._changed()
             return Ok(JoinResult(joined=False, changed=changed))
         if len(self.members) >= self.kind.max_members:
@@ -198,9 +278,12 @@ class Room:
         self.members[info.user_id] = Member(info, deadline)
         self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
         self.state = RoomState.ACTIVE
-        self.log.info(
-            "member joined user={} members={}/{}",
-            info.user_id, len(self.members), self.kind.max_members,
+        self._later(
+            partial(
+                self.log.info,
+                "member joined user={} members={}/{}",
+                info.user_id, len(self.members), self.kind.max_members,
+            )
         )
         self._changed()
         return Ok(JoinResult(joined=True, changed=True))
@@ -241,10 +324,13 @@ class Room:
     def _remove(self, user_id: str, reason: LeaveReason) -> None:
         del self.members[user_id]
         self._changes.append(MemberRemoved(self.kind_name, self.room_id, user_id))
-        self._host.member_left(reason)
-        self.log.info(
-            "member left user={} reason={} members={}/{}",
-            user_id, reason.value, len(self.members), self.kind.max_members,
+        self._later(partial(self._host.member_left, reason))
+        self._later(
+            partial(
+                self.log.info,
+                "member left user={} reason={} members={}/{}",
+                user_id, reason.value, len(self.members), self.kind.max_members,
+            )
         )
         if user_id == self.creator and self.kind.creator_leave_closes_room:
             self.close(CloseReason.CREATOR_LEFT)
@@ -264,20 +350,25 @@ class Room:
         self.state = RoomState.CLOSED
         self.close_reason = reason
         if reason is CloseReason.SHUTDOWN and self._store.persistent:
-            self._host.room_closed(self.room_id, reason)
-            self.log.info("room stopped for a restart, kept in the store members={}", len(self.members))
+            self._later(partial(self._host.room_closed, self.room_id, reason))
+            self._later(
+                partial(self.log.info, "room stopped for a restart, kept in the store members={}", len(self.members))
+            )
             return
         self._changes.append(RoomRemoved(self.kind_name, self.room_id))
-        for user_id in list(self.members):
-            self._host.member_left(LeaveReason.ROOM_CLOSED)
-            self.log.info(
-                "member left user={} reason={} members=0/{}",
-                user_id, LeaveReason.ROOM_CLOSED.value, self.kind.max_members,
+        for user_id in self.members:
+            self._later(partial(self._host.member_left, LeaveReason.ROOM_CLOSED))
+            self._later(
+                partial(
+                    self.log.info,
+                    "member left user={} reason={} members=0/{}",
+                    user_id, LeaveReason.ROOM_CLOSED.value, self.kind.max_members,
+                )
             )
-        self.members.clear()
-        self._host.room_closed(self.room_id, reason)
-        self._im.destroy_group(self.room_id)
-        self.log.info("room closed reason={}", reason.value)
+        self.members = {}
+        self._later(partial(self._host.room_closed, self.room_id, reason))
+        self._later(partial(self._im.destroy_group, self.room_id))
+        self._later(partial(self.log.info, "room closed reason={}", reason.value))
 
     def take_changes(self) -> list[Change]:
         changes, self._changes = self._changes, []
@@ -293,8 +384,17 @@ class Room:
         self.log.info("room restored members={}", len(self.members))
 
     def _changed(self) -> None:
+        self._later(self._publish)
+
+    def _publish(self) -> None:
+        """Tell the directory's index and the room's IM group about the members as they are now."""
+        if self.state is RoomState.CLOSED:
+            return
         self._host.room_changed(self.snapshot())
         self._im.notify_pusher_change(self.room_id)
+
+    def _later(self, effect: Callable[[], None]) -> None:
+        self._effects.append(effect)
 
     # --- views --------------------------------------------------------------
 

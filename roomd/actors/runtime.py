@@ -22,18 +22,33 @@ M = TypeVar("M")
 
 
 class ReplySlot:
-    """A one-shot place for a reply. Filling it twice keeps the first value."""
+    """A one-shot place for a reply. Filling it twice keeps the first value.
 
-    __slots__ = ("_event", "_value")
+    A caller that stops waiting abandons the slot; `put` then returns False,
+    so an actor can tell that nobody will learn what it did.
+    """
+
+    __slots__ = ("_event", "_value", "abandoned")
 
     def __init__(self) -> None:
         self._event = trio.Event()
         self._value: Any = None
+        self.abandoned = False
 
-    def put(self, value: Any) -> None:
-        if not self._event.is_set():
-            self._value = value
-            self._event.set()
+    def put(self, value: Any) -> bool:
+        """Deliver `value`; False when the caller has given up (or a value was put already)."""
+        if self._event.is_set() or self.abandoned:
+            return False
+        self._value = value
+        self._event.set()
+        return True
+
+    def abandon(self) -> bool:
+        """The caller stops waiting; False when the reply had already arrived."""
+        if self._event.is_set():
+            return False
+        self.abandoned = True
+        return True
 
     async def wait(self) -> Any:
         await self._event.wait()
@@ -47,9 +62,13 @@ class Envelope(Generic[M]):
     message: M
     reply: ReplySlot | None = None
 
-    def answer(self, value: Any) -> None:
-        if self.reply is not None:
-            self.reply.put(value)
+    def answer(self, value: Any) -> bool:
+        """Reply to the sender; False when nobody waits for the reply any longer."""
+        return self.reply.put(value) if self.reply is not None else False
+
+    @property
+    def abandoned(self) -> bool:
+        return self.reply is not None and self.reply.abandoned
 
 
 class Mailbox(Generic[M]):
@@ -72,8 +91,9 @@ class Mailbox(Generic[M]):
     async def call(self, message: M, *, timeout: float) -> Any:
         """Deliver and wait for the reply; a `Refused` when it cannot be had in time.
 
-        Cancelling the caller abandons the reply; the actor still handles the
-        message, since it was already delivered.
+        Cancelling the caller, or its deadline passing, abandons the reply: the
+        actor still handles the message, since it was already delivered, but
+        can see that nobody waits for the answer (`Envelope.abandoned`).
         """
         slot = ReplySlot()
         try:
@@ -83,7 +103,13 @@ class Mailbox(Generic[M]):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return GONE
         self.delivered += 1
-        with trio.move_on_after(timeout):
+        try:
+            with trio.move_on_after(timeout):
+                return await slot.wait()
+        except BaseException:  # the caller itself was cancelled (e.g. its client hung up)
+            slot.abandon()
+            raise
+        if not slot.abandon():  # the reply came in the same instant as the deadline
             return await slot.wait()
         return Refused(DomainError.BUSY, f"{self.name} did not answer within {timeout:g} s")
 

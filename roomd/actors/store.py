@@ -3,9 +3,16 @@
 Rooms record their changes here (created, member joined or updated, member
 left, closed), never heartbeats. The store actor writes what has been
 submitted in batches, on a worker thread, each batch one transaction
-committed with `synchronous = FULL`; only then are the replies that waited
-for those changes sent. So whatever a client was told succeeded is on disk,
-`kill -9` included, while a burst of joins costs one fsync, not one each.
+committed with `synchronous = FULL`; only then does a writer's `write`
+return. So whatever a client was told succeeded is on disk, `kill -9`
+included, while a burst of joins across rooms costs one fsync, not one each.
+
+A write that fails (disk full, I/O error, a read-only file, a value SQLite
+refuses) fails only the submissions it concerns: a failed batch is retried
+one submission at a time, each in its own transaction, and each writer is
+told whether its own changes are on disk. The store itself never stops on
+a failed write; it serves the next batch as usual, so service resumes by
+itself once the disk has room again.
 
 At start each directory loads its kind's open rooms and members and
 restores them with fresh heartbeat deadlines.
@@ -17,13 +24,11 @@ import sqlite3
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 from loguru import logger
 
 from roomd.actors.messages import MemberInfo
-from roomd.actors.runtime import ReplySlot
 
 MAX_BATCH = 1000
 
@@ -80,21 +85,29 @@ class SavedRoom:
     members: tuple[MemberInfo, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
+class WriteFailed:
+    """Changes that did not reach the disk, and why (for the log; clients get a generic detail)."""
+
+    reason: str
+
+
 class _Submission:
-    changes: list[Change]
-    reply: ReplySlot | None
-    value: Any
+    __slots__ = ("changes", "done", "failure")
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+        self.done = trio.Event()
+        self.failure: WriteFailed | None = None
 
 
 class NullStore:
-    """`server.persist = false`: nothing is kept, every reply goes at once."""
+    """`server.persist = false`: nothing is kept, every write succeeds at once."""
 
     persistent = False
 
-    def commit(self, changes: list[Change], reply: ReplySlot | None, value: Any) -> None:
-        if reply is not None:
-            reply.put(value)
+    async def write(self, changes: list[Change]) -> WriteFailed | None:
+        return None
 
     def load(self, kind: str) -> list[SavedRoom]:
         return []
@@ -122,13 +135,24 @@ class SqliteStore:
         self._stopping = False
         self.batches = 0
         self.changes_written = 0
+        self.failed_writes = 0  # submissions that did not reach the disk
+        self.inject_failures = 0  # test hook: fail the next N submissions as a full disk would
 
     # --- what rooms and directories call --------------------------------------------------
 
-    def commit(self, changes: list[Change], reply: ReplySlot | None, value: Any) -> None:
-        """Write `changes`; then put `value` into `reply`. In submission order."""
-        self._queue.append(_Submission(changes, reply, value))
+    async def write(self, changes: list[Change]) -> WriteFailed | None:
+        """Make `changes` durable; None once they are on disk, else why not.
+
+        Submissions are written in the order they were made. The wait is
+        shielded from cancellation: a caller always learns the outcome of
+        changes it has already applied in memory.
+        """
+        submission = _Submission(changes)
+        self._queue.append(submission)
         self._wake.set()
+        with trio.CancelScope(shield=True):
+            await submission.done.wait()
+        return submission.failure
 
     def load(self, kind: str) -> list[SavedRoom]:
         rooms = self._db.execute(
@@ -159,14 +183,16 @@ class SqliteStore:
                 # shielded: a batch that reached the thread is finished and answered, even when stopping
                 with trio.CancelScope(shield=True):
                     if self._write_in_thread:
-                        await trio.to_thread.run_sync(self._write, batch)
+                        await trio.to_thread.run_sync(self._write_batch, batch)
                     else:
-                        self._write(batch)
+                        self._write_batch(batch)
                         await trio.lowlevel.checkpoint()
                 for submission in batch:
-                    if submission.reply is not None:
-                        submission.reply.put(submission.value)
+                    submission.done.set()
         finally:
+            for submission in self._queue:  # only reachable when cancelled from outside
+                submission.failure = WriteFailed("the store stopped before writing")
+                submission.done.set()
             self._db.close()
             self.log.info("store stopped batches={} changes={}", self.batches, self.changes_written)
 
@@ -175,8 +201,28 @@ class SqliteStore:
         self._stopping = True
         self._wake.set()
 
-    def _write(self, batch: list[_Submission]) -> None:
+    def _write_batch(self, batch: list[_Submission]) -> None:
+        """One transaction for the batch; when it fails, one per submission, so a failure
+        costs only the submissions it concerns. Never raises for a failed write."""
+        try:
+            self._transaction(batch)
+            return
+        except (sqlite3.Error, OSError, ValueError, OverflowError) as error:
+            if len(batch) == 1:
+                self._failed(batch[0], error)
+                return
+        for submission in batch:
+            try:
+                self._transaction([submission])
+            except (sqlite3.Error, OSError, ValueError, OverflowError) as error:
+                self._failed(submission, error)
+
+    def _transaction(self, batch: list[_Submission]) -> None:
         db = self._db
+        if self.inject_failures > 0:  # a whole batch fails; each submission then counts once
+            if len(batch) == 1:
+                self.inject_failures -= 1
+            raise sqlite3.OperationalError("database or disk is full (injected)")
         db.execute("BEGIN")
         try:
             for submission in batch:
@@ -184,10 +230,18 @@ class SqliteStore:
                     self._apply(db, change)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back by itself (e.g. on SQLITE_FULL)
             raise
         self.batches += 1
         self.changes_written += sum(len(s.changes) for s in batch)
+
+    def _failed(self, submission: _Submission, error: BaseException) -> None:
+        self.failed_writes += 1
+        submission.failure = WriteFailed(f"{type(error).__name__}: {error}")
 
     def _apply(self, db: sqlite3.Connection, change: Change) -> None:
         self._seq += 1

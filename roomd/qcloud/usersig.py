@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 _TO_SIG = str.maketrans({"+": "*", "/": "-", "=": "_"})
 _FROM_SIG = str.maketrans({"*": "+", "-": "/", "_": "="})
+MAX_SIG_JSON_BYTES = 16384  # a UserSig's JSON is a few hundred bytes
 _V1_SIGNED_FIELDS = (
     "TLS.appid_at_3rd",
     "TLS.account_type",
@@ -67,10 +68,16 @@ def encode_sig(payload: dict[str, object]) -> str:
 
 def decode_sig(sig: str) -> dict[str, object] | None:
     """The JSON inside a UserSig, or None when it is not one."""
+    if not sig.isascii():
+        return None
     try:
         packed = base64.b64decode(sig.translate(_FROM_SIG).encode("ascii"), validate=True)
-        payload = json.loads(zlib.decompress(packed).decode("utf-8"))
-    except (ValueError, UnicodeError, binascii.Error, zlib.error):
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(packed, MAX_SIG_JSON_BYTES)
+        if inflater.unconsumed_tail:  # a zlib bomb, or no UserSig
+            return None
+        payload = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeError, binascii.Error, zlib.error, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 
@@ -80,7 +87,7 @@ def _as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     return None
 
@@ -115,7 +122,7 @@ class HmacUserSigner:
     """UserSig v2: HMAC-SHA256 with the application's secret key."""
 
     sdk_app_id: int
-    secret_key: str
+    secret_key: str = field(repr=False)
     version: str = "v2"
 
     def _sign(self, identifier: str, now: int, expire: int) -> str:
@@ -153,7 +160,9 @@ class HmacUserSigner:
         payload, claims = decoded
         given = payload.get("TLS.sig")
         expected = self._sign(identifier, claims.issued_at, claims.expire)
-        if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode("utf-8", errors="replace"), expected.encode("ascii")
+        ):
             return VerifyFailure.BAD_SIGNATURE
         return claims
 
@@ -164,8 +173,8 @@ class EcdsaUserSigner:
 
     sdk_app_id: int
     account_type: str
-    private_key: ec.EllipticCurvePrivateKey | None
-    public_key: ec.EllipticCurvePublicKey
+    private_key: ec.EllipticCurvePrivateKey | None = field(repr=False)
+    public_key: ec.EllipticCurvePublicKey = field(repr=False)
     version: str = "v1"
 
     @classmethod

@@ -15,6 +15,7 @@ from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
 from roomd.web.identity import live_signer
 from roomd.web.metrics import Metrics
+from roomd.web.rate_limit import CreationLimits, TokenBuckets
 from roomd.web.response_log import ResponseLog
 from roomd.web.tokens import IssuedToken, TokenBook
 from roomd.web.wechat_login import WechatLogin
@@ -29,6 +30,7 @@ class Edge:
     tokens: TokenBook
     metrics: Metrics
     response_log: ResponseLog
+    creation_limits: CreationLimits
     wechat: WechatLogin | None = None
     wall_clock: Callable[[], float] = field(default=time.time)
     ready: bool = True  # False while starting
@@ -53,6 +55,14 @@ class Edge:
             tokens=TokenBook.from_settings(settings),
             metrics=Metrics(system),
             response_log=ResponseLog(as_json=settings.log.format == "json"),
+            creation_limits=CreationLimits(
+                per_address=TokenBuckets(
+                    rate=settings.limits.create_rate_per_address, burst=settings.limits.create_burst_per_address
+                ),
+                per_user=TokenBuckets(
+                    rate=settings.limits.create_rate_per_user, burst=settings.limits.create_burst_per_user
+                ),
+            ),
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
             wall_clock=wall_clock,
         )
@@ -64,6 +74,11 @@ class Edge:
     def now(self) -> int:
         """Wall-clock seconds, for protocols that need them (txTime, UserSig, tokens)."""
         return int(self.wall_clock())
+
+    def is_reserved_identity(self, user_id: str) -> bool:
+        """The IM administrator and `im.reserved_identifiers`: roomd never signs for them."""
+        im = self.settings.im
+        return user_id == im.administrator or user_id in im.reserved_identifiers
 
     def user_sig(self, user_id: str) -> str:
         return self.user_signer.make(

@@ -55,6 +55,7 @@ _REFUSALS: dict[DomainError, tuple[Code, str | None, int]] = {
     DomainError.ROOM_EXISTS: (Code.ROOM_EXISTS, None, 200),
     DomainError.UPSTREAM_FAILED: (Code.UPSTREAM_FAILED, None, 200),
     DomainError.BUSY: (Code.BUSY, None, 503),
+    DomainError.LIMITED: (Code.BUSY, None, 429),
     DomainError.INTERNAL: (Code.INTERNAL, None, 200),
 }
 
@@ -79,6 +80,7 @@ class Reply:
     message: str | None = None
     http_status: int = 200
     close_connection: bool = False
+    raw_fields: bytes = b""  # more `"name":value` members, already encoded, appended last
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": int(self.code), "message": self.message or MESSAGES[self.code]}
@@ -88,7 +90,13 @@ class Reply:
         return body
 
     def encode(self) -> bytes:
-        return json.dumps(self.body(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = encode_json(self.body())
+        return data[:-1] + b"," + self.raw_fields + b"}" if self.raw_fields else data
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON as replies carry it: compact, UTF-8."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def reply(

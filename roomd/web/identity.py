@@ -53,6 +53,7 @@ def live_signer(live: LiveSettings) -> LiveSigner:
         bizid=live.bizid,
         push_secret_key=live.push_secret_key,
         valid_time=live.valid_time,
+        accelerate_valid_time=live.accelerate_valid_time,
         push_host=live.effective_push_host,
         play_host=live.effective_play_host,
     )

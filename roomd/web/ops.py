@@ -10,9 +10,10 @@ from roomd.web.edge import current_edge
 from roomd.web.envelope import Code, envelope, ok
 from roomd.web.metrics import CONTENT_TYPE
 from roomd.web.openapi import build_openapi
+from roomd.web.validation import parse_count
 
 DEFAULT_ROOMS_SHOWN = 100
-MAX_ROOMS_SHOWN = 10_000
+MAX_ROOMS_SHOWN = 1_000
 
 
 async def healthz() -> Response:
@@ -34,10 +35,10 @@ async def metrics() -> Response:
 
 async def debug_actors() -> Response:
     """The live actor tree; `?limit=N` rooms per kind (default 100)."""
-    raw = request.args.get("limit", str(DEFAULT_ROOMS_SHOWN))
-    if not raw.isdigit():
+    limit = parse_count(request.args.get("limit", str(DEFAULT_ROOMS_SHOWN)))
+    if limit is None:
         return envelope(Code.BAD_PARAMETER, detail="limit must be a non-negative integer")
-    limit = min(int(raw), MAX_ROOMS_SHOWN)
+    limit = min(limit, MAX_ROOMS_SHOWN)
     return ok(tree=current_edge().system.describe(limit=limit))
 
 

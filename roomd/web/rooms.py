@@ -7,8 +7,11 @@ Nothing here depends on how the request arrived (see room_asgi).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import trio
 
 from roomd.actors.directory import Directory
 from roomd.actors.ids import new_user_id
@@ -24,9 +27,10 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.actors.replies import Ok, Refused
+from roomd.qcloud.live import stream_name_from_push_url
 from roomd.web import auth
 from roomd.web.edge import Edge
-from roomd.web.envelope import Code, Reply, ok_reply, refusal_reply, reply
+from roomd.web.envelope import Code, Reply, RequestError, encode_json, ok_reply, refusal_reply, reply
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
 Handler = Callable[[Edge, Directory, Params], Awaitable[Reply]]
@@ -40,7 +44,14 @@ def is_room_route(edge: Edge, kind: str, endpoint: str) -> bool:
 
 
 async def answer(
-    edge: Edge, kind: str, endpoint: str, *, body: bytes, mimetype: str, query: Mapping[str, str]
+    edge: Edge,
+    kind: str,
+    endpoint: str,
+    *,
+    body: bytes,
+    mimetype: str,
+    query: Mapping[str, str],
+    client: str = "-",
 ) -> Reply:
     """The reply to `POST <prefix>/<kind>/<endpoint>`; RequestError for input turned down."""
     directory = edge.system.directory(kind)
@@ -59,7 +70,7 @@ async def answer(
         return await auth.login(edge, Params({**query, **values}))
     if endpoint == "logout":
         return await auth.logout(edge, caller, query)
-    return await ENDPOINTS[endpoint](edge, directory, Params(values))
+    return await ENDPOINTS[endpoint](edge, directory, Params(values, caller=caller, client=client))
 
 
 def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
@@ -77,6 +88,8 @@ async def get_im_login_info(edge: Edge, directory: Directory, params: Params) ->
     user_id = None
     if prefix == WECHAT_PREFIX and code and edge.wechat is not None and edge.wechat.enabled:
         user_id = await edge.wechat.openid(code)
+        if user_id is not None and edge.is_reserved_identity(user_id):
+            user_id = None
     fields = im_login_fields(edge, user_id or new_user_id(prefix or "user"))
     if edge.token_mode:
         issued = edge.issue_token(fields["userID"])
@@ -85,6 +98,8 @@ async def get_im_login_info(edge: Edge, directory: Directory, params: Params) ->
 
 
 def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:
+    if edge.is_reserved_identity(user_id):
+        raise RequestError(Code.AUTH_FAILED, f"{user_id} is a reserved identity; roomd does not sign for it")
     im = edge.settings.im
     return {
         "userID": user_id,
@@ -114,14 +129,19 @@ async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply
             user_id=user_id,
             user_name=params.name("userName"),
             user_avatar=params.avatar("userAvatar"),
-            push_url=params.push_url(),
+            push_url=own_push_url(edge, params, user_id),
         )
-    reply = await directory.create_room(
-        CreateRoom(creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member)
+    why_not = edge.creation_limits.refusal(params.client, user_id, trio.current_time())
+    if why_not is not None:
+        return reply(Code.BUSY, detail=why_not, http_status=429)
+    reply_ = await directory.create_room(
+        CreateRoom(
+            creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member, address=params.client
+        )
     )
-    if isinstance(reply, Refused):
-        return refusal_reply(reply)
-    return ok_reply(roomID=reply.value)
+    if isinstance(reply_, Refused):
+        return refusal_reply(reply_)
+    return ok_reply(roomID=reply_.value)
 
 
 async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Reply:
@@ -132,11 +152,12 @@ async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Repl
 
 async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
+    user_id = params.ident("userID")
     member = MemberInfo(
-        user_id=params.ident("userID"),
+        user_id=user_id,
         user_name=params.name("userName"),
         user_avatar=params.avatar("userAvatar"),
-        push_url=params.push_url(),
+        push_url=own_push_url(edge, params, user_id),
     )
     room_info = params.info("roomInfo", required=False)
     return _render(await directory.call_room(room_id, Join(member, room_info)))
@@ -156,25 +177,70 @@ async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> 
 
 async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
-    reply = await directory.call_room(room_id, GetRoom())
-    if isinstance(reply, Refused):
-        return refusal_reply(reply)
-    room = room_fields(edge, reply.value, now=edge.now())
+    answer = await directory.call_room(room_id, GetRoom())
+    if isinstance(answer, Refused):
+        return refusal_reply(answer)
+    snapshot: RoomSnapshot = answer.value
+    # the accelerateURL is also a push credential: in token mode only fellow members get it
+    signed = params.caller is None or any(m.user_id == params.caller for m in snapshot.members)
+    room = room_fields(edge, snapshot, now=edge.now() if signed else None)
     del room["memberCount"]
     return ok_reply(**room)
 
 
 async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Reply:
+    """A page of rooms, cut to fewer rooms (`truncated`) to stay under server.max_reply_bytes.
+
+    No signed URL is listed (accelerateURL is ""), so each room's entry only
+    changes with the room and is encoded once per change, not once per request.
+    """
     index = params.count("index", default=0)
     count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    now = edge.now()
-    return ok_reply(rooms=[room_fields(edge, room, now=now) for room in directory.page(index, count)])
+    budget = edge.settings.server.max_reply_bytes - REPLY_OVERHEAD_BYTES
+    entries: list[bytes] = []
+    size = 0
+    truncated = False
+    for room in directory.page(index, count):
+        entry = _listing_entry(edge, room)
+        if entries and size + len(entry) + 1 > budget:
+            truncated = True
+            break
+        entries.append(entry)
+        size += len(entry) + 1
+    rooms = b'"rooms":[' + b",".join(entries) + b"]"
+    return Reply(Code.OK, {"truncated": True} if truncated else {}, raw_fields=rooms)
+
+
+REPLY_OVERHEAD_BYTES = 128  # code, message, truncated and the brackets around the rooms
+_listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = weakref.WeakKeyDictionary()
+
+
+def _listing_entry(edge: Edge, room: RoomSnapshot) -> bytes:
+    entry = _listing_entries.get(room)
+    if entry is None:
+        entry = _listing_entries[room] = encode_json(room_fields(edge, room, now=None))
+    return entry
+
+
+def own_push_url(edge: Edge, params: Params, user_id: str) -> str:
+    """The pushURL parameter; in token mode it must push the caller's own stream, so that
+    nobody gets URLs signed for somebody else's stream (an accelerateURL is one)."""
+    push_url = params.push_url()
+    if edge.token_mode:
+        own = edge.live.stream_name(user_id)
+        if stream_name_from_push_url(push_url) != own:
+            raise RequestError(
+                Code.BAD_PARAMETER,
+                f"pushURL must push the stream {own} (as get_push_url makes it), not another stream",
+            )
+    return push_url
 
 
 # --- rendering ------------------------------------------------------------------
 
 
-def room_fields(edge: Edge, room: RoomSnapshot, *, now: int) -> dict[str, Any]:
+def room_fields(edge: Edge, room: RoomSnapshot, *, now: int | None) -> dict[str, Any]:
+    """A room as clients read it; `now` None leaves every accelerateURL empty (unsigned)."""
     live = edge.live
     creator_stream = next(
         (m.stream for m in room.members if m.user_id == room.creator and m.stream), None
@@ -190,13 +256,13 @@ def room_fields(edge: Edge, room: RoomSnapshot, *, now: int) -> dict[str, Any]:
     }
 
 
-def pusher_fields(edge: Edge, member: MemberView, *, now: int) -> dict[str, Any]:
+def pusher_fields(edge: Edge, member: MemberView, *, now: int | None) -> dict[str, Any]:
     stream = member.stream or edge.live.stream_name(member.user_id)
     return {
         "userID": member.user_id,
         "userName": member.user_name,
         "userAvatar": member.user_avatar,
-        "accelerateURL": edge.live.accelerate_url(stream, now=now),
+        "accelerateURL": edge.live.accelerate_url(stream, now=now) if now is not None else "",
     }
 
 

@@ -22,6 +22,8 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 _WHITESPACE_OR_FORBIDDEN = re.compile(r"[\s/?#&]")
 _PUSH_URL_SCHEMES = ("rtmp", "http", "https")
+MAX_COUNT_DIGITS = 9
+_ASCII_DIGITS = re.compile(r"[0-9]{1,%d}" % MAX_COUNT_DIGITS)
 
 
 def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
             ) from None
     try:
         body = json.loads(text)
-    except ValueError:
+    except RecursionError:
+        raise RequestError(Code.BAD_PARAMETER, "request body is nested too deeply", status=400) from None
+    except ValueError:  # includes integers longer than Python's digit limit
         raise RequestError(Code.BAD_PARAMETER, "request body is not valid JSON", status=400) from None
     if not isinstance(body, dict):
         raise RequestError(
@@ -71,8 +75,10 @@ def _bad(detail: str) -> RequestError:
 class Params:
     """Typed, checked access to one request's parameters."""
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: dict[str, Any], *, caller: str | None = None, client: str = "-") -> None:
         self._values = values
+        self.caller = caller  # token mode: the userID the token proves; None in open mode
+        self.client = client  # the client's network address
 
     def has(self, name: str) -> bool:
         return self._values.get(name) is not None
@@ -87,6 +93,8 @@ class Params:
             raise _bad(f"{name} must be a string")
         if max_chars is not None and len(value) > max_chars:
             raise _bad(f"{name} is longer than {max_chars} characters")
+        if not value.isascii():
+            check_unicode(name, value)
         return value
 
     def required_string(self, name: str, *, max_chars: int | None = None) -> str:
@@ -149,19 +157,38 @@ class Params:
         return value
 
     def count(self, name: str, *, default: int, maximum: int | None = None) -> int:
-        """A non-negative integer (a JSON number or a decimal string)."""
+        """A non-negative integer (a JSON number or a decimal string of ASCII digits)."""
         value = self._values.get(name)
         if value is None:
             return default
-        if isinstance(value, str) and value.strip().isdigit():
-            number = int(value.strip())
-        elif isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            raise _bad(f"{name} must be a non-negative integer")
-        if number < 0:
+        number = parse_count(value)
+        if number is None:
             raise _bad(f"{name} must be a non-negative integer")
         return min(number, maximum) if maximum is not None else number
+
+
+def parse_count(value: object) -> int | None:
+    """A non-negative integer from a JSON number or a decimal string; None when it is not one.
+
+    Only ASCII digits count ("²".isdigit() is true in Python), and at most
+    MAX_COUNT_DIGITS of them, so no int() of a huge or exotic text is attempted.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not _ASCII_DIGITS.fullmatch(text):
+            return None
+        return int(text)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_COUNT_DIGITS:
+        return value
+    return None
+
+
+def check_unicode(name: str, value: str) -> None:
+    """Text that cannot be written as UTF-8 (a lone surrogate such as "\\ud800") is refused."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(f"{name} is not valid Unicode text (it contains a lone surrogate)") from None
 
 
 def check_ident(name: str, value: str) -> None:

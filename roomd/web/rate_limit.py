@@ -1,0 +1,76 @@
+"""Token buckets that limit how fast one client address or one userID may create rooms.
+
+A bucket holds up to `burst` tokens and refills at `rate` per second; a
+creation takes one. Buckets are kept for at most `max_keys` keys, least
+recently used first out: a forgotten bucket is a full one, so the bound on
+memory can only make the limit more lenient, never refuse anybody wrongly.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+MAX_KEYS = 100_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenBuckets:
+    def __init__(self, *, rate: float, burst: int, max_keys: int = MAX_KEYS) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def wait_needed(self, key: str, now: float) -> float:
+        """Seconds until `key` may take a token (0: it may now)."""
+        tokens = self._refilled(key, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def take(self, key: str, now: float) -> None:
+        bucket = _Bucket(self._refilled(key, now) - 1, now)
+        self._buckets[key] = bucket
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+
+    def _refilled(self, key: str, now: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(self.burst)
+        return min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class CreationLimits:
+    """`[limits]`: room creations per client address and per userID."""
+
+    def __init__(self, *, per_address: TokenBuckets, per_user: TokenBuckets) -> None:
+        self.per_address = per_address
+        self.per_user = per_user
+
+    def refusal(self, address: str, user_id: str, now: float) -> str | None:
+        """None and a token taken from each bucket, or why the creation must wait."""
+        checks = [(b, k) for b, k in ((self.per_address, address), (self.per_user, user_id)) if b.enabled]
+        for buckets, key in checks:
+            wait = buckets.wait_needed(key, now)
+            if wait > 0:
+                who = f"client {address}" if buckets is self.per_address else f"user {user_id}"
+                return (
+                    f"{who} creates rooms faster than {buckets.rate:g} per second "
+                    f"(bursts of {buckets.burst}); retry in {wait:.1f} s"
+                )
+        for buckets, key in checks:
+            buckets.take(key, now)
+        return None
