@@ -5,12 +5,12 @@ two plain path segments (`response/response-2026-11-29-10.log`), and its
 resolved path must stay inside the directory, so `..`, encoded tricks,
 absolute paths and symlinks pointing out are all refused with 400. When
 `auth.admin_key` is set they, and check_config, need
-`Authorization: Bearer <admin_key>`.
+`Authorization: Bearer <admin_key>`; without it they answer only the
+addresses in `[ops] allow` (see ops_access).
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from roomd.web import auth
 from roomd.web.config_report import config_problems
 from roomd.web.edge import Edge, current_edge
 from roomd.web.envelope import Code, RequestError, ok
+from roomd.web.ops_access import require_ops_access
 from roomd.web.rooms import im_login_fields
 from roomd.web.validation import Params
 
@@ -83,9 +84,4 @@ def log_file_path(log_dir: Path, name: str) -> Path:
 
 
 def _require_admin(edge: Edge) -> None:
-    key = edge.settings.auth.admin_key
-    if not key:
-        return
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-        raise RequestError(Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>")
+    require_ops_access(edge, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)

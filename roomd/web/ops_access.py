@@ -1,0 +1,50 @@
+"""Who may use the operations routes: log files, check_config, /metrics and /debug/actors.
+
+They show what clients sent, the server's settings and its load, so they
+are closed by default: with `auth.admin_key` set they need
+`Authorization: Bearer <admin_key>`; without it they answer only clients
+whose address is in `[ops] allow` (loopback by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+
+from roomd.web.edge import Edge
+from roomd.web.envelope import Code, RequestError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(allow: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in allow)
+
+
+def address_allowed(address: str, allow: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in _networks(allow))
+
+
+def require_ops_access(edge: Edge, *, authorization: str, client: str | None) -> None:
+    """Return when the caller may use an ops route; a RequestError (code 7) otherwise."""
+    key = edge.settings.auth.admin_key
+    if key:
+        if not hmac.compare_digest(authorization.encode("utf-8", "replace"), f"Bearer {key}".encode()):
+            raise RequestError(
+                Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>", status=401
+            )
+        return
+    if client is None or not address_allowed(client, edge.settings.ops.allow):
+        raise RequestError(
+            Code.AUTH_FAILED,
+            f"this route answers only the addresses in ops.allow (or set auth.admin_key); not {client or 'unknown'}",
+            status=403,
+        )

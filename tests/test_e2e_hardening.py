@@ -1,0 +1,333 @@
+"""Attacks on a real roomd process: poisoned text, a failing disk, ops routes, identities that
+are not the caller's, creation floods, and a create_room that races its own deadline."""
+
+from __future__ import annotations
+
+import json
+import resource
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from roomd.qcloud.usersig import HmacUserSigner
+from tests.bodies import member_fields
+from tests.fake_im import FakeIm, start_fake_im
+from tests.server_process import ServerProcess, failing_roomd, running_roomd
+
+SDK_APP_ID = 1400000009
+IM_SECRET = "e2e-im-secret-7d1c"
+PREFIX = "/weapp/multi_room"
+NO_LIMITS = {
+    "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
+    "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+}
+
+
+async def post_raw(http: httpx.AsyncClient, endpoint: str, text: str, query: str = "") -> dict[str, Any]:
+    """POST a JSON text as it is (json= in httpx cannot send a lone surrogate escape)."""
+    reply = await http.post(
+        f"{PREFIX}/{endpoint}{query}", content=text.encode("utf-8"), headers={"Content-Type": "application/json"}
+    )
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def post(http: httpx.AsyncClient, endpoint: str, body: dict[str, Any], query: str = "") -> dict[str, Any]:
+    reply = await http.post(f"{PREFIX}/{endpoint}{query}", json=body)
+    answer: dict[str, Any] = reply.json()
+    answer["http_status"] = reply.status_code
+    return answer
+
+
+async def members(http: httpx.AsyncClient, room_id: str, query: str = "") -> list[str] | None:
+    reply = await post(http, "get_pushers", {"roomID": room_id}, query)
+    if reply["code"] != 0:
+        return None
+    return [p["userID"] for p in reply["pushers"]]
+
+
+@asynccontextmanager
+async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=15) as http:
+        yield http
+
+
+# --- 1. no input can stop the process or poison a room ------------------------------------
+
+SURROGATE = '"\\ud800"'  # JSON text for a lone surrogate: valid JSON, not encodable as UTF-8
+
+
+def _poisoned(body: dict[str, Any], field: str) -> str:
+    text = json.dumps({**body, field: "PLACEHOLDER"})
+    return text.replace('"PLACEHOLDER"', SURROGATE)
+
+
+@pytest.mark.parametrize("mode", ["open", "token"])
+@pytest.mark.parametrize("persist", ["true", "false"])
+async def test_lone_surrogates_in_any_field_are_code_1_and_change_nothing(tmp_path: Path, mode: str, persist: str) -> None:
+    env = {"ROOMD_AUTH__MODE": mode, "ROOMD_SERVER__PERSIST": persist, "ROOMD_LIVE__BIZID": "8888", **NO_LIMITS}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        login = await post(http, "get_im_login_info", {})
+        me = login["userID"]
+        query = f"?userID={me}&token={login['token']}" if mode == "token" else ""
+        push = (await post(http, "get_push_url", {"userID": me}, query))["pushURL"]
+        seed = {**member_fields(me), "pushURL": push, "roomName": "r"}
+        room = (await post(http, "create_room", seed, query))["roomID"]
+        joining = {**member_fields(me), "pushURL": push, "roomID": room, "roomInfo": "r"}
+        for endpoint, body, fields in [
+            ("create_room", seed, ["userName", "userAvatar", "pushURL", "roomName", "roomID"]),
+            ("create_room", {"userID": me, "roomInfo": "x"}, ["roomInfo", "roomID"]),
+            ("add_pusher", joining, ["userName", "userAvatar", "pushURL", "roomInfo", "roomID", "userID"]),
+        ]:
+            for field in fields:
+                answer = await post_raw(http, endpoint, _poisoned(body, field), query)
+                assert answer["code"] in (1, 7), (endpoint, field, answer)
+                if answer["code"] == 1:
+                    assert field in answer["detail"], answer
+        # nothing changed, and the process still serves the room
+        assert await members(http, room, query) == [me]
+        assert (await post(http, "pusher_heartbeat", {"roomID": room, "userID": me}, query))["code"] == 0
+        listing = await post(http, "get_room_list", {}, query)
+        assert [r["roomID"] for r in listing["rooms"]] == [room]
+    assert server.process.returncode == 0  # stopped by SIGTERM, cleanly
+    assert not server.lines_about("Traceback")
+
+
+def _set_file_size_limit(pid: int, limit: int) -> None:
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
+
+
+async def test_a_full_disk_fails_changes_with_code_12_and_service_resumes(tmp_path: Path) -> None:
+    async with running_roomd(tmp_path, ROOMD_SERVER__PERSIST="true", **NO_LIMITS) as server, client(server) as http:
+        room = (await post(http, "create_room", {**member_fields("alice"), "roomName": "r"}))["roomID"]
+        assert (await post(http, "add_pusher", {**member_fields("bob"), "roomID": room}))["code"] == 0
+        pid = server.process.pid
+        _set_file_size_limit(pid, 1)  # from now on every file write of the process fails (EFBIG)
+        try:
+            for endpoint, body in [
+                ("add_pusher", {**member_fields("carol"), "roomID": room}),
+                ("delete_pusher", {"roomID": room, "userID": "bob"}),
+                ("destroy_room", {"roomID": room, "userID": "alice"}),
+                ("create_room", {**member_fields("dave"), "roomName": "d"}),
+            ]:
+                answer = await post(http, endpoint, body)
+                assert answer["code"] == 12 and answer["http_status"] == 503, (endpoint, answer)
+                assert "could not be saved" in answer["detail"]
+            # reads and heartbeats are not writes: they keep working
+            assert (await post(http, "pusher_heartbeat", {"roomID": room, "userID": "bob"}))["code"] == 0
+            assert await members(http, room) == ["alice", "bob"]
+            assert [r["roomID"] for r in (await post(http, "get_room_list", {}))["rooms"]] == [room]
+        finally:
+            _set_file_size_limit(pid, resource.RLIM_INFINITY)
+        # space is back: the same requests succeed without a restart
+        assert (await post(http, "add_pusher", {**member_fields("carol"), "roomID": room}))["code"] == 0
+        assert (await post(http, "delete_pusher", {"roomID": room, "userID": "bob"}))["code"] == 0
+        assert await members(http, room) == ["alice", "carol"]
+        assert (await post(http, "create_room", {**member_fields("dave"), "roomName": "d"}))["code"] == 0
+    assert server.process.returncode == 0
+
+
+# --- 2. client errors are client errors -----------------------------------------------------
+
+
+async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_stack_traces(tmp_path: Path) -> None:
+    env = {"ROOMD_AUTH__MODE": "token", "ROOMD_IM__SECRET_KEY": IM_SECRET, "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID)}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        login = await post(http, "get_im_login_info", {})
+        me, token = login["userID"], login["token"]
+        query = f"?userID={me}&token={token}"
+        for text, code in [
+            ("[" * 100_000 + "]" * 100_000, 1),
+            ('{"index": ' + "9" * 5000 + "}", 1),
+            ('{"cnt": "\u00b2"}', 1),
+            ('{"index": "' + "9" * 5000 + '"}', 1),
+            ('{"index": "\uff11"}', 1),
+            ('{"cnt": 1e999}', 1),
+            ('{"index": -1}', 1),
+        ]:
+            answer = await post_raw(http, "get_room_list", text, query)
+            assert answer["code"] == code, (text[:40], answer)
+        for bad_token in ["\uff11" + token, "0" + token, token + "\u00e9", "\u00b2.ab.cd"]:
+            answer = await post(http, "get_room_list", {}, f"?userID={me}&token={bad_token}")
+            assert answer["code"] == 7, (bad_token, answer)
+        sig = HmacUserSigner(SDK_APP_ID, IM_SECRET).make(me, now=2_000_000_000, expire=86400)
+        for bad_sig in [sig + "\u00e9", "\u00e9" * 40, sig[:10] + "\uff3f" + sig[10:]]:
+            answer = await post(http, "login", {"userID": me, "userSig": bad_sig})
+            assert answer["code"] == 7, (bad_sig, answer)
+        reply = await http.get("/debug/actors?limit=\u00b2")
+        assert reply.json()["code"] == 1
+    errors = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("error-*.log"))
+    assert "Traceback" not in errors and "unexpected error" not in errors
+    assert not server.lines_about("Traceback")
+
+
+# --- 3. ops routes are closed by default --------------------------------------------------
+
+
+OPS_ROUTES = ["/metrics", "/debug/actors", "/weapp/utils/logfilelist", "/weapp/utils/check_config"]
+
+
+async def test_ops_routes_answer_only_allowed_addresses_or_the_admin_key(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    async with running_roomd(tmp_path / "a") as server, client(server) as http:
+        for route in OPS_ROUTES:  # loopback is allowed by default
+            assert (await http.get(route)).status_code == 200, route
+    async with running_roomd(tmp_path / "b", ROOMD_OPS__ALLOW="10.0.0.0/8,192.168.0.0/16") as server, client(server) as http:
+        for route in OPS_ROUTES:
+            reply = await http.get(route)
+            assert reply.status_code == 403 and reply.json()["code"] == 7, route
+            assert "ops.allow" in reply.json()["detail"]
+        assert (await http.get("/healthz")).status_code == 200  # probes stay open
+    async with running_roomd(tmp_path / "c", ROOMD_AUTH__ADMIN_KEY="k3y-for-ops") as server, client(server) as http:
+        for route in OPS_ROUTES:
+            assert (await http.get(route)).json()["code"] == 7, route
+            assert (await http.get(route, headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (await http.get(route, headers={"Authorization": "Bearer k3y-for-ops"})).status_code == 200
+
+
+async def test_debug_actors_shows_at_most_1000_rooms_per_kind(tmp_path: Path) -> None:
+    env = {**NO_LIMITS, "ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS": "0", "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "0",
+           "ROOMD_SERVER__PERSIST": "false"}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        for _ in range(1005):
+            assert (await post(http, "create_room", {"userID": "alice", "roomInfo": "x"}))["code"] == 0
+        tree = (await http.get("/debug/actors?limit=999999999")).json()["tree"]
+        [multi] = [c for c in tree["children"] if c.get("path") == "root/multi_room"]
+        assert multi["rooms"] == 1005 and len(multi["children"]) == 1000
+
+
+# --- 4. no credentials for identities a caller does not own -----------------------------------
+
+
+async def test_reserved_identities_get_no_user_sig(tmp_path: Path) -> None:
+    env = {"ROOMD_IM__RESERVED_IDENTIFIERS": "bot_1,ops_root", "ROOMD_IM__ADMINISTRATOR": "im_admin"}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        for user_id in ("im_admin", "bot_1", "ops_root"):
+            reply = (await http.get(f"/weapp/utils/get_login_info?userID={user_id}")).json()
+            assert reply["code"] == 7 and "userSig" not in reply, reply
+        assert (await http.get("/weapp/utils/get_login_info?userID=alice")).json()["code"] == 0
+
+
+async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp_path: Path) -> None:
+    env = {"ROOMD_AUTH__MODE": "token", "ROOMD_LIVE__BIZID": "8888", "ROOMD_LIVE__PUSH_SECRET_KEY": "pk"}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        users = []
+        for _ in range(3):
+            login = await post(http, "get_im_login_info", {})
+            query = f"?userID={login['userID']}&token={login['token']}"
+            push = (await post(http, "get_push_url", {"userID": login["userID"]}, query))["pushURL"]
+            users.append((login["userID"], query, push))
+        (alice, alice_q, alice_push), (bob, bob_q, bob_push), (eve, eve_q, _) = users
+        room = (await post(http, "create_room", {**member_fields(alice), "pushURL": alice_push, "roomName": "r"}, alice_q))["roomID"]
+        # nobody joins with a pushURL for somebody else's stream (it would sign that stream)
+        stolen = await post(http, "add_pusher", {**member_fields(bob), "pushURL": alice_push, "roomID": room}, bob_q)
+        assert stolen["code"] == 1 and "pushURL" in stolen["detail"]
+        assert (await post(http, "add_pusher", {**member_fields(bob), "pushURL": bob_push, "roomID": room}, bob_q))["code"] == 0
+        as_member = await post(http, "get_pushers", {"roomID": room}, bob_q)
+        urls = [p["accelerateURL"] for p in as_member["pushers"]]
+        assert all(u.startswith("rtmp://8888.liveplay.myqcloud.com/live/8888_") for u in urls)
+        tx_time = int(urls[0].rsplit("txTime=", 1)[1], 16)
+        assert 0 < tx_time - trio_wall() <= 3600 + 60
+        as_outsider = await post(http, "get_pushers", {"roomID": room}, eve_q)
+        assert [p["accelerateURL"] for p in as_outsider["pushers"]] == ["", ""]
+        listing = await post(http, "get_room_list", {}, eve_q)
+        assert "txSecret" not in json.dumps(listing)
+    (tmp_path / "open").mkdir()
+    async with running_roomd(tmp_path / "open", ROOMD_LIVE__BIZID="8888") as server, client(server) as http:
+        room = (await post(http, "create_room", {**member_fields("alice"), "roomName": "r"}))["roomID"]
+        # open mode keeps the old clients' behaviour: any stream, anyone reads get_pushers
+        foreign = {**member_fields("bob"), "pushURL": "rtmp://x/live/8888_alice", "roomID": room}
+        assert (await post(http, "add_pusher", foreign))["code"] == 0
+        pushers = (await post(http, "get_pushers", {"roomID": room}))["pushers"]
+        assert all(p["accelerateURL"].startswith("rtmp://") for p in pushers) and len(pushers) == 2
+        assert "txSecret" not in json.dumps(await post(http, "get_room_list", {}))
+
+
+def trio_wall() -> float:
+    import time
+
+    return time.time()
+
+
+# --- 8. creation cannot be flooded --------------------------------------------------------
+
+
+async def test_creation_is_rate_limited_and_capped(tmp_path: Path) -> None:
+    env = {
+        "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0.001",
+        "ROOMD_LIMITS__CREATE_BURST_PER_USER": "3",
+        "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0.001",
+        "ROOMD_LIMITS__CREATE_BURST_PER_ADDRESS": "20",
+        "ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS": "5",
+        "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "2",
+        "ROOMD_SERVER__PERSIST": "false",
+    }
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+
+        async def create(user_id: str, *, waiting: bool = False) -> dict[str, Any]:
+            body = {"userID": user_id, "roomInfo": "w"} if waiting else {**member_fields(user_id), "roomName": "r"}
+            return await post(http, "create_room", body)
+
+        first, second = await create("alice"), await create("alice")
+        assert first["code"] == second["code"] == 0
+        capped = await create("alice")  # a creator holds at most 2 open rooms
+        assert (capped["code"], capped["http_status"]) == (12, 429) and "max_rooms_per_creator" in capped["detail"]
+        limited = await create("alice")  # and creates at most 3 in a burst
+        assert (limited["code"], limited["http_status"]) == (12, 429)
+        assert "user alice creates rooms faster than 0.001 per second" in limited["detail"]
+        assert (await post(http, "destroy_room", {"roomID": first["roomID"], "userID": "alice"}))["code"] == 0
+        assert "faster" in (await create("alice"))["detail"]
+        # waiting rooms are capped per kind, whoever creates them
+        assert [(await create(f"w{i}", waiting=True))["code"] for i in range(5)] == [0] * 5
+        too_many = await create("w5", waiting=True)
+        assert (too_many["code"], too_many["http_status"]) == (12, 429) and "max_waiting_rooms" in too_many["detail"]
+        # one address creates at most 20 in a burst: 3 by alice and 6 by w0..w5 are spent
+        made = [await create(f"v{i}") for i in range(12)]
+        assert [m["code"] for m in made] == [0] * 11 + [12]
+        assert "client 127.0.0.1 creates rooms faster" in made[-1]["detail"]
+        listing = await post(http, "get_room_list", {"cnt": 100})
+        assert [r["roomID"] for r in listing["rooms"]] == [second["roomID"], *(m["roomID"] for m in made[:11])]
+
+
+# --- 12. create_room's answer matches what happened ------------------------------------
+
+
+async def test_call_timeout_must_exceed_im_timeout_plus_grace(tmp_path: Path) -> None:
+    failed = await failing_roomd(tmp_path, ROOMD_SERVER__CALL_TIMEOUT="5", ROOMD_IM__TIMEOUT="5")
+    assert failed.returncode == 2
+    assert any("server.call_timeout: must exceed im.timeout" in line for line in failed.output), failed.output
+
+
+async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        fake.behave(mode="ok", delay=0.99, only_api="create_group")  # 10 ms before im.timeout
+        env = {
+            "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID),
+            "ROOMD_IM__SECRET_KEY": IM_SECRET,
+            "ROOMD_IM__BASE_URL": fake.base_url,
+            "ROOMD_IM__TIMEOUT": "1",
+            "ROOMD_SERVER__CALL_TIMEOUT": "1.6",
+            **NO_LIMITS,
+        }
+        async with running_roomd(tmp_path, **env) as server, client(server) as http:
+            answers = []
+            async with trio.open_nursery() as creators:
+                async def create(i: int) -> None:
+                    answers.append(await post(http, "create_room", {**member_fields(f"u{i}"), "roomName": "r"}))
+
+                for i in range(10):
+                    creators.start_soon(create, i)
+            listed = {r["roomID"] for r in (await post(http, "get_room_list", {"cnt": 100}))["rooms"]}
+            created = {a["roomID"] for a in answers if a["code"] == 0}
+            assert created == listed  # every room that exists was answered 0, and only those
+            assert all(a["code"] in (0, 6) for a in answers), answers
+            assert created, answers
+        nursery.cancel_scope.cancel()
