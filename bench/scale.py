@@ -5,8 +5,12 @@
 Starts one `roomd serve` process (embedded defaults, timers long enough to
 outlast the run), fills it over HTTP with 32 concurrent clients, then reads
 its resident memory (VmRSS) and times 500 get_room_list calls (pages of 20 at
-random offsets) from one client. Prints RSS before and after, bytes per
-member, and the latency p50/p99/max (client-side, so an upper bound).
+random offsets) from one client. Rooms are filled in two phases (every room
+with its creator, then the other members), so memory is split into what a
+room costs (with its first member) and what each further member costs: the
+figures for sizing `kinds.*.max_waiting_rooms` and the per-client caps.
+Prints RSS before and after, and the latency p50/p99/max (client-side, so an
+upper bound).
 """
 
 from __future__ import annotations
@@ -30,14 +34,28 @@ CONCURRENCY = 32
 LIST_CALLS = 500
 
 
-async def fill(base: str, rooms: int, members: int) -> None:
+async def create_rooms(base: str, rooms: int) -> list[str]:
+    """Every room with its creator as first member; their roomIDs."""
     next_room = iter(range(rooms))
+    made: list[str] = []
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
         async def worker() -> None:
             for r in next_room:
                 user = f"r{r}m0"
                 body = {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}", "roomName": f"room {r}"}
-                room = (await http.post("/weapp/multi_room/create_room", json=body)).json()["roomID"]
+                made.append((await http.post("/weapp/multi_room/create_room", json=body)).json()["roomID"])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(CONCURRENCY):
+                nursery.start_soon(worker)
+    return made
+
+
+async def add_members(base: str, room_ids: list[str], members: int) -> None:
+    next_room = iter(enumerate(room_ids))
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+        async def worker() -> None:
+            for r, room in next_room:
                 for m in range(1, members):
                     user = f"r{r}m{m}"
                     body = {"roomID": room, "userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
@@ -68,15 +86,19 @@ def main() -> None:
     settings = {
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
         "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "86400",
+        "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_ADDRESS": "0",
+        "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
     }
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_roomd(port, Path(tmp), settings)
+        server = start_roomd(port, Path(tmp), settings, console=Path(tempfile.gettempdir()) / "roomd-scale-console.log")
         try:
             before = rss_bytes(server.pid)
             started = time.perf_counter()
-            trio.run(fill, base, args.rooms, args.members)
+            room_ids = trio.run(create_rooms, base, args.rooms)
+            with_rooms = rss_bytes(server.pid)
+            trio.run(add_members, base, room_ids, args.members)
             filled_in = time.perf_counter() - started
             after = rss_bytes(server.pid)
             samples = sorted(time_listing(base, args.rooms))
@@ -85,8 +107,13 @@ def main() -> None:
             server.wait(timeout=120)
     members = args.rooms * args.members
     print(f"{args.rooms} rooms x {args.members} members = {members} members, filled in {filled_in:.0f} s")
-    print(f"resident memory: {before / 2**20:.1f} MB empty, {after / 2**20:.1f} MB full, "
-          f"{(after - before) / members:.0f} bytes per member")
+    further = args.rooms * (args.members - 1)
+    per_member = (after - with_rooms) / further if further else 0.0
+    per_room = (with_rooms - before) / args.rooms - per_member
+    print(f"resident memory: {before / 2**20:.1f} MB empty, {with_rooms / 2**20:.1f} MB with every room's creator, "
+          f"{after / 2**20:.1f} MB full")
+    print(f"per room (without members) {per_room:.0f} bytes, per member {per_member:.0f} bytes, "
+          f"overall {(after - before) / members:.0f} bytes per member")
     p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
     print(f"get_room_list (20 rooms per page, random offset), {LIST_CALLS} calls: "
           f"p50 {statistics.median(samples) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  max {samples[-1] * 1000:.1f} ms")

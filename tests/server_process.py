@@ -7,16 +7,18 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
-LISTENING = re.compile(r"roomd listening on (http://\S+)")
+LISTENING = re.compile(r"roomd listening on (http://[^\s\"]+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+SERVE_COMMAND = [sys.executable, "-m", "roomd.web.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
 
 
 @dataclass
@@ -30,17 +32,53 @@ class ServerProcess:
         return [line for line in self.output if needle in line]
 
 
-@asynccontextmanager
-async def running_roomd(tmp_path: Path, **env: str) -> AsyncIterator[ServerProcess]:
-    """Start `roomd serve --port 0`, wait for its listening line, stop it with SIGTERM."""
+@dataclass
+class FailedStart:
+    returncode: int
+    output: list[str]
+    seconds: float
+
+
+def _environment(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}
     environment.update({"ROOMD_LOG__DIR": str(tmp_path / "logs"), **env})
+    return environment
+
+
+async def failing_roomd(
+    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str
+) -> FailedStart:
+    """Run `roomd serve --port 0` that is expected to give up at start; its exit status and stderr."""
+    started = time.monotonic()
+    with trio.fail_after(START_TIMEOUT):
+        result = await trio.run_process(
+            SERVE_COMMAND,
+            stdout=subprocess.DEVNULL,
+            capture_stderr=True,
+            check=False,
+            env=_environment(tmp_path, env),
+            cwd=tmp_path,
+            preexec_fn=preexec_fn,
+        )
+    output = result.stderr.decode("utf-8", errors="replace").splitlines()
+    return FailedStart(result.returncode, output, time.monotonic() - started)
+
+
+@asynccontextmanager
+async def running_roomd(
+    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str
+) -> AsyncIterator[ServerProcess]:
+    """Start `roomd serve --port 0`, wait for its listening line, stop it with SIGTERM.
+
+    `preexec_fn` runs in the child before roomd, e.g. to set a resource limit.
+    """
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "roomd.web.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+        SERVE_COMMAND,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=environment,
+        env=_environment(tmp_path, env),
         cwd=tmp_path,
+        preexec_fn=preexec_fn,
     )
     assert process.stderr is not None
     output: list[str] = []

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from roomd.config.durations import is_duration
 from roomd.config.settings import IM_CREATE_GRACE, KindSettings, Settings
 
 ENV_PREFIX = "ROOMD_"
@@ -240,6 +241,12 @@ def _validate(s: Settings) -> None:
         f"log.format: must be 'text' or 'json', got {s.log.format!r}",
     )
     require(s.log.max_bytes >= 1 << 20, "log.max_bytes: must be at least 1048576 (1 MiB)")
+    for duration_key in ("rotation", "retention"):
+        value = getattr(s.log, duration_key)
+        require(
+            is_duration(value),
+            f"log.{duration_key}: expected a duration like '1 hour' or '30 minutes', got {value!r}",
+        )
     for cidr in s.ops.allow:
         try:
             ipaddress.ip_network(cidr, strict=False)

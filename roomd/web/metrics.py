@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from roomd.actors.system import RoomSystem
+from roomd.web.log_files import dropped_log_writes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -34,7 +35,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.accept_errors = Counter(
+            "roomd_accept_errors",
+            "accept() failures for lack of file descriptors or kernel memory (retried every 0.1 s)",
+            registry=self.registry,
+        )
         self.registry.register(ActorCollector(system))
+        self.registry.register(LogWritesCollector())
         self._children: dict[tuple[str, object], tuple[Any, Any]] = {}
 
     def observe(self, route: str, code: object, seconds: float) -> None:
@@ -90,3 +97,12 @@ class ActorCollector(Collector):
         im_queue = GaugeMetricFamily("roomd_im_queue_depth", "IM calls queued or in flight")
         im_queue.add_metric([], self._system.im.queue_depth)
         yield from (rooms, members, closes, departures, directory_depth, room_depth_max, room_depth_sum, im_calls, im_queue)
+
+
+class LogWritesCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            "roomd_log_writes_dropped", "Log writes lost to a failing disk or console (not raised, not retried)"
+        )
+        dropped.add_metric([], dropped_log_writes())
+        yield dropped

@@ -14,14 +14,20 @@ from quart import Response, g, request
 from roomd.web.edge import Edge, current_edge
 
 MAX_LOGGED_BODY_CHARS = 2048
-# credentials never reach the log files: query values and JSON/form fields with these names
-_SECRET_QUERY = re.compile(r"(?i)\b(token|usersig|secret)=[^&\s]*")
-_SECRET_JSON = re.compile(r'(?i)"(token|usersig|secret)"\s*:\s*"[^"]*"')
+# Credentials never reach the log files: the values of query and form parameters, and of
+# JSON fields, whose names contain token, usersig or secret (txSecret, userSig, secret_key).
+_SECRET_NAME = r"(?=[A-Za-z0-9_]*?(?:token|usersig|secret))[A-Za-z0-9_]++"  # possessive: no backtracking
+# `=` may be percent-encoded, once or twice (a push URL inside a form-encoded body); a value
+# ends at `&`, whitespace, a quote, a backslash (JSON escapes), `#` or an encoded `&`
+_SECRET_QUERY = re.compile(
+    rf"(?i)\b({_SECRET_NAME})(=|%3D|%253D)(?:[^&\s\"'\\#%]|%(?!26|2526)[0-9A-Fa-f]{{2}})*+"
+)
+_SECRET_JSON = re.compile(rf'(?i)"({_SECRET_NAME})"\s*:\s*"(?:[^"\\]|\\.)*+"')
 
 
 def redact(text: str) -> str:
-    if "=" in text:
-        text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=<redacted>", text)
+    if "=" in text or "%" in text:
+        text = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
     if '"' in text:
         text = _SECRET_JSON.sub(lambda m: f'"{m.group(1)}":"<redacted>"', text)
     return text
@@ -40,10 +46,11 @@ def record_request(
     seconds: float,
 ) -> None:
     edge.metrics.observe(route, code, seconds)
+    body = redact(body)  # before the cut, which could leave a secret without its closing quote
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
-    edge.response_log.add(
-        f"{method} {redact(target)} ip={client} body={redact(body)} status={status} code={code} "
+    edge.response_log.add(  # control characters are escaped there
+        f"{method} {redact(target)} ip={client} body={body} status={status} code={code} "
         f"latency_ms={seconds * 1000:.1f}"
     )
 

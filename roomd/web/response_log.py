@@ -4,6 +4,8 @@ While the server runs, lines go to loguru once per `FLUSH_EVERY` seconds,
 since a loguru call per request would cost more than the rest of a
 heartbeat; each line keeps its own timestamp and the file's format (text or
 JSON). Outside a running server (tests, tools) every line is written at once.
+A batch reaches loguru raw, as several lines, so each request's line has its
+control characters escaped here, before it joins a batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 
 import trio
 from loguru import logger
+
+from roomd.web.log_setup import escape_controls
 
 _sink = logger.bind(channel="response", actor="http")
 
@@ -26,6 +30,7 @@ class ResponseLog:
         self._batching = False
 
     def add(self, message: str) -> None:
+        message = escape_controls(message)
         now = datetime.datetime.now()  # local time, as in the other log lines
         if self._as_json:
             line = json.dumps(

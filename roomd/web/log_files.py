@@ -1,0 +1,271 @@
+"""roomd's log files: bounded by age and by size, and a full disk never breaks the server.
+
+loguru's file sinks rotate and prune by time only, and a write that fails
+there surfaces as an error printed with the whole record. A `RotatingFile`
+instead writes `<dir>/<stem>-YYYY-MM-DD-HH.log` (local time), starts a new
+file when `log.rotation` has elapsed or when a write would take the file past
+its share of the kind's byte budget (`<stem>-YYYY-MM-DD-HH.1.log`, `.2.log`,
+...), and deletes files older than `log.retention` and, oldest first,
+whatever makes the files of its kind exceed their budget. A write that fails
+(ENOSPC, EFBIG, EIO, a read-only or vanished directory) is dropped and
+counted in `DROPPED_WRITES`; the next write opens the file again, so logging
+resumes by itself once it can.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+FILES_PER_BUDGET = 8  # a file holds at most this share of its kind's byte budget
+NAME_TIME = "%Y-%m-%d-%H"
+# periods are counted from a Monday's local midnight: hourly files start at whole hours,
+# daily ones at midnight, weekly ones on Mondays
+_PERIOD_ORIGIN = datetime(2000, 1, 3)
+
+Clock = Callable[[], datetime]
+Opener = Callable[[Path], BinaryIO]
+
+
+class DroppedWrites:
+    """How many log writes were lost to a failing disk or console, in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # sinks run on whichever thread logs
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+DROPPED_WRITES = DroppedWrites()
+
+
+def dropped_log_writes() -> int:
+    return DROPPED_WRITES.count
+
+
+def open_for_append(path: Path) -> BinaryIO:
+    """Unbuffered, so a write reaches the disk (or fails) when it is made."""
+    return open(path, "ab", buffering=0)
+
+
+def period_start(now: datetime, rotation: timedelta) -> datetime:
+    return now - (now - _PERIOD_ORIGIN) % rotation
+
+
+@dataclass(frozen=True)
+class LogFile:
+    path: Path
+    started: datetime  # from the name
+    part: int  # the name's numeric suffix; 0 for none
+    size: int
+    modified: datetime
+
+
+class RotatingFile:
+    """A loguru sink (it has `write`) for one kind of log file, e.g. stem "response"."""
+
+    def __init__(
+        self,
+        directory: Path,
+        stem: str,
+        *,
+        rotation: timedelta,
+        retention: timedelta,
+        max_total_bytes: int,
+        clock: Clock = datetime.now,
+        opener: Opener = open_for_append,
+        dropped: DroppedWrites = DROPPED_WRITES,
+        notices: TextIO | None = None,
+    ) -> None:
+        self._directory = directory
+        self._stem = stem
+        self._rotation = rotation
+        self._retention = retention
+        self._max_total_bytes = max_total_bytes
+        self._max_file_bytes = max(max_total_bytes // FILES_PER_BUDGET, 1)
+        self._clock = clock
+        self._opener = opener
+        self._dropped = dropped
+        self._notices = notices if notices is not None else sys.stderr
+        self._name = re.compile(rf"^{re.escape(stem)}-(\d{{4}}-\d\d-\d\d-\d\d)(?:\.(\d+))?\.log$")
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._ends_mid_line = False
+        self._period_end = datetime.min
+        self._last_period: datetime | None = None  # the period this sink last opened a file for
+        self._failing = False
+        self._dropped_while_failing = 0
+
+    def write(self, message: str) -> None:
+        """Append `message` (whole lines); if that fails it is dropped and counted, never raised."""
+        data = message.encode("utf-8", errors="backslashreplace")
+        try:
+            file = self._file_for(self._clock(), len(data))
+            if self._ends_mid_line:  # a failed write left half a line behind
+                data = b"\n" + data
+            _write_all(file, data)
+        except (OSError, ValueError) as error:
+            self._drop(error)
+            return
+        self._ends_mid_line = False
+        self._size += len(data)
+        if self._failing:
+            self._failing = False
+            self._notice(f"writing {self._stem} log files again; {self._dropped_while_failing} write(s) were dropped")
+
+    def stop(self) -> None:
+        """Called by loguru when the sink is removed."""
+        self._close()
+
+    def _files(self) -> list[LogFile]:
+        """This sink's files in the directory, oldest first."""
+        found: list[LogFile] = []
+        try:
+            entries = list(self._directory.iterdir())
+        except OSError:
+            return found
+        for path in entries:
+            match = self._name.match(path.name)
+            if match is None:
+                continue
+            try:
+                stat = path.stat()
+                started = datetime.strptime(match.group(1), NAME_TIME)
+            except (OSError, ValueError):
+                continue
+            part = int(match.group(2) or 0)
+            found.append(LogFile(path, started, part, stat.st_size, datetime.fromtimestamp(stat.st_mtime)))
+        found.sort(key=lambda f: (f.started, f.part))
+        return found
+
+    # --- opening and rotating ----------------------------------------------------------
+
+    def _file_for(self, now: datetime, incoming: int) -> BinaryIO:
+        if self._file is not None and (now >= self._period_end or not self._has_room(self._size, incoming)):
+            self._close()
+        if self._file is None:
+            self._open(now, incoming)
+        assert self._file is not None
+        return self._file
+
+    def _open(self, now: datetime, incoming: int) -> None:
+        start = period_start(now, self._rotation)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        path, size = self._path_for(start, incoming)
+        self._file = self._opener(path)
+        previous, self._path = self._path, path
+        self._size = size
+        self._ends_mid_line = size > 0 and not _ends_with_newline(path)
+        self._period_end = start + self._rotation
+        self._last_period = start
+        if path != previous:
+            self._prune(now)
+
+    def _has_room(self, size: int, incoming: int) -> bool:
+        """Whether a file of `size` bytes takes `incoming` more; an empty one takes anything."""
+        return size == 0 or size + incoming <= self._max_file_bytes
+
+    def _path_for(self, start: datetime, incoming: int) -> tuple[Path, int]:
+        """The file for the period starting at `start`, and its size: the newest file of that
+        hour while it has room for `incoming` bytes, unless this sink has rotated away from it;
+        else a new one."""
+        stamp = start.strftime(NAME_TIME)
+        same_hour = [f for f in self._files() if f.started.strftime(NAME_TIME) == stamp]
+        if not same_hour:
+            return self._directory / f"{self._stem}-{stamp}.log", 0
+        newest = same_hour[-1]
+        rotated_by_time = self._last_period is not None and self._last_period != start
+        if self._has_room(newest.size, incoming) and not rotated_by_time:
+            return newest.path, newest.size
+        return self._directory / f"{self._stem}-{stamp}.{newest.part + 1}.log", 0
+
+    def _prune(self, now: datetime) -> None:
+        """Delete files past retention, then the oldest while the rest and a full current file
+        would exceed the budget."""
+        expired_before = now - self._retention
+        kept: list[LogFile] = []
+        for log_file in self._files():
+            if log_file.path == self._path:
+                continue
+            if log_file.modified < expired_before:
+                _remove(log_file.path)
+            else:
+                kept.append(log_file)
+        total = sum(f.size for f in kept) + self._max_file_bytes
+        for log_file in kept:
+            if total <= self._max_total_bytes:
+                break
+            _remove(log_file.path)
+            total -= log_file.size
+
+    def _close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except (OSError, ValueError):
+                pass
+
+    # --- failures ------------------------------------------------------------------------
+
+    def _drop(self, error: OSError | ValueError) -> None:
+        self._dropped.add()
+        self._close()  # the next write opens the file again
+        if self._failing:
+            self._dropped_while_failing += 1
+            return
+        self._failing = True
+        self._dropped_while_failing = 1
+        reason = errno.errorcode.get(error.errno, "") if isinstance(error, OSError) and error.errno else ""
+        self._notice(
+            f"cannot write {self._stem} log file in {self._directory} "
+            f"({reason or type(error).__name__}); dropping its lines until it works again"
+        )
+
+    def _notice(self, text: str) -> None:
+        """A line about the sink itself, never about what was being logged."""
+        try:
+            self._notices.write(f"roomd: {text}\n")
+            self._notices.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if written is None:  # a non-blocking file with no room: treat as a failed write
+            raise OSError(errno.EAGAIN, "write would block")
+        view = view[written:]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+    except OSError:
+        return True
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
