@@ -6,15 +6,22 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import zlib
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
 
 from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
+from roomd.web import revocations
+from roomd.web.revocations import RevocationLog
+from roomd.web.secret_file import SECRET_FILE, ensure_secret
+from roomd.web.tokens import RevocationNotDurable, TokenBook
 from tests.conftest import Api, Reply, make_settings, open_roomd
 from tests.fake_im import FakeIm, start_fake_im
 from tests.fake_wechat import FakeWechat, start_fake_wechat
@@ -47,6 +54,7 @@ async def token_api(tmp_path: Path, clock: Clock) -> AsyncIterator[Api]:
             ROOMD_IM__SECRET_KEY=SECRET,
             ROOMD_IM__BASE_URL=fake_im.base_url,
         )
+        ensure_secret(tmp_path / "data" / SECRET_FILE)  # what `roomd serve` does at start
         async with open_roomd(settings, wall_clock=clock) as api:
             yield api
         nursery.cancel_scope.cancel()
@@ -68,7 +76,7 @@ class User:
             "userID": self.user_id,
             "userName": self.user_id,
             "userAvatar": "",
-            "pushURL": f"rtmp://p.test/live/0_{self.user_id}",
+            "pushURL": f"rtmp://p.test/live/8888_{self.user_id}",  # token mode: the caller's own stream
         }
 
 
@@ -198,10 +206,13 @@ async def test_utils_get_login_info_in_token_mode_is_only_for_yourself(token_api
     assert own.code == 0 and own.body["userSig"]
 
 
-async def test_login_works_in_open_mode_too(api: Api) -> None:
-    sig = api.edge.user_sig("alice")
-    reply = await api.raw(f"/weapp/multi_room/login?userID=alice&userSig={sig}", b"", "application/json")
-    assert reply.code == 0 and reply.body["token"]
+async def test_login_works_in_open_mode_too(tmp_path: Path) -> None:
+    settings = make_settings(ROOMD_SERVER__DATA_DIR=str(tmp_path / "data"))
+    ensure_secret(tmp_path / "data" / SECRET_FILE)
+    async with open_roomd(settings) as api:
+        sig = api.edge.user_sig("alice")
+        reply = await api.raw(f"/weapp/multi_room/login?userID=alice&userSig={sig}", b"", "application/json")
+        assert reply.code == 0 and reply.body["token"]
 
 
 async def test_wechat_code_becomes_the_user_id(tmp_path: Path) -> None:
@@ -226,3 +237,128 @@ async def test_wechat_code_becomes_the_user_id(tmp_path: Path) -> None:
             down = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "good-code"})
             assert down.code == 0 and down.body["userID"].startswith("weixin_")
         nursery.cancel_scope.cancel()
+
+
+# --- the token book: strict parsing, durable revocations ----------------------------
+
+NOW = 1_750_000_000
+
+
+def _book(tmp_path: Path, **log_options: Any) -> TokenBook:
+    path = tmp_path / "revoked_tokens"
+    return TokenBook(b"k" * 32, ttl=7200, revocations=RevocationLog(path, now=NOW, **log_options))
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda t: "0" + t,
+        lambda t: "²" + t,
+        lambda t: "１" + t[1:],
+        lambda t: t.replace(".", "\uff0e", 1),
+        lambda t: t[:-1] + "é",
+        lambda t: t + "=",
+        lambda t: t[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(t[-1]) | 2
+        ],
+        lambda t: t.split(".")[0] + "." + t.split(".")[1].upper() + "." + t.split(".")[2],
+        lambda t: "9" * 13 + t[t.index("."):],
+        lambda t: t + ".",
+        lambda t: t.replace("_", "/").replace("-", "+") if ("_" in t or "-" in t) else t + "\n",
+        lambda t: "",
+        lambda t: "...",
+    ],
+)
+def test_a_token_has_one_spelling_and_any_other_is_refused_without_an_exception(tmp_path: Path, spelling: Any) -> None:
+    book = _book(tmp_path)
+    token = book.issue("alice", now=NOW).token
+    assert book.check("alice", token, now=NOW) is None
+    other = spelling(token)
+    assert other != token
+    why = book.check("alice", other, now=NOW)
+    assert why is not None and why.startswith("the token")
+
+
+async def test_a_revocation_holds_for_the_token_and_survives_a_new_book(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    token, kept = book.issue("alice", now=NOW).token, book.issue("alice", now=NOW).token
+    await book.revoke(token, now=NOW)
+    assert book.check("alice", token, now=NOW) == "the token was revoked by logout"
+    assert book.check("alice", kept, now=NOW) is None
+    reopened = _book(tmp_path)
+    assert reopened.check("alice", token, now=NOW) == "the token was revoked by logout"
+    assert reopened.check("alice", kept, now=NOW) is None
+    assert (tmp_path / "revoked_tokens").read_text().count("\n") == 1
+
+
+async def test_concurrent_logouts_share_an_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(revocations.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    book = _book(tmp_path)
+    tokens = [book.issue(f"user{i}", now=NOW).token for i in range(200)]
+    async with trio.open_nursery() as nursery:
+        for token in tokens:
+            nursery.start_soon(partial(book.revoke, token, now=NOW))
+    assert len(fsyncs) <= 3
+    assert (tmp_path / "revoked_tokens").read_text().count("\n") == 200
+    assert all(_book(tmp_path).check(f"user{i}", t, now=NOW) is not None for i, t in enumerate(tokens))
+
+
+async def test_a_failed_write_keeps_the_token_revoked_and_is_retried_with_the_next_logout(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    first, second = book.issue("alice", now=NOW).token, book.issue("bob", now=NOW).token
+    (tmp_path / "revoked_tokens").mkdir()  # any write to it fails
+    with pytest.raises(RevocationNotDurable, match="could not be written"):
+        await book.revoke(first, now=NOW)
+    assert book.check("alice", first, now=NOW) == "the token was revoked by logout"
+    (tmp_path / "revoked_tokens").rmdir()
+    await book.revoke(second, now=NOW)
+    reopened = _book(tmp_path)
+    assert reopened.check("alice", first, now=NOW) is not None and reopened.check("bob", second, now=NOW) is not None
+
+
+async def test_expired_revocations_are_dropped_at_start_and_when_the_file_grows(tmp_path: Path) -> None:
+    path = tmp_path / "revoked_tokens"
+    live, expired = "a" * 64, "b" * 64
+    path.write_text(f"{expired} {NOW - 1}\n{live} {NOW + 10}\nnot a line\n{'c' * 40}")  # cut by a crash
+    log = RevocationLog(path, now=NOW, compact_min_lines=8)
+    assert path.read_text() == f"{live} {NOW + 10}\n"
+    assert live in log and expired not in log
+    for i in range(6):
+        await log.add(f"{i:064x}", NOW + 5, now=NOW)
+    assert path.read_text().count("\n") == 7
+    await log.add("d" * 64, NOW + 100, now=NOW + 20)  # the other 7 have expired by now
+    assert path.read_text() == f"{'d' * 64} {NOW + 100}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["revoked_tokens"]
+
+
+def test_a_revocation_written_before_strict_tokens_still_holds(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    token = book.issue("alice", now=NOW).token
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+    (tmp_path / "revoked_tokens").write_text(f"{digest} {NOW + 7200}\n")
+    assert _book(tmp_path).check("alice", token, now=NOW) == "the token was revoked by logout"
+
+
+async def test_logout_that_cannot_be_written_answers_12_and_the_token_stays_refused(
+    token_api: Api, clock: Clock, tmp_path: Path
+) -> None:
+    alice = await login(token_api, "alice", clock)
+    (tmp_path / "data" / "revoked_tokens").mkdir(parents=True)
+    reply = await alice.post("logout", {})
+    assert reply.status == 503 and reply.code == 12 and "could not be written" in reply.body["detail"]
+    refused = await alice.post("get_room_list", {})
+    assert refused.code == 7 and "revoked" in refused.body["detail"]
+
+
+async def test_tokens_with_non_ascii_or_padded_spellings_are_code_7_not_a_crash(token_api: Api, clock: Clock) -> None:
+    alice = await login(token_api, "alice", clock)
+    for token in ("²" + alice.token, "１" + alice.token[1:], "0" + alice.token):
+        reply = await alice.post("get_room_list", {}, token=quote(token))
+        assert reply.code == 7 and reply.body["detail"].startswith("the token is malformed"), reply.body
+
+
+def test_an_empty_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        TokenBook(b"", ttl=60)

@@ -137,34 +137,56 @@ async def test_a_full_disk_fails_changes_with_code_12_and_service_resumes(tmp_pa
 
 
 async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_stack_traces(tmp_path: Path) -> None:
-    env = {"ROOMD_AUTH__MODE": "token", "ROOMD_IM__SECRET_KEY": IM_SECRET, "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID)}
-    async with running_roomd(tmp_path, **env) as server, client(server) as http:
-        login = await post(http, "get_im_login_info", {})
-        me, token = login["userID"], login["token"]
-        query = f"?userID={me}&token={token}"
-        for text, code in [
-            ("[" * 100_000 + "]" * 100_000, 1),
-            ('{"index": ' + "9" * 5000 + "}", 1),
-            ('{"cnt": "\u00b2"}', 1),
-            ('{"index": "' + "9" * 5000 + '"}', 1),
-            ('{"index": "\uff11"}', 1),
-            ('{"cnt": 1e999}', 1),
-            ('{"index": -1}', 1),
-        ]:
-            answer = await post_raw(http, "get_room_list", text, query)
-            assert answer["code"] == code, (text[:40], answer)
-        for bad_token in ["\uff11" + token, "0" + token, token + "\u00e9", "\u00b2.ab.cd"]:
-            answer = await post(http, "get_room_list", {}, f"?userID={me}&token={bad_token}")
-            assert answer["code"] == 7, (bad_token, answer)
-        sig = HmacUserSigner(SDK_APP_ID, IM_SECRET).make(me, now=2_000_000_000, expire=86400)
-        for bad_sig in [sig + "\u00e9", "\u00e9" * 40, sig[:10] + "\uff3f" + sig[10:]]:
-            answer = await post(http, "login", {"userID": me, "userSig": bad_sig})
-            assert answer["code"] == 7, (bad_sig, answer)
-        reply = await http.get("/debug/actors?limit=\u00b2")
-        assert reply.json()["code"] == 1
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        env = {
+            "ROOMD_AUTH__MODE": "token",
+            "ROOMD_IM__SECRET_KEY": IM_SECRET,
+            "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID),
+            "ROOMD_IM__BASE_URL": fake.base_url,
+            "ROOMD_LIVE__PUSH_SECRET_KEY": "push-key-5e1f",
+            "ROOMD_LIVE__BIZID": "8888",
+        }
+        async with running_roomd(tmp_path, **env) as server, client(server) as http:
+            login = await post(http, "get_im_login_info", {})
+            me, token = login["userID"], login["token"]
+            query = f"?userID={me}&token={token}"
+            push = (await post(http, "get_push_url", {"userID": me}, query))["pushURL"]
+            room = await post(http, "create_room", {**member_fields(me), "pushURL": push, "roomName": "r"}, query)
+            assert room["code"] == 0  # IM was called with the administrator's UserSig
+            pushers = await post(http, "get_pushers", {"roomID": room["roomID"]}, query)
+            for text, code in [
+                ("[" * 100_000 + "]" * 100_000, 1),
+                ('{"index": ' + "9" * 5000 + "}", 1),
+                ('{"cnt": "\u00b2"}', 1),
+                ('{"index": "' + "9" * 5000 + '"}', 1),
+                ('{"index": "\uff11"}', 1),
+                ('{"cnt": 1e999}', 1),
+                ('{"index": -1}', 1),
+            ]:
+                answer = await post_raw(http, "get_room_list", text, query)
+                assert answer["code"] == code, (text[:40], answer)
+            for bad_token in ["\uff11" + token, "0" + token, token + "\u00e9", "\u00b2.ab.cd"]:
+                answer = await post(http, "get_room_list", {}, f"?userID={me}&token={bad_token}")
+                assert answer["code"] == 7, (bad_token, answer)
+            sig = HmacUserSigner(SDK_APP_ID, IM_SECRET).make(me, now=2_000_000_000, expire=86400)
+            for bad_sig in [sig + "\u00e9", "\u00e9" * 40, sig[:10] + "\uff3f" + sig[10:]]:
+                answer = await post(http, "login", {"userID": me, "userSig": bad_sig})
+                assert answer["code"] == 7, (bad_sig, answer)
+            reply = await http.get("/debug/actors?limit=\u00b2")
+            assert reply.json()["code"] == 1
+        nursery.cancel_scope.cancel()
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*.log"))
+    console = "\n".join(server.output)
     errors = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("error-*.log"))
     assert "Traceback" not in errors and "unexpected error" not in errors
     assert not server.lines_about("Traceback")
+    admin_sigs = {call.query["usersig"] for call in fake.calls}
+    tx_secrets = {url.split("txSecret=")[1].split("&")[0] for url in [push, *(p["accelerateURL"] for p in pushers["pushers"])]}
+    assert admin_sigs and tx_secrets
+    for secret in [IM_SECRET, "push-key-5e1f", token, *admin_sigs, *tx_secrets]:
+        assert secret not in logs and secret not in console, secret
+    assert "txSecret=" not in logs.replace("txSecret=<redacted>", "")
 
 
 # --- 3. ops routes are closed by default --------------------------------------------------
@@ -213,6 +235,9 @@ async def test_reserved_identities_get_no_user_sig(tmp_path: Path) -> None:
             reply = (await http.get(f"/weapp/utils/get_login_info?userID={user_id}")).json()
             assert reply["code"] == 7 and "userSig" not in reply, reply
         assert (await http.get("/weapp/utils/get_login_info?userID=alice")).json()["code"] == 0
+        # nor a token: a userSig of the administrator (made elsewhere) does not log in to roomd
+        refused = await post(http, "login", {"userID": "im_admin", "userSig": "x"})
+        assert refused["code"] == 7 and "reserved" in refused["detail"]
 
 
 async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp_path: Path) -> None:

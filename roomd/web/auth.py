@@ -3,7 +3,8 @@
 In token mode every room route except get_im_login_info and login needs
 `?userID=&token=`, and a request may only act for that user: a body
 `userID` that differs from it is refused (code 7), so nobody can heartbeat,
-leave, join or destroy on behalf of somebody else.
+leave, join or destroy on behalf of somebody else. A logout answers only
+once its revocation is on disk.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from loguru import logger
 from roomd.qcloud.usersig import VerifyFailure
 from roomd.web.edge import Edge
 from roomd.web.envelope import Code, Reply, RequestError, ok_reply
+from roomd.web.tokens import RevocationNotDurable
 from roomd.web.validation import Params, check_ident
 
 OPEN_ENDPOINTS = frozenset({"get_im_login_info", "login"})
@@ -51,6 +53,8 @@ def require_acting_for_self(caller: str, body: Mapping[str, Any]) -> None:
 async def login(edge: Edge, params: Params) -> Reply:
     """Verify a UserSig and answer a token: `login?sdkAppID=&accountType=&userID=&userSig=`."""
     user_id = params.ident("userID")
+    if edge.is_reserved_identity(user_id):
+        raise _refuse(f"{user_id} is a reserved identity; it cannot log in to roomd")
     user_sig = params.required_string("userSig", max_chars=4096)
     sdk_app_id = params.string("sdkAppID", required=False, max_chars=20)
     params.string("accountType", required=False, max_chars=64)
@@ -72,6 +76,15 @@ async def logout(edge: Edge, caller: str | None, query: Mapping[str, str]) -> Re
         if not token or edge.tokens.check(user_id, token, now=edge.now()) is not None:
             return ok_reply()
         caller = user_id
-    edge.tokens.revoke(token, now=edge.now())
+    try:
+        await edge.tokens.revoke(token, now=edge.now())
+    except RevocationNotDurable as e:
+        log.warning("logout user={} revoked in memory only: {}", caller, e)
+        raise RequestError(
+            Code.BUSY,
+            f"{e}; the token is refused from now on, and roomd writes its revocation again with the "
+            "next logout: free space in server.data_dir or fix its permissions",
+            status=503,
+        ) from None
     log.info("logout user={}", caller)
     return ok_reply()

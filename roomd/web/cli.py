@@ -1,6 +1,8 @@
 """The `roomd` command line: serve, usersig, verify-usersig, check-config.
 
-A configuration problem is one line on stderr and exit status 2.
+A configuration problem is one line on stderr and exit status 2; so is a
+data_dir another process holds, or a token secret that is corrupt or cannot
+be made (`serve` locks the data_dir and makes the secret before it starts).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -17,8 +20,10 @@ import trio
 from roomd.config import ConfigError, Settings, load_settings
 from roomd.qcloud.usersig import VerifyFailure
 from roomd.web.config_report import config_problems
+from roomd.web.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
 from roomd.web.identity import choose_user_signer
 from roomd.web.log_setup import configure_logging
+from roomd.web.secret_file import SECRET_FILE, SecretFileError, ensure_secret
 
 CONFIG_ERROR_STATUS = 2
 
@@ -88,11 +93,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"verifies: issued at {result.issued_at}, valid for {result.expire} s")
         return 0
+    try:
+        data_dir_lock = _prepare_data_dir(settings)
+    except (DataDirUnavailable, SecretFileError) as e:
+        print(f"roomd: {e}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
     configure_logging(settings.log)
     from roomd.web.server import serve
 
-    trio.run(serve, settings, signer)
+    try:
+        trio.run(serve, settings, signer)
+    finally:
+        data_dir_lock.release()
     return 0
+
+
+def _prepare_data_dir(settings: Settings) -> DataDirLock:
+    """Lock server.data_dir for this process, then make sure the token secret is there and sound."""
+    data_dir = Path(settings.server.data_dir)
+    lock = lock_data_dir(data_dir)  # before anything else is written there
+    if not settings.auth.token_secret:
+        try:
+            ensure_secret(data_dir / SECRET_FILE)
+        except SecretFileError:
+            lock.release()
+            raise
+    return lock
 
 
 if __name__ == "__main__":

@@ -96,7 +96,14 @@ class ActorCollector(Collector):
             im_calls.add_metric([api, outcome], count)
         im_queue = GaugeMetricFamily("roomd_im_queue_depth", "IM calls queued or in flight")
         im_queue.add_metric([], self._system.im.queue_depth)
-        yield from (rooms, members, closes, departures, directory_depth, room_depth_max, room_depth_sum, im_calls, im_queue)
+        store_failures = CounterMetricFamily(
+            "roomd_store_writes_failed", "Changes that could not be saved (and were undone, or retried)"
+        )
+        store_failures.add_metric([], getattr(self._system.store, "failed_writes", 0))
+        yield from (
+            rooms, members, closes, departures, directory_depth, room_depth_max, room_depth_sum,
+            im_calls, im_queue, store_failures,
+        )
 
 
 class LogWritesCollector(Collector):

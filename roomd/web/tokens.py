@@ -1,29 +1,36 @@
 """Login tokens: stateless, so they survive restarts and work on every node.
 
 A token is `<expires>.<nonce>.<mac>` where mac = HMAC-SHA256(secret,
-userID, expires and nonce), URL-safe base64; the nonce keeps two logins in
-one second apart, so logging out of one leaves the other valid. The secret is `auth.token_secret`, or one made
-once and kept in `server.data_dir/token_secret`. Logging out records the
-token's digest until the token would have expired, in
-`server.data_dir/revoked_tokens`, so a restart keeps it revoked.
+userID, expires and nonce), URL-safe base64 without padding; the nonce
+keeps two logins in one second apart, so logging out of one leaves the
+other valid. Tokens are parsed strictly, so each token has exactly one
+spelling, and a revocation is recorded by the MAC itself: no other way of
+writing a revoked token gets past logout. The secret is `auth.token_secret`,
+or the one `roomd serve` makes at start in `server.data_dir/token_secret`.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
+import binascii
 import hashlib
 import hmac
-import os
+import re
 import secrets
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from roomd.config import Settings
+from roomd.web.revocations import LEGACY_ID_CHARS, REVOKED_FILE, RevocationLog, RevocationNotDurable
+from roomd.web.secret_file import SECRET_FILE, SecretFileError, read_secret
 
-SECRET_FILE = "token_secret"
-REVOKED_FILE = "revoked_tokens"
+__all__ = ["IssuedToken", "ParsedToken", "RevocationNotDurable", "TokenBook", "parse_token"]
+
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")  # [0-9], not \d: only ASCII digits
+_NONCE = re.compile(r"[0-9a-f]{8}")
+_MAC = re.compile(r"[A-Za-z0-9_-]{43}")
+MALFORMED = "the token is malformed: it must be <expires>.<nonce>.<mac> exactly as login answered it"
 
 
 @dataclass(frozen=True)
@@ -32,81 +39,122 @@ class IssuedToken:
     expires: int
 
 
+@dataclass(frozen=True)
+class ParsedToken:
+    expires: int
+    nonce: str
+    mac: bytes
+
+    @property
+    def token_id(self) -> str:
+        """What a revocation records: the MAC, which no two tokens share."""
+        return self.mac.hex()
+
+
+def parse_token(token: str) -> ParsedToken | str:
+    """The parts of `token`, or why it is not a token (then it is refused, never an exception)."""
+    if not token.isascii():
+        return "the token is malformed: it holds characters that are not ASCII"
+    parts = token.split(".")
+    if len(parts) != 3:
+        return MALFORMED
+    expires_text, nonce, mac_text = parts
+    if not _EXPIRES.fullmatch(expires_text) or not _NONCE.fullmatch(nonce) or not _MAC.fullmatch(mac_text):
+        return MALFORMED
+    try:
+        mac = base64.urlsafe_b64decode(mac_text + "=")
+    except (binascii.Error, ValueError):
+        return MALFORMED
+    if _encode_mac(mac) != mac_text:  # the last character carries 2 unused bits: only zeros are canonical
+        return MALFORMED
+    return ParsedToken(int(expires_text), nonce, mac)
+
+
 class TokenBook:
     def __init__(
-        self, secret: bytes | Callable[[], bytes], *, ttl: int, revoked_path: Path | None = None
+        self,
+        secret: bytes | None,
+        *,
+        ttl: int,
+        revocations: RevocationLog | None = None,
+        no_secret: str = "no token secret was given",
     ) -> None:
-        self._secret_source = secret
+        """`secret` None: every issue or check raises SecretFileError(`no_secret`)."""
+        if secret is not None and not secret:
+            raise ValueError("the token secret is empty; tokens signed with it would be forgeable")
+        self._secret = secret
+        self._no_secret = no_secret
         self._ttl = ttl
-        self._revoked_path = revoked_path
-        self._revoked: dict[str, int] = {}  # token digest -> expiry
-        if revoked_path is not None and revoked_path.exists():
-            for line in revoked_path.read_text().splitlines():
-                digest, _, expires = line.partition(" ")
-                if expires.isdigit():
-                    self._revoked[digest] = int(expires)
+        self._revoked = revocations if revocations is not None else RevocationLog(None, now=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenBook:
+        """The book for `settings`, with the secret `roomd serve` made at start.
+
+        A corrupt secret file is a SecretFileError here. A missing one (roomd
+        embedded without `roomd serve`) is a SecretFileError at the first
+        token issued or checked, so embedders that never use tokens need none.
+        """
         data_dir = Path(settings.server.data_dir)
+        secret: bytes | None = None
+        path = data_dir / SECRET_FILE
         if settings.auth.token_secret:
-            secret: bytes | Callable[[], bytes] = settings.auth.token_secret.encode("utf-8")
+            secret = settings.auth.token_secret.encode("utf-8")
         else:
-            secret = functools.partial(_stored_secret, data_dir / SECRET_FILE)  # made on first use
-        return cls(secret, ttl=settings.auth.token_ttl, revoked_path=data_dir / REVOKED_FILE)
+            try:
+                secret = read_secret(path)
+            except FileNotFoundError:
+                pass
+        revocations = RevocationLog(data_dir / REVOKED_FILE, now=int(time.time()))
+        return cls(
+            secret,
+            ttl=settings.auth.token_ttl,
+            revocations=revocations,
+            no_secret=f"the token secret {path} does not exist: `roomd serve` makes it at start "
+            "(roomd.web.secret_file.ensure_secret); make it so, or set auth.token_secret",
+        )
 
     def issue(self, user_id: str, *, now: int) -> IssuedToken:
         expires = now + self._ttl
         nonce = secrets.token_hex(4)
-        return IssuedToken(f"{expires}.{nonce}.{self._mac(user_id, expires, nonce)}", expires)
+        return IssuedToken(f"{expires}.{nonce}.{_encode_mac(self._mac(user_id, expires, nonce))}", expires)
 
     def check(self, user_id: str, token: str, *, now: int) -> str | None:
         """None when `token` is a live token of `user_id`; else why not."""
-        expires_text, nonce, mac = (token.split(".") + ["", ""])[:3]
-        if not expires_text.isdigit() or not nonce or not mac or token.count(".") != 2:
-            return "the token is malformed"
-        if not hmac.compare_digest(mac, self._mac(user_id, int(expires_text), nonce)):
+        parsed = parse_token(token)
+        if isinstance(parsed, str):
+            return parsed
+        if not hmac.compare_digest(parsed.mac, self._mac(user_id, parsed.expires, parsed.nonce)):
             return f"the token was not issued to {user_id}"
-        if int(expires_text) < now:
+        if parsed.expires < now:
             return "the token has expired; log in again"
-        if _digest(token) in self._revoked:
+        if parsed.token_id in self._revoked or (
+            self._revoked.has_legacy_ids and _legacy_id(token) in self._revoked
+        ):
             return "the token was revoked by logout"
         return None
 
-    def revoke(self, token: str, *, now: int) -> None:
-        expires_text = token.partition(".")[0]
-        expires = int(expires_text) if expires_text.isdigit() else now
-        self._revoked = {d: e for d, e in self._revoked.items() if e >= now}
-        self._revoked[_digest(token)] = expires
-        if self._revoked_path is not None:
-            self._revoked_path.parent.mkdir(parents=True, exist_ok=True)
-            text = "".join(f"{d} {e}\n" for d, e in self._revoked.items())
-            temporary = self._revoked_path.with_suffix(".tmp")
-            temporary.write_text(text)
-            temporary.replace(self._revoked_path)
+    async def revoke(self, token: str, *, now: int) -> None:
+        """Refuse `token` from now on; return once that is on disk (RevocationNotDurable if it is not).
 
-    @functools.cached_property
-    def _secret(self) -> bytes:
-        source = self._secret_source
-        return source if isinstance(source, bytes) else source()
+        `token` must have passed `check`: a malformed one is a ValueError.
+        """
+        parsed = parse_token(token)
+        if isinstance(parsed, str):
+            raise ValueError(f"cannot revoke: {parsed}")
+        await self._revoked.add(parsed.token_id, parsed.expires, now=now)
 
-    def _mac(self, user_id: str, expires: int, nonce: str) -> str:
+    def _mac(self, user_id: str, expires: int, nonce: str) -> bytes:
+        if self._secret is None:
+            raise SecretFileError(self._no_secret)
         message = f"{user_id}\n{expires}\n{nonce}".encode("utf-8")
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        return hmac.new(self._secret, message, hashlib.sha256).digest()
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:32]
+def _encode_mac(mac: bytes) -> str:
+    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
 
 
-def _stored_secret(path: Path) -> bytes:
-    """The secret kept in `path`, made (readable by the owner only) on first use."""
-    if path.exists():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(32).encode("ascii")
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as f:
-        f.write(secret)
-    return secret
+def _legacy_id(token: str) -> str:
+    """How versions before strict parsing recorded a revocation: a digest of the token text."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()[:LEGACY_ID_CHARS]

@@ -1,0 +1,201 @@
+"""Revoked login tokens: kept in memory and appended, durably, to `server.data_dir/revoked_tokens`.
+
+A logout must survive a crash, so its reply waits for its line to be on
+disk; one fsync per logout would make a burst of logouts queue behind the
+disk, so concurrent logouts share one (group commit) and the fsync runs on
+a worker thread, never on the trio thread. The file is one
+`<token id> <expires>` line per revocation; lines of tokens that have
+expired are dropped by rewriting the file (compaction) at start and when
+it holds many more lines than live revocations.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from loguru import logger
+
+REVOKED_FILE = "revoked_tokens"
+COMPACT_MIN_LINES = 4096
+COMPACT_RATIO = 2  # compact once the file holds this many lines per live revocation
+# token ids: 64 hex (the MAC), or 32 hex (a digest of the token text, written by earlier versions)
+_LINE = re.compile(r"([0-9a-f]{64}|[0-9a-f]{32}) ([1-9][0-9]{0,11})")
+LEGACY_ID_CHARS = 32
+
+log = logger.bind(actor="auth")
+
+
+class RevocationNotDurable(Exception):
+    """The revocation holds in memory, but its line could not be written to disk."""
+
+
+@dataclass
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    written: bool = False
+    error: OSError | None = None
+
+
+class RevocationLog:
+    def __init__(
+        self, path: Path | None, *, now: int, compact_min_lines: int = COMPACT_MIN_LINES
+    ) -> None:
+        self._path = path
+        self._compact_min_lines = compact_min_lines
+        self._live: dict[str, int] = {}  # token id -> expires
+        self._expiry: list[tuple[int, str]] = []  # heap of (expires, token id), to forget expired ids
+        self._file_lines = 0
+        self._retry_compaction_at = 0
+        self._open = _Batch()  # lines waiting for the next write
+        self._unwritten: list[str] = []  # lines of failed writes, retried with the next one
+        self._write_lock = trio.Lock()
+        self.has_legacy_ids = False
+        if path is not None:
+            self._load(path, now)
+
+    def __contains__(self, token_id: str) -> bool:
+        return token_id in self._live
+
+    async def add(self, token_id: str, expires: int, *, now: int) -> None:
+        """Revoke `token_id` until `expires`, at once in memory; return once that is on disk.
+
+        RevocationNotDurable if the write fails: the token stays revoked in
+        memory and its line is retried with the next write.
+        """
+        self._forget_expired(now)
+        self._remember(token_id, expires)
+        if self._path is None:
+            return
+        batch = self._open
+        batch.lines.append(f"{token_id} {expires}\n")
+        async with self._write_lock:  # fair: batches are written in the order they were opened
+            if not batch.written:
+                if self._open is batch:
+                    self._open = _Batch()  # later logouts gather in the next batch meanwhile
+                await self._write(batch, now)
+        if batch.error is not None:
+            raise RevocationNotDurable(
+                f"the logout could not be written to {self._path} ({batch.error.strerror})"
+            )
+
+    def _remember(self, token_id: str, expires: int) -> None:
+        self._live[token_id] = expires
+        heapq.heappush(self._expiry, (expires, token_id))
+        if len(token_id) == LEGACY_ID_CHARS:
+            self.has_legacy_ids = True
+
+    def _forget_expired(self, now: int) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            expires, token_id = heapq.heappop(self._expiry)
+            if self._live.get(token_id) == expires:
+                del self._live[token_id]
+
+    async def _write(self, batch: _Batch, now: int) -> None:
+        assert self._path is not None
+        lines = self._unwritten + batch.lines
+        try:
+            await trio.to_thread.run_sync(_append_durably, self._path, "".join(lines))
+        except OSError as e:
+            batch.error = e
+            self._unwritten = lines
+            log.error("could not write {} revocation(s) to {}: {}", len(lines), self._path, e)
+        except BaseException:
+            self._unwritten = lines  # cancelled before the thread ran: whoever writes next takes them
+            raise
+        else:
+            self._unwritten = []
+            self._file_lines += len(lines)
+        batch.written = True
+        if batch.error is None and self._needs_compaction(now):
+            await self._compact_in_thread(now)
+
+    def _needs_compaction(self, now: int) -> bool:
+        self._forget_expired(now)
+        threshold = max(self._compact_min_lines, COMPACT_RATIO * len(self._live), self._retry_compaction_at)
+        return self._file_lines >= threshold
+
+    async def _compact_in_thread(self, now: int) -> None:
+        assert self._path is not None
+        text = self._text()  # taken on the trio thread: logouts keep changing the dict meanwhile
+        try:
+            await trio.to_thread.run_sync(_replace_durably, self._path, text)
+        except OSError as e:
+            self._retry_compaction_at = 2 * self._file_lines
+            log.warning("could not compact {}: {}; it keeps growing until the next try", self._path, e)
+            return
+        self._file_lines = text.count("\n")
+        self._retry_compaction_at = 0
+
+    def _text(self) -> str:
+        return "".join(f"{token_id} {expires}\n" for token_id, expires in self._live.items())
+
+    def _load(self, path: Path, now: int) -> None:
+        try:
+            text = path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise OSError(
+                e.errno, f"cannot read the revoked tokens in {path}: {e.strerror}; fix its permissions"
+            ) from None
+        lines = text.splitlines()
+        for line in lines:
+            match = _LINE.fullmatch(line)  # a line cut short by a crash is left out
+            if match is not None and int(match[2]) >= now:
+                self._remember(match[1], int(match[2]))
+        self._file_lines = len(lines)
+        if self._file_lines != len(self._live):
+            try:
+                _replace_durably(path, self._text())
+            except OSError as e:
+                log.warning("could not compact {}: {}; expired revocations stay in it", path, e)
+            else:
+                self._file_lines = len(self._live)
+
+
+def _append_durably(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("ascii")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+        except OSError:
+            try:
+                os.ftruncate(descriptor, size)  # no half line for the next append to run into
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def _replace_durably(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
