@@ -356,3 +356,28 @@ async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path:
             assert all(a["code"] in (0, 6) for a in answers), answers
             assert created, answers
         nursery.cancel_scope.cancel()
+
+
+# --- 7. a room list page is bounded in bytes -------------------------------------------------
+
+
+async def test_room_list_pages_are_cut_to_max_reply_bytes(tmp_path: Path) -> None:
+    env = {**NO_LIMITS, "ROOMD_SERVER__MAX_REPLY_BYTES": "8192", "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "0"}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        made = []
+        for i in range(12):
+            body = {**member_fields(f"u{i}"), "userAvatar": "https://a.test/" + "x" * 1000, "roomName": "i" * 1000}
+            made.append((await post(http, "create_room", body))["roomID"])
+        seen: list[str] = []
+        index = 0
+        while index < len(made):
+            reply = await http.post(f"{PREFIX}/get_room_list", json={"index": index, "cnt": 100})
+            assert len(reply.content) <= 8192
+            page = reply.json()
+            assert page["code"] == 0 and page["rooms"]
+            assert page.get("truncated") is (index + len(page["rooms"]) < len(made) or None)
+            seen += [r["roomID"] for r in page["rooms"]]
+            index += len(page["rooms"])
+        assert seen == made  # cut pages lose nothing: the next index continues where one stopped
+        small = (await post(http, "get_room_list", {"cnt": 2}))
+        assert "truncated" not in small and len(small["rooms"]) == 2

@@ -179,6 +179,13 @@ class Directory:
                     del counts[key]
 
     async def _finish_create(self, room_id: str, envelope: Envelope[Any]) -> None:
+        try:
+            await self._create(room_id, envelope)
+        except Exception:  # a bug: it fails this creation, never the directory
+            self.log.exception("room creation failed room={}", room_id)
+            envelope.answer(Refused(DomainError.INTERNAL, "the room directory failed on this request"))
+
+    async def _create(self, room_id: str, envelope: Envelope[Any]) -> None:
         request: CreateRoom = envelope.message
         started = False
         try:

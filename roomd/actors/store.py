@@ -207,14 +207,14 @@ class SqliteStore:
         try:
             self._transaction(batch)
             return
-        except (sqlite3.Error, OSError, ValueError, OverflowError) as error:
+        except Exception as error:
             if len(batch) == 1:
                 self._failed(batch[0], error)
                 return
         for submission in batch:
             try:
                 self._transaction([submission])
-            except (sqlite3.Error, OSError, ValueError, OverflowError) as error:
+            except Exception as error:
                 self._failed(submission, error)
 
     def _transaction(self, batch: list[_Submission]) -> None:
@@ -239,9 +239,11 @@ class SqliteStore:
         self.batches += 1
         self.changes_written += sum(len(s.changes) for s in batch)
 
-    def _failed(self, submission: _Submission, error: BaseException) -> None:
+    def _failed(self, submission: _Submission, error: Exception) -> None:
         self.failed_writes += 1
         submission.failure = WriteFailed(f"{type(error).__name__}: {error}")
+        if not isinstance(error, (sqlite3.Error, OSError)):  # not the disk: a bug in what was submitted
+            self.log.opt(exception=error).error("store write failed on a change it cannot write")
 
     def _apply(self, db: sqlite3.Connection, change: Change) -> None:
         self._seq += 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 from quart import current_app
 
+from roomd.actors.messages import RoomSnapshot
 from roomd.actors.system import RoomSystem
 from roomd.config import Settings
 from roomd.qcloud.live import LiveSigner
@@ -33,6 +35,8 @@ class Edge:
     creation_limits: CreationLimits
     wechat: WechatLogin | None = None
     wall_clock: Callable[[], float] = field(default=time.time)
+    # encoded get_room_list entries, per room snapshot; gone with the snapshot
+    listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = field(default_factory=weakref.WeakKeyDictionary)
     ready: bool = True  # False while starting
     draining: bool = False  # True once a stop was asked for
 

@@ -7,7 +7,6 @@ Nothing here depends on how the request arrived (see room_asgi).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -212,13 +211,13 @@ async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Rep
 
 
 REPLY_OVERHEAD_BYTES = 128  # code, message, truncated and the brackets around the rooms
-_listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = weakref.WeakKeyDictionary()
 
 
 def _listing_entry(edge: Edge, room: RoomSnapshot) -> bytes:
-    entry = _listing_entries.get(room)
+    """The room's listing entry, encoded once per snapshot (a room makes a new one per change)."""
+    entry = edge.listing_entries.get(room)
     if entry is None:
-        entry = _listing_entries[room] = encode_json(room_fields(edge, room, now=None))
+        entry = edge.listing_entries[room] = encode_json(room_fields(edge, room, now=None))
     return entry
 
 
