@@ -112,9 +112,6 @@ def main() -> None:
         "ROOMD_SERVER__PERSIST": "false",
         "ROOMD_SERVER__MAX_REPLY_BYTES": args.max_reply_bytes,
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
-        "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
-        "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
-        "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "0",
     }
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()

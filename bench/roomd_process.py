@@ -29,9 +29,22 @@ def wait_until_up(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+# a benchmark drives thousands of rooms from one address: the abuse limits would be what it measures
+NO_ABUSE_LIMITS = {
+    "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
+    "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+    **{
+        f"ROOMD_KINDS__{kind}__{cap}": "0"
+        for kind in ("MULTI_ROOM", "DOUBLE_ROOM")
+        for cap in ("MAX_WAITING_ROOMS", "MAX_ROOMS_PER_CREATOR", "MAX_ROOMS_PER_ADDRESS")
+    },
+}
+
+
 def start_roomd(port: int, workdir: Path, settings: dict[str, str], *, console: Path | None = None) -> subprocess.Popen[bytes]:
-    """roomd on `port` with only the ROOMD_* `settings` given; its console goes to `console`."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}, **settings}
+    """roomd on `port` with the ROOMD_* `settings` given (abuse limits off unless they say otherwise);
+    its console goes to `console`."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}, **NO_ABUSE_LIMITS, **settings}
     process = subprocess.Popen(
         [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
         cwd=workdir,

@@ -86,8 +86,6 @@ def main() -> None:
     settings = {
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
         "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "86400",
-        "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_ADDRESS": "0",
-        "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
     }
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
