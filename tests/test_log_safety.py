@@ -500,3 +500,39 @@ def test_a_bad_rotation_or_retention_stops_the_start_with_one_line(key: str) -> 
         load_settings(environ={f"ROOMD_LOG__{key.upper()}": "x"})
     assert str(raised.value) == f"log.{key}: expected a duration like '1 hour' or '30 minutes', got 'x'"
     assert load_settings(environ={f"ROOMD_LOG__{key.upper()}": "2 days"}).log.__getattribute__(key) == "2 days"
+
+
+def test_no_object_holding_a_key_shows_it_in_its_repr() -> None:
+    import dataclasses
+
+    from roomd.config import Settings
+    from roomd.qcloud.usersig import EcdsaUserSigner
+    from roomd.web.identity import choose_user_signer, live_signer
+    from roomd.web.tokens import TokenBook
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    base = Settings()
+    settings = dataclasses.replace(
+        base,
+        live=dataclasses.replace(base.live, push_secret_key="push-KEY-1"),
+        im=dataclasses.replace(base.im, secret_key="im-KEY-2", private_key=pem),
+        wechat=dataclasses.replace(base.wechat, app_secret="wx-KEY-3"),
+        auth=dataclasses.replace(base.auth, token_secret="token-KEY-4", admin_key="admin-KEY-5"),
+    )
+    shown = [
+        repr(settings),
+        str(settings),
+        repr(choose_user_signer(settings.im)),
+        repr(EcdsaUserSigner.from_pem(1, "0", private_pem=pem)),
+        repr(live_signer(settings.live)),
+        repr(TokenBook(b"token-KEY-4", ttl=60)),
+    ]
+    for text in shown:
+        for key in ("push-KEY-1", "im-KEY-2", "wx-KEY-3", "token-KEY-4", "admin-KEY-5", "PRIVATE KEY", pem[40:80]):
+            assert key not in text, (key, text[:200])
