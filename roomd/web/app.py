@@ -1,7 +1,10 @@
-"""The ASGI application: room routes served directly (room_asgi), everything else by Quart,
-with the envelope on every error, draining and request logs."""
+"""The ASGI application: request heads and body deadlines checked first (http_guard), room
+routes served directly (room_asgi), everything else by Quart, with the envelope on every
+error, draining and request logs."""
 
 from __future__ import annotations
+
+import encodings.idna  # noqa: F401  werkzeug imports it on the first request; then a file descriptor may be lacking
 
 from loguru import logger
 from quart import Response, g, request
@@ -11,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from roomd.web import ops, utils_routes
 from roomd.web.edge import Edge
 from roomd.web.envelope import Code, RequestError, draining_reply, envelope, error_reply, to_response
+from roomd.web.http_guard import guarded
 from roomd.web.room_asgi import ASGIApp, with_room_routes
 from roomd.web.request_log import log_response, start_timer
 
@@ -20,7 +24,7 @@ log = logger.bind(actor="http")
 
 def create_app(edge: Edge) -> ASGIApp:
     """The whole HTTP surface of roomd as one ASGI app."""
-    return with_room_routes(edge, create_quart_app(edge))
+    return guarded(edge, with_room_routes(edge, create_quart_app(edge)))
 
 
 def create_quart_app(edge: Edge) -> QuartTrio:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from loguru import logger
 
 from roomd.web import rooms
+from roomd.web.body_deadline import BodyTimedOut, timeout_reply
 from roomd.web.edge import Edge
 from roomd.web.envelope import CONTENT_TYPE, Code, Reply, RequestError, draining_reply, error_reply, reply
 from roomd.web.request_log import record_request
@@ -57,7 +58,7 @@ async def serve_room_request(
     started = time.perf_counter()
     method: str = scope["method"]
     body = b""
-    too_large = False
+    too_large = late = False
     try:
         if method != "POST":
             answer = reply(Code.BAD_PARAMETER, detail=f"{scope['path']} does not accept {method}", http_status=405)
@@ -72,9 +73,13 @@ async def serve_room_request(
                 body=body,
                 mimetype=_mimetype(scope),
                 query=dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
+                client=scope["client"][0] if scope.get("client") else "-",
             )
     except RequestError as error:
         answer = error_reply(error)
+    except BodyTimedOut as error:
+        late = True
+        answer = timeout_reply(error)
     except _BodyTooLarge:
         too_large = True
         limit = edge.settings.server.max_body_bytes
@@ -82,7 +87,7 @@ async def serve_room_request(
     except Exception:
         log.exception("unexpected error on {} {}", method, scope["path"])
         answer = reply(Code.INTERNAL, detail="unexpected server error; it has been logged")
-    await _send(send, answer)
+    await send_reply(send, answer)
     query = scope["query_string"].decode("latin-1")
     record_request(
         edge,
@@ -90,7 +95,7 @@ async def serve_room_request(
         method=method,
         target=scope["path"] + (f"?{query}" if query else ""),
         client=scope["client"][0] if scope.get("client") else "-",
-        body="<over the limit>" if too_large else body.decode("utf-8", errors="replace"),
+        body="<over the limit>" if too_large else "<too slow>" if late else body.decode("utf-8", errors="replace"),
         status=answer.http_status,
         code=int(answer.code),
         seconds=time.perf_counter() - started,
@@ -121,7 +126,7 @@ def _mimetype(scope: Scope) -> str:
     return ""
 
 
-async def _send(send: Send, answer: Reply) -> None:
+async def send_reply(send: Send, answer: Reply) -> None:
     payload = answer.encode()
     headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
     if answer.close_connection:

@@ -1,4 +1,4 @@
-"""Run roomd: the actor tree plus hypercorn (trio worker) until SIGINT or SIGTERM.
+"""Run roomd: the actor tree plus hypercorn's HTTP machinery (http_server) until SIGINT or SIGTERM.
 
 Stopping, in order: readyz and every room route answer 503 (code 12) for
 `server.drain_grace` seconds, so balancers and clients notice; then the
@@ -19,13 +19,15 @@ from functools import partial
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from loguru import logger
 
 from roomd.actors.system import open_room_system
 from roomd.config import Settings
+from roomd.web.accept_errors import AcceptErrorLog
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
+from roomd.web.http_connection import ConnectionPolicy
+from roomd.web.http_server import serve as serve_http
 from roomd.web.identity import SignerChoice
 
 log = logger.bind(actor="root")
@@ -57,9 +59,11 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
             async with trio.open_nursery() as web:
                 binds = await web.start(
                     partial(
-                        hypercorn_serve,
+                        serve_http,
                         create_app(edge),
                         _hypercorn_config(settings),
+                        ConnectionPolicy(write_timeout=settings.server.write_timeout, h2c=settings.server.h2c),
+                        AcceptErrorLog(edge.metrics.accept_errors.inc),
                         shutdown_trigger=shutdown_trigger,
                     )
                 )
@@ -90,8 +94,11 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    config.include_server_header = False  # replies say nothing about the stack
     config.graceful_timeout = settings.server.shutdown_timeout
-    # hostile clients: idle connections, slow senders and huge headers cost them, not others
+    # hostile clients: idle connections, slow senders and huge headers cost them, not others.
+    # The keep-alive timer also runs while a request head arrives: a head has that long in all.
+    # Whole-body deadline, write timeout, head size and protocol checks: http_guard, http_connection.
     config.keep_alive_timeout = settings.server.keep_alive_timeout
     config.read_timeout = math.ceil(settings.server.read_timeout)
     config.h11_max_incomplete_size = settings.server.max_header_bytes

@@ -1,0 +1,126 @@
+"""One client connection: hypercorn's TCPServer with a write deadline and roomd's protocol choice.
+
+hypercorn 0.18 writes each piece of a reply with `send_all`, shielded from
+cancellation and without a deadline. A client that never reads its replies
+therefore keeps its connection, its request task and the reply it is being
+sent for ever, and a client that is gone still has every request it had
+pipelined served, one failed write after another. Here a write that does
+not finish within `server.write_timeout` seconds, or fails because the
+client is gone, ends the connection at once: its tasks are cancelled, the
+requests it queued are dropped and the socket is reset (not closed
+gracefully: that would leave the kernel holding the unsent reply).
+
+Only cleartext TCP is served (roomd configures no TLS); with `server.h2c`
+off the protocol is `HTTP11Only`, with it on hypercorn's switcher between
+HTTP/1.1 (`RoomdH11`) and HTTP/2.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Event, RawData
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import parse_socket_addr
+from loguru import logger
+
+from roomd.web.http_protocol import HTTP11Only, RoomdH11
+from roomd.web.memory_return import MemoryReturn
+
+log = logger.bind(actor="http")
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops what is unsent
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    write_timeout: float
+    h2c: bool
+
+
+class Connection(TCPServer):
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: LifespanState,
+        policy: ConnectionPolicy,
+        memory: MemoryReturn,
+        stream: trio.SocketStream,
+    ) -> None:
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        self.policy = policy
+        self.memory = memory
+        self._lifetime = trio.CancelScope()
+
+    async def run(self) -> None:
+        try:
+            with self._lifetime:
+                socket = self.stream.socket  # type: ignore[attr-defined]
+                client = parse_socket_addr(socket.family, socket.getpeername())
+                server = parse_socket_addr(socket.family, socket.getsockname())
+                async with TaskGroup() as task_group:
+                    self._task_group = task_group
+                    self.protocol = self._protocol(task_group, client, server)  # type: ignore[assignment]  # both have initiate and handle
+                    await self.protocol.initiate()
+                    await self.idle_task.restart(task_group, self._idle_timeout)
+                    await self._read_data()
+        except OSError:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+    def _protocol(
+        self, task_group: TaskGroup, client: tuple[str, int] | None, server: tuple[str, int] | None
+    ) -> ProtocolWrapper | HTTP11Only:
+        args = (self.app, self.config, self.context, task_group, ConnectionState(self.state), False, client, server)
+        if not self.policy.h2c:
+            return HTTP11Only(*args, self.protocol_send)
+        switcher = ProtocolWrapper(*args, self.protocol_send, "http/1.1")
+        switcher.protocol = RoomdH11(*args, self.protocol_send)  # it switches to HTTP/2 from whatever h11 protocol it has
+        return switcher
+
+    async def _close(self) -> None:
+        # Shielded: the task that closes may be one being cancelled (Quart cancels its request
+        # task once hypercorn says the request is over), and the socket must close all the same.
+        # Never during a write: that would fail, busy; a write waits write_timeout at most.
+        with trio.CancelScope(shield=True):
+            async with self.send_lock:
+                await super()._close()
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        written = False
+        async with self.send_lock:
+            # shielded as in hypercorn (a reply is not cut by its request's cancellation),
+            # but with a deadline of its own
+            with trio.CancelScope(shield=True), trio.move_on_after(self.policy.write_timeout):
+                try:
+                    await self.stream.send_all(event.data)
+                    written = True
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        if not written:
+            log.debug("dropping a connection whose client is gone or has not read for {:g} s", self.policy.write_timeout)
+            self._abort()
+            self.memory.reply_dropped(len(event.data))
+            self._lifetime.cancel()
+
+    def _abort(self) -> None:
+        # A graceful close would queue a FIN behind the unsent reply, which a client that does not
+        # read never takes: the kernel would keep the socket and its full buffers for minutes.
+        try:
+            self.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)  # type: ignore[attr-defined]
+        except OSError:
+            pass  # already closed
