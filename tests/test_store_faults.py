@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from roomd.actors.directory import Directory
-from roomd.actors.messages import CloseReason, CreateRoom, Destroy, Join, Leave
+from roomd.actors.messages import CreateRoom, Destroy, Heartbeat, Join, Leave, LeaveReason
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.store import SqliteStore
 from roomd.actors.system import open_room_system
@@ -64,7 +64,7 @@ async def test_a_failed_write_fails_one_request_and_the_next_succeeds(tmp_path: 
         assert await members_of(directory, "r-dave") == ["dave"]
 
 
-async def test_an_eviction_that_cannot_be_saved_is_retried_until_it_can(tmp_path: Path) -> None:
+async def test_an_eviction_happens_on_time_even_when_it_cannot_be_saved(tmp_path: Path) -> None:
     settings = persistent(tmp_path, heartbeat_timeout=1.0, creator_leave_closes_room=False)
     async with open_room_system(settings) as system:
         directory = system.directory("multi_room")
@@ -73,11 +73,20 @@ async def test_an_eviction_that_cannot_be_saved_is_retried_until_it_can(tmp_path
         assert isinstance(store, SqliteStore)
         room = await create(directory, "alice")
         await directory.call_room(room, Join(member("bob")))
-        store.inject_failures = 2  # both attempts at the deadline fail; the third is saved
-        await eventually(lambda: store.failed_writes == 2, within=5)
+        store.inject_failures = 1
+        with trio.fail_after(5):
+            while directory.departures.get(LeaveReason.TIMEOUT) != 1:
+                await trio.sleep(0.05)
+                await directory.call_room(room, Heartbeat("alice"))
+        assert await members_of(directory, room) == ["alice"]  # bob went at his deadline
+        assert store.failed_writes == 1  # ... but the store still has him
+    async with open_room_system(settings) as system:
+        directory = system.directory("multi_room")
+        assert directory is not None
+        restored_at = trio.current_time()
         assert await members_of(directory, room) == ["alice", "bob"]
-        await eventually(lambda: directory.closes.get(CloseReason.EMPTY) == 1, within=5)
-        assert await members_of(directory, room) is None
+        await eventually(lambda: directory.departures.get(LeaveReason.TIMEOUT, 0) >= 1, within=5)
+        assert trio.current_time() - restored_at >= 0.9  # evicted again, after a fresh deadline
 
 
 async def test_a_create_whose_caller_gave_up_leaves_no_room(tmp_path: Path) -> None:

@@ -20,6 +20,9 @@ class ChangeStore(Protocol):
     async def write(self, changes: list[Change]) -> WriteFailed | None:
         """Make `changes` durable (in submission order); None once they are, else why not."""
 
+    def write_later(self, changes: list[Change], *, about: str) -> None:
+        """Write `changes` in submission order without waiting; failures are logged and counted."""
+
     def load(self, kind: str) -> list[SavedRoom]:
         """The open rooms of `kind` and their members, in creation order."""
 

@@ -8,18 +8,20 @@ evicted at its deadline, not by a periodic sweep.
 
 A step (one message, or the deadlines that have passed) changes the room
 in memory and records what must be saved and what must follow (IM
-notifications, the directory's index and counts, log lines). The room
-writes the changes and waits until they are durable before it answers or
-lets anything follow; when the write fails, the step is undone, the
-request is answered "busy" and nothing else happens, so the room stays as
-it was before the request. A deadline whose change could not be saved is
-applied again `STORE_RETRY` seconds later.
+notifications, the directory's index and counts, log lines). For a
+request, the room writes the changes and waits until they are durable
+before it answers or lets anything follow; when the write fails, the step
+is undone, the request is answered "busy" and nothing else happens, so the
+room stays as it was before the request. What the room does by itself (an
+eviction, an idle close, a close on shutdown or crash) happens at once and
+is written in the background, in order with the room's other writes: a
+member whose removal could not be saved comes back at the next start with
+a fresh deadline and is evicted again.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,7 +52,6 @@ from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
 
 
-STORE_RETRY = 1.0  # seconds before a deadline whose change could not be saved is tried again
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
 
 
@@ -113,7 +114,6 @@ class Room:
         self._im = im
         self.started_at = trio.current_time()
         self._idle_deadline = self.started_at + kind.max_idle_duration
-        self._retry_at = -math.inf  # deadlines wait until then after a failed save
         self._path = path
         self.log = logger.bind(actor=path)
 
@@ -133,7 +133,7 @@ class Room:
                 self._changes.clear()
                 self._effects.clear()
                 self.close(CloseReason.CRASHED)
-                await self.save(undo=None)
+                self._save_in_background()
             finally:
                 refuse_pending(inbox, self._gone())
                 reason = self.close_reason.value if self.close_reason else "cancelled"
@@ -148,7 +148,7 @@ class Room:
                         envelope = await inbox.receive()
                     except trio.EndOfChannel:
                         self.close(CloseReason.SHUTDOWN)
-                        await self.save(undo=None)
+                        self._save_in_background()
                         return
                     try:
                         result = await self._step(envelope.message)
@@ -160,7 +160,8 @@ class Room:
                     envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
             if until_next_deadline.cancelled_caught:
-                await self._pass_deadlines(trio.current_time())
+                self.expire(trio.current_time())
+                self._save_in_background()
 
     async def _step(self, message: RoomMessage) -> Any:
         """Handle one message; answer only once its changes are durable, or undo it."""
@@ -168,35 +169,28 @@ class Room:
             return self.handle(message)
         undo = self._checkpoint()
         result = self.handle(message)
-        if await self.save(undo=undo):
+        if await self._save(undo):
             return result
         return Refused(DomainError.BUSY, NOT_SAVED)
 
-    async def _pass_deadlines(self, now: float) -> None:
-        undo = self._checkpoint()
-        self.expire(now)
-        if await self.save(undo=undo):
-            self._retry_at = -math.inf
-        else:
-            self._retry_at = now + STORE_RETRY
-
-    async def save(self, *, undo: _Checkpoint | None) -> bool:
-        """Write the changes of the last step, then let its effects follow.
-
-        When the write fails the step is rolled back to `undo` and its effects
-        are dropped; without `undo` (a close that happens anyway) they follow.
-        """
+    async def _save(self, undo: _Checkpoint) -> bool:
+        """Write the changes of the last step, then let its effects follow; when the write
+        fails, roll the step back to `undo` and drop its effects."""
         if self._changes:
             failure: WriteFailed | None = await self._store.write(self.take_changes())
             if failure is not None:
-                if undo is not None:
-                    self._effects.clear()
-                    self._restore(undo)
-                    self.log.warning("change not saved, undone: {}", failure.reason)
-                    return False
-                self.log.error("change not saved: {}", failure.reason)
+                self._effects.clear()
+                self._restore(undo)
+                self.log.warning("change not saved, undone: {}", failure.reason)
+                return False
         self.run_effects()
         return True
+
+    def _save_in_background(self) -> None:
+        """A step nobody waits for: its effects follow now, its changes are written in order."""
+        if self._changes:
+            self._store.write_later(self.take_changes(), about=self._path)
+        self.run_effects()
 
     def run_effects(self) -> None:
         effects, self._effects = self._effects, []
@@ -219,9 +213,8 @@ class Room:
 
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:
-            return max(self._idle_deadline, self._retry_at)
-        earliest = min((m.deadline for m in self.members.values()), default=trio.current_time())
-        return max(earliest, self._retry_at)
+            return self._idle_deadline
+        return min((m.deadline for m in self.members.values()), default=trio.current_time())
 
     # --- messages ---------------------------------------------------------
 

@@ -93,10 +93,11 @@ class WriteFailed:
 
 
 class _Submission:
-    __slots__ = ("changes", "done", "failure")
+    __slots__ = ("about", "changes", "done", "failure")
 
-    def __init__(self, changes: list[Change]) -> None:
+    def __init__(self, changes: list[Change], about: str | None = None) -> None:
         self.changes = changes
+        self.about = about  # set when nobody waits for the outcome: who made the changes
         self.done = trio.Event()
         self.failure: WriteFailed | None = None
 
@@ -108,6 +109,9 @@ class NullStore:
 
     async def write(self, changes: list[Change]) -> WriteFailed | None:
         return None
+
+    def write_later(self, changes: list[Change], *, about: str) -> None:
+        pass
 
     def load(self, kind: str) -> list[SavedRoom]:
         return []
@@ -153,6 +157,12 @@ class SqliteStore:
         with trio.CancelScope(shield=True):
             await submission.done.wait()
         return submission.failure
+
+    def write_later(self, changes: list[Change], *, about: str) -> None:
+        """Write `changes` in order with every other submission, without waiting; a failure
+        is logged (naming `about`) and counted, since nobody else will report it."""
+        self._queue.append(_Submission(changes, about))
+        self._wake.set()
 
     def load(self, kind: str) -> list[SavedRoom]:
         rooms = self._db.execute(
@@ -244,6 +254,8 @@ class SqliteStore:
         submission.failure = WriteFailed(f"{type(error).__name__}: {error}")
         if not isinstance(error, (sqlite3.Error, OSError)):  # not the disk: a bug in what was submitted
             self.log.opt(exception=error).error("store write failed on a change it cannot write")
+        elif submission.about is not None:
+            self.log.warning("changes of {} not saved ({}); the store keeps them as they were", submission.about, error)
 
     def _apply(self, db: sqlite3.Connection, change: Change) -> None:
         self._seq += 1
