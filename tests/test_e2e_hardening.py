@@ -381,3 +381,14 @@ async def test_room_list_pages_are_cut_to_max_reply_bytes(tmp_path: Path) -> Non
         assert seen == made  # cut pages lose nothing: the next index continues where one stopped
         small = (await post(http, "get_room_list", {"cnt": 2}))
         assert "truncated" not in small and len(small["rooms"]) == 2
+
+
+async def test_one_address_holds_at_most_max_rooms_per_address(tmp_path: Path) -> None:
+    env = {**NO_LIMITS, "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_ADDRESS": "3", "ROOMD_SERVER__PERSIST": "false"}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        made = [await post(http, "create_room", {**member_fields(f"u{i}"), "roomName": "r"}) for i in range(4)]
+        assert [m["code"] for m in made] == [0, 0, 0, 12]
+        assert made[3]["http_status"] == 429 and "max_rooms_per_address" in made[3]["detail"]
+        assert (await post(http, "delete_pusher", {"roomID": made[0]["roomID"], "userID": "u0"}))["code"] == 0
+        again = await post(http, "create_room", {**member_fields("u9"), "roomName": "r"})
+        assert again["code"] == 0  # the room that closed no longer counts

@@ -104,8 +104,8 @@ class Connection(TCPServer):
         written = False
         async with self.send_lock:
             # shielded as in hypercorn (a reply is not cut by its request's cancellation),
-            # but with a deadline of its own
-            with trio.CancelScope(shield=True), trio.move_on_after(self.policy.write_timeout):
+            # but with a deadline of its own: one scope does both
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self.policy.write_timeout):
                 try:
                     await self.stream.send_all(event.data)
                     written = True
