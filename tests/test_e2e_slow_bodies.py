@@ -105,7 +105,10 @@ async def test_a_thousand_trickled_bodies_do_not_delay_heartbeats(tmp_path: Path
     assert [p["userID"] for p in pushers] == ["alice"]
     assert not server.lines_about("reason=timeout")
     assert len(cut_offs) >= TRICKLERS  # every trickler was cut off at least once, and came back
-    assert max(seconds for seconds, _ in cut_offs) < READ_TIMEOUT + 1
+    # cut off at the deadline (a trickled 100-byte body would take 100 s); the client side of this
+    # test runs 1,000 tasks too, so single measurements may be late on a loaded machine
+    assert statistics.median(seconds for seconds, _ in cut_offs) < READ_TIMEOUT + 1
+    assert max(seconds for seconds, _ in cut_offs) < READ_TIMEOUT + 5
     assert all(reply.closed for _, reply in cut_offs)
     answered = [reply for _, reply in cut_offs if reply.raw]  # the others were reset before reading it
     assert len(answered) >= len(cut_offs) * 0.9 and all(reply.status == 408 for reply in answered)

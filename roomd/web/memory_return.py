@@ -52,17 +52,6 @@ class MemoryReturn:
         self._connections = 0
         self._last_drop = 0.0
         self._trim = _malloc_trim()
-        import os, signal, sys  # DEBUG-TEMP
-        if os.environ.get("XDEBUG_MALLOCSTATS"):  # DEBUG-TEMP
-            signal.signal(signal.SIGUSR2, lambda *a: sys._debugmallocstats())  # DEBUG-TEMP
-            _st = {}  # DEBUG-TEMP
-            def _od(*a):  # DEBUG-TEMP
-                ns = {}; exec(open("/tmp/probe/objdiff.py").read(), ns)  # DEBUG-TEMP
-                import pathlib  # DEBUG-TEMP
-                rf = pathlib.Path("/tmp/probe/ranges.txt")  # DEBUG-TEMP
-                _st["ranges"] = [tuple(int(x, 16) for x in l.split("-")) for l in rf.read_text().split()] if rf.exists() else []  # DEBUG-TEMP
-                ns["objdiff"](_st)  # DEBUG-TEMP
-            signal.signal(signal.SIGUSR1, _od)  # DEBUG-TEMP
 
     def reply_dropped(self, unsent: int) -> None:
         self._unsent += unsent
@@ -85,9 +74,6 @@ class MemoryReturn:
         found = gc.collect()
         if self._trim is not None:
             self._trim(0)
-        import os, sys  # DEBUG-TEMP
-        if os.environ.get("XDEBUG_MALLOCSTATS"):  # DEBUG-TEMP
-            sys._debugmallocstats()  # DEBUG-TEMP
         log.info(
             "{} connections dropped with {:.0f} MB of replies unsent: freed {} unreachable objects{} in {:.0f} ms",
             self._connections, self._unsent / 1e6, found, " and trimmed the heap" if self._trim else "",
