@@ -144,3 +144,21 @@ async def test_get_room_list_route_never_messages_a_room(api: Api) -> None:
     listed = await api.post("get_room_list", {"index": 2, "cnt": 3})
     assert [r["roomCreator"] for r in listed.body["rooms"]] == ["u2", "u3", "u4"]
     assert {room_id: box.delivered for room_id, box in directory.room_mailboxes().items()} == delivered
+
+
+async def test_an_unknown_kind_or_endpoint_is_404_whatever_the_method(api: Api) -> None:
+    for method in ("GET", "POST", "PUT"):
+        for path in ("/weapp/nokind/x", "/weapp/multi_room/no_such_endpoint"):
+            reply = await api.raw(path, b"{}", "application/json", method=method)
+            assert (reply.status, reply.code) == (404, 1), (method, path, reply.body)
+    reply = await api.raw("/weapp/multi_room/get_pushers", b"{}", "application/json", method="GET")
+    assert reply.status == 405
+
+
+async def test_a_refused_join_by_the_creator_changes_nothing(api: Api) -> None:
+    room = (await api.post("create_room", {"userID": "alice", "roomInfo": "before", "roomID": "r-full"})).body["roomID"]
+    for i in range(6):
+        assert (await api.post("add_pusher", {**member_fields(f"u{i}"), "roomID": room})).code == 0
+    refused = await api.post("add_pusher", {**member_fields("alice"), "roomID": room, "roomInfo": "after"})
+    assert refused.code == 5001
+    assert (await api.post("get_pushers", {"roomID": room})).body["roomInfo"] == "before"

@@ -242,6 +242,14 @@ class Room:
         return Ok(None)
 
     def join(self, info: MemberInfo, room_info: str | None = None) -> Ok[JoinResult] | Refused:
+        """add_pusher: join, or update a member; the creator may also change the room info.
+        A refused join changes nothing."""
+        existing = self.members.get(info.user_id)
+        if existing is None and len(self.members) >= self.kind.max_members:
+            return Refused(
+                DomainError.ROOM_FULL,
+                f"room {self.room_id} is full ({len(self.members)}/{self.kind.max_members})",
+            )
         deadline = trio.current_time() + self.kind.heartbeat_timeout
         info_changed = (
             room_info is not None and info.user_id == self.creator and room_info != self.room_info
@@ -250,7 +258,6 @@ class Room:
             assert room_info is not None
             self.room_info = room_info
             self._changes.append(RoomSaved(self.kind_name, self.room_id, self.creator, room_info))
-        existing = self.members.get(info.user_id)
         if existing is not None:
             changed = existing.info != info or info_changed
             if existing.info != info:
@@ -261,13 +268,6 @@ class Room:
                 self._later(partial(self.log.info, "member updated user={}", info.user_id))
                 self._changed()
             return Ok(JoinResult(joined=False, changed=changed))
-        if len(self.members) >= self.kind.max_members:
-            if info_changed:
-                self._changed()
-            return Refused(
-                DomainError.ROOM_FULL,
-                f"room {self.room_id} is full ({len(self.members)}/{self.kind.max_members})",
-            )
         self.members[info.user_id] = Member(info, deadline)
         self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
         self.state = RoomState.ACTIVE

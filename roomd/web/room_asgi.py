@@ -60,7 +60,9 @@ async def serve_room_request(
     body = b""
     too_large = late = False
     try:
-        if method != "POST":
+        if not rooms.is_room_route(edge, kind, endpoint):
+            answer = reply(Code.BAD_PARAMETER, detail=f"no route for {method} {scope['path']}", http_status=404)
+        elif method != "POST":
             answer = reply(Code.BAD_PARAMETER, detail=f"{scope['path']} does not accept {method}", http_status=405)
         elif edge.draining:
             answer = draining_reply()
