@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import trio
 
 from roomd.actors.directory import Directory
@@ -122,3 +123,23 @@ async def test_a_create_whose_caller_gave_up_leaves_no_room(tmp_path: Path) -> N
             assert gone  # this configuration does make callers give up
             await eventually(lambda: all("destroy_group" in fake.calls_for(r) for r in gone), within=10)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_creation_fails_that_request_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_room_system(persistent(tmp_path)) as system:
+        directory = system.directory("multi_room")
+        assert directory is not None
+        sibling = await create(directory, "alice")
+        real_new_room = directory._new_room
+
+        def broken_once(*args: object) -> object:
+            monkeypatch.setattr(directory, "_new_room", real_new_room)
+            raise RuntimeError("injected fault in room creation")
+
+        monkeypatch.setattr(directory, "_new_room", broken_once)
+        failed = await directory.create_room(CreateRoom("bob", "b", first_member=member("bob")))
+        assert isinstance(failed, Refused) and failed.error is DomainError.INTERNAL
+        assert isinstance(await directory.call_room(sibling, Join(member("carol"))), Ok)  # siblings serve on
+        assert await members_of(directory, sibling) == ["alice", "carol"]
+        assert isinstance(await directory.create_room(CreateRoom("bob", "b", first_member=member("bob"))), Ok)
+        assert directory.room_count == 2

@@ -86,7 +86,10 @@ class Directory:
         async with self._inbox, trio.open_nursery() as nursery:
             self._nursery = nursery
             for saved in self._store.load(self.kind_name):
-                self._restore_room(saved)
+                try:
+                    self._restore_room(saved)
+                except Exception:  # one room that cannot come back must not keep the others out
+                    self.log.exception("room could not be restored room={}; it stays in the store", saved.room_id)
             task_status.started(self)
             await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
             self._stopping = True
