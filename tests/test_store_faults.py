@@ -13,7 +13,7 @@ from roomd.actors.directory import Directory
 from roomd.actors.messages import CreateRoom, Destroy, Heartbeat, Join, Leave, LeaveReason
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.store import SqliteStore
-from roomd.actors.system import open_room_system
+from roomd.actors.system import RoomSystem, open_room_system
 from roomd.config import Settings
 from roomd.qcloud.usersig import HmacUserSigner
 from tests.actor_helpers import create, member, members_of, settings_with
@@ -30,14 +30,20 @@ def refused_busy(reply: object) -> bool:
     return isinstance(reply, Refused) and reply.error is DomainError.BUSY and "could not be saved" in reply.detail
 
 
+async def alice_and_bob(system: RoomSystem) -> tuple[Directory, SqliteStore, str]:
+    """The multi_room directory, the store, and a room of alice's that bob has joined."""
+    directory = system.directory("multi_room")
+    assert directory is not None
+    store = system.store
+    assert isinstance(store, SqliteStore)
+    room = await create(directory, "alice")
+    await directory.call_room(room, Join(member("bob")))
+    return directory, store, room
+
+
 async def test_a_failed_write_fails_one_request_and_the_next_succeeds(tmp_path: Path) -> None:
     async with open_room_system(persistent(tmp_path)) as system:
-        directory = system.directory("multi_room")
-        assert directory is not None
-        store = system.store
-        assert isinstance(store, SqliteStore)
-        room = await create(directory, "alice")
-        await directory.call_room(room, Join(member("bob")))
+        directory, store, room = await alice_and_bob(system)
 
         store.inject_failures = 1
         assert refused_busy(await directory.call_room(room, Join(member("carol"))))
@@ -68,12 +74,7 @@ async def test_a_failed_write_fails_one_request_and_the_next_succeeds(tmp_path: 
 async def test_an_eviction_happens_on_time_even_when_it_cannot_be_saved(tmp_path: Path) -> None:
     settings = persistent(tmp_path, heartbeat_timeout=1.0, creator_leave_closes_room=False)
     async with open_room_system(settings) as system:
-        directory = system.directory("multi_room")
-        assert directory is not None
-        store = system.store
-        assert isinstance(store, SqliteStore)
-        room = await create(directory, "alice")
-        await directory.call_room(room, Join(member("bob")))
+        directory, store, room = await alice_and_bob(system)
         store.inject_failures = 1
         with trio.fail_after(5):
             while directory.departures.get(LeaveReason.TIMEOUT) != 1:
