@@ -79,7 +79,10 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
 
     async def never_read(delay: float) -> None:
         await trio.sleep(delay)  # a ramp: a burst would overflow the listen backlog (100)
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:  # reset at once: over server.max_connections_per_address
+            return
         streams.append(stream)
         try:
             await stream.send_all(one * requests)
@@ -87,13 +90,17 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
             pass
 
     fresh: list[float] = []
+    refused_fresh: list[int] = []
 
     async def fresh_client() -> None:  # a well-behaved client connecting meanwhile, twice a second
         while True:
             began = trio.current_time()
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                assert (await http.get("/healthz")).status_code == 200
-            fresh.append(trio.current_time() - began)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                    assert (await http.get("/healthz")).status_code == 200
+                fresh.append(trio.current_time() - began)
+            except httpx.TransportError:  # it shares the attackers' address, and so their limit
+                refused_fresh.append(1)
             await trio.sleep(0.5)
 
     started = trio.current_time()
@@ -104,7 +111,7 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
             nursery.start_soon(never_read, index * 0.002)
         while trio.current_time() - started < hold:
             peak = max(peak, rss_bytes(pid))
-            if len(streams) == connections and all(closed_by_server(stream) for stream in streams):
+            if len(streams) and all(closed_by_server(stream) for stream in streams) and trio.current_time() - started > connections * 0.002:
                 all_closed_after = trio.current_time() - started
                 break
             await trio.sleep(0.1)

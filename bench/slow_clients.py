@@ -123,6 +123,7 @@ def main() -> None:
             "ROOMD_SERVER__PERSIST": "false",
             "ROOMD_SERVER__READ_TIMEOUT": str(args.read_timeout),
             "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "4",
+            "ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",  # the tricklers all come from loopback
         }
         roomd = start_roomd(port, Path(tmp), settings)
         try:

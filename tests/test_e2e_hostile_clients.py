@@ -16,7 +16,11 @@ IDLE, SLOW, HUGE = 200, 30, 10
 
 
 async def test_hostile_connections_do_not_starve_heartbeats(tmp_path: Path) -> None:
-    env = {"ROOMD_SERVER__KEEP_ALIVE_TIMEOUT": "2", "ROOMD_SERVER__READ_TIMEOUT": "2"}
+    env = {
+        "ROOMD_SERVER__KEEP_ALIVE_TIMEOUT": "2",
+        "ROOMD_SERVER__READ_TIMEOUT": "2",
+        "ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",  # 240 hostile connections, all from loopback
+    }
     async with running_roomd(tmp_path, **env) as server:
         url = urlsplit(server.base_url)
         host, port = url.hostname or "127.0.0.1", url.port or 80

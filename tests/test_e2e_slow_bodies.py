@@ -26,6 +26,7 @@ TRICKLERS = 1000
 ENV = {
     "ROOMD_SERVER__READ_TIMEOUT": str(READ_TIMEOUT),
     "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "4",
+    "ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",  # 1,000 tricklers, all from loopback
 }
 HEARTBEAT = "/weapp/multi_room/pusher_heartbeat"
 

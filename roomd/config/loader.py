@@ -201,6 +201,10 @@ def _validate(s: Settings) -> None:
     require(s.server.write_timeout > 0, "server.write_timeout: must be positive")
     require(s.server.max_reply_bytes >= 4096, "server.max_reply_bytes: must be at least 4096")
     require(
+        s.server.max_connections_per_address >= 0,
+        "server.max_connections_per_address: must not be negative (0 = no limit)",
+    )
+    require(
         s.server.call_timeout > s.im.timeout + IM_CREATE_GRACE,
         f"server.call_timeout: must exceed im.timeout + {IM_CREATE_GRACE:g} s (create_room waits that "
         f"long for IM), got {s.server.call_timeout:g} with im.timeout {s.im.timeout:g}",

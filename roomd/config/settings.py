@@ -28,6 +28,7 @@ class ServerSettings:
     write_timeout: float = 10.0
     max_header_bytes: int = 16384
     max_reply_bytes: int = 262144
+    max_connections_per_address: int = 128
     h2c: bool = False
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from hypercorn.config import Config
@@ -32,6 +32,7 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import parse_socket_addr
 from loguru import logger
 
+from roomd.web.connection_limit import ConnectionsPerAddress
 from roomd.web.http_protocol import HTTP11Only, RoomdH11
 from roomd.web.memory_return import MemoryReturn
 
@@ -43,6 +44,7 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RS
 class ConnectionPolicy:
     write_timeout: float
     h2c: bool
+    per_address: ConnectionsPerAddress = field(default_factory=lambda: ConnectionsPerAddress(0))
 
 
 class Connection(TCPServer):
@@ -62,11 +64,17 @@ class Connection(TCPServer):
         self._lifetime = trio.CancelScope()
 
     async def run(self) -> None:
+        admitted: str | None = None
         try:
             with self._lifetime:
                 socket = self.stream.socket  # type: ignore[attr-defined]
                 client = parse_socket_addr(socket.family, socket.getpeername())
                 server = parse_socket_addr(socket.family, socket.getsockname())
+                address = client[0] if client else "-"
+                if not self.policy.per_address.admit(address):
+                    self._abort()
+                    return
+                admitted = address
                 async with TaskGroup() as task_group:
                     self._task_group = task_group
                     self.protocol = self._protocol(task_group, client, server)  # type: ignore[assignment]  # both have initiate and handle
@@ -76,6 +84,8 @@ class Connection(TCPServer):
         except OSError:
             pass
         finally:
+            if admitted is not None:
+                self.policy.per_address.release(admitted)
             with trio.CancelScope(shield=True):
                 await self._close()
 

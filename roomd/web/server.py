@@ -26,6 +26,7 @@ from roomd.config import Settings
 from roomd.web.accept_errors import AcceptErrorLog
 from roomd.web.app import create_app
 from roomd.web.edge import Edge
+from roomd.web.connection_limit import ConnectionsPerAddress
 from roomd.web.http_connection import ConnectionPolicy
 from roomd.web.http_server import serve as serve_http
 from roomd.web.identity import SignerChoice
@@ -62,7 +63,11 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                         serve_http,
                         create_app(edge),
                         _hypercorn_config(settings),
-                        ConnectionPolicy(write_timeout=settings.server.write_timeout, h2c=settings.server.h2c),
+                        ConnectionPolicy(
+                            write_timeout=settings.server.write_timeout,
+                            h2c=settings.server.h2c,
+                            per_address=ConnectionsPerAddress(settings.server.max_connections_per_address),
+                        ),
                         AcceptErrorLog(edge.metrics.accept_errors.inc),
                         shutdown_trigger=shutdown_trigger,
                     )
