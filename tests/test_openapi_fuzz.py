@@ -35,6 +35,8 @@ def live_server() -> Iterator[str]:
             **{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")},
             "ROOMD_LOG__LEVEL": "WARNING",
             "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3600",  # the fuzzed room outlives the run
+            # the fuzzer opens a connection per call and leaves them idle: more than one address may hold
+            "ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
