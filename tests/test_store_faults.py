@@ -144,3 +144,18 @@ async def test_a_failing_creation_fails_that_request_only(tmp_path: Path, monkey
         assert await members_of(directory, sibling) == ["alice", "carol"]
         assert isinstance(await directory.create_room(CreateRoom("bob", "b", first_member=member("bob"))), Ok)
         assert directory.room_count == 2
+
+
+async def test_a_store_that_is_behind_refuses_changes_before_applying_them(tmp_path: Path) -> None:
+    async with open_room_system(persistent(tmp_path)) as system:
+        directory, store, room = await alice_and_bob(system)
+        store.max_queued = 0  # as if 10,000 submissions were waiting for the disk
+        for change in (Join(member("carol")), Leave("bob"), Destroy("alice")):
+            refused = await directory.call_room(room, change)
+            assert isinstance(refused, Refused) and refused.error is DomainError.BUSY and "behind" in refused.detail
+        refused = await directory.create_room(CreateRoom("dave", "d", first_member=member("dave")))
+        assert isinstance(refused, Refused) and "behind" in refused.detail
+        assert await directory.call_room(room, Heartbeat("bob")) == Ok(None)  # writes nothing: served
+        assert await members_of(directory, room) == ["alice", "bob"] and directory.room_count == 1
+        store.max_queued = 10_000
+        assert isinstance(await directory.call_room(room, Join(member("carol"))), Ok)

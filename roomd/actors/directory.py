@@ -20,7 +20,7 @@ from roomd.actors.ids import new_room_id
 from roomd.actors.messages import CloseReason, CreateRoom, LeaveReason, RoomMessage, RoomSnapshot
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
-from roomd.actors.room import NOT_SAVED, Room
+from roomd.actors.room import NOT_SAVED, STORE_BEHIND, Room
 from roomd.actors.room_index import RoomIndex
 from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending, supervised
 from roomd.actors.store import RoomRemoved, RoomSaved, SavedRoom
@@ -126,6 +126,8 @@ class Directory:
             envelope.answer(Refused(DomainError.ROOM_EXISTS, f"room {room_id} already exists"))
             return
         refusal = self._over_a_limit(request)
+        if refusal is None and not self._store.accepting:
+            refusal = Refused(DomainError.BUSY, STORE_BEHIND)
         if refusal is not None:
             envelope.answer(refusal)
             return

@@ -17,6 +17,10 @@ class ChangeStore(Protocol):
 
     persistent: bool
 
+    @property
+    def accepting(self) -> bool:
+        """False while the store is too far behind to take a request's changes."""
+
     async def write(self, changes: list[Change]) -> WriteFailed | None:
         """Make `changes` durable (in submission order); None once they are, else why not."""
 

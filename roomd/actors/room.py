@@ -53,6 +53,7 @@ from roomd.qcloud.live import stream_name_from_push_url
 
 
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
+STORE_BEHIND = "the server's storage is behind; nothing was changed, retry shortly"
 
 
 class RoomState(enum.Enum):
@@ -167,6 +168,8 @@ class Room:
         """Handle one message; answer only once its changes are durable, or undo it."""
         if isinstance(message, (Heartbeat, GetRoom)):  # nothing to save
             return self.handle(message)
+        if not self._store.accepting:
+            return Refused(DomainError.BUSY, STORE_BEHIND)
         undo = self._checkpoint()
         result = self.handle(message)
         if await self._save(undo):

@@ -31,6 +31,7 @@ from loguru import logger
 from roomd.actors.messages import MemberInfo
 
 MAX_BATCH = 1000
+MAX_QUEUED = 10_000  # submissions waiting for the disk; beyond it requests that change something are refused
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -107,6 +108,8 @@ class NullStore:
 
     persistent = False
 
+    accepting = True
+
     async def write(self, changes: list[Change]) -> WriteFailed | None:
         return None
 
@@ -135,6 +138,7 @@ class SqliteStore:
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members)"
         ).fetchone()[0] or 0
         self._queue: deque[_Submission] = deque()
+        self.max_queued = MAX_QUEUED
         self._wake = trio.Event()
         self._stopping = False
         self.batches = 0
@@ -143,6 +147,12 @@ class SqliteStore:
         self.inject_failures = 0  # test hook: fail the next N submissions as a full disk would
 
     # --- what rooms and directories call --------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a request may make changes now: False while `max_queued` submissions wait
+        for the disk, so that a slow disk is answered "busy" instead of queueing without bound."""
+        return len(self._queue) < self.max_queued
 
     async def write(self, changes: list[Change]) -> WriteFailed | None:
         """Make `changes` durable; None once they are on disk, else why not.
