@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
-from roomd.web import revocations
+from roomd.web import durable_files
 from roomd.web.revocations import RevocationLog
 from roomd.web.secret_file import SECRET_FILE, ensure_secret
 from roomd.web.tokens import RevocationNotDurable, TokenBook
@@ -294,7 +294,7 @@ async def test_a_revocation_holds_for_the_token_and_survives_a_new_book(tmp_path
 async def test_concurrent_logouts_share_an_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fsyncs = []
     real_fsync = os.fsync
-    monkeypatch.setattr(revocations.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(durable_files.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
     book = _book(tmp_path)
     tokens = [book.issue(f"user{i}", now=NOW).token for i in range(200)]
     async with trio.open_nursery() as nursery:

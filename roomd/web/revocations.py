@@ -12,14 +12,14 @@ it holds many more lines than live revocations.
 from __future__ import annotations
 
 import heapq
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 from loguru import logger
+
+from roomd.web.durable_files import append_durably, replace_durably
 
 REVOKED_FILE = "revoked_tokens"
 COMPACT_MIN_LINES = 4096
@@ -100,7 +100,7 @@ class RevocationLog:
         assert self._path is not None
         lines = self._unwritten + batch.lines
         try:
-            await trio.to_thread.run_sync(_append_durably, self._path, "".join(lines))
+            await trio.to_thread.run_sync(append_durably, self._path, "".join(lines).encode("ascii"))
         except OSError as e:
             batch.error = e
             self._unwritten = lines
@@ -124,7 +124,7 @@ class RevocationLog:
         assert self._path is not None
         text = self._text()  # taken on the trio thread: logouts keep changing the dict meanwhile
         try:
-            await trio.to_thread.run_sync(_replace_durably, self._path, text)
+            await trio.to_thread.run_sync(replace_durably, self._path, text.encode("ascii"))
         except OSError as e:
             self._retry_compaction_at = 2 * self._file_lines
             log.warning("could not compact {}: {}; it keeps growing until the next try", self._path, e)
@@ -152,50 +152,8 @@ class RevocationLog:
         self._file_lines = len(lines)
         if self._file_lines != len(self._live):
             try:
-                _replace_durably(path, self._text())
+                replace_durably(path, self._text().encode("ascii"))
             except OSError as e:
                 log.warning("could not compact {}: {}; expired revocations stay in it", path, e)
             else:
                 self._file_lines = len(self._live)
-
-
-def _append_durably(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("ascii")
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        size = os.fstat(descriptor).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view):]
-            os.fsync(descriptor)
-        except OSError:
-            try:
-                os.ftruncate(descriptor, size)  # no half line for the next append to run into
-            except OSError:
-                pass
-            raise
-    finally:
-        os.close(descriptor)
-
-
-def _replace_durably(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

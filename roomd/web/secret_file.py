@@ -9,10 +9,10 @@ and checked every time it is read.
 from __future__ import annotations
 
 import errno
-import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from roomd.web.durable_files import replace_durably
 
 SECRET_FILE = "token_secret"
 MIN_SECRET_BYTES = 32
@@ -53,47 +53,20 @@ def read_secret(path: Path) -> bytes:
 
 
 def make_secret(path: Path) -> bytes:
-    """Write a new secret to `path` (mode 0600) whole or not at all; the caller holds the data_dir lock."""
+    """Write a new secret to `path` (mode 0600) whole or not at all; the caller holds the data_dir
+    lock and has found no such file."""
     secret = secrets.token_hex(NEW_SECRET_BYTES).encode("ascii")
-    directory = path.parent
-    temporary: str | None = None
-    renamed = False
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            _write_all(descriptor, secret)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.rename(temporary, path)
-        renamed = True
-        _fsync_directory(directory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_durably(path, secret)
     except OSError as e:
-        for leftover in (temporary, path if renamed else None):
-            if leftover is not None:
-                try:
-                    os.unlink(leftover)
-                except OSError:
-                    pass
+        try:
+            path.unlink()  # renamed, but its directory entry may not be on disk: make it again next time
+        except OSError:
+            pass
         reason = errno.errorcode.get(e.errno or 0, "error")
         raise SecretFileError(
             f"cannot make the token secret {path}: {e.strerror} ({reason}); "
             "free space or fix permissions of server.data_dir, or set auth.token_secret"
         ) from None
     return secret
-
-
-def _write_all(descriptor: int, data: bytes) -> None:
-    # a short write is how a full disk or a file-size limit shows first; the next write raises
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view):]
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
