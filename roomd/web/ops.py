@@ -6,11 +6,11 @@ import json
 
 from quart import Response, request
 
-from roomd.web.edge import Edge, current_edge
+from roomd.web.edge import current_edge
 from roomd.web.envelope import Code, envelope, ok
 from roomd.web.metrics import CONTENT_TYPE
 from roomd.web.openapi import build_openapi
-from roomd.web.ops_access import require_ops_access
+from roomd.web.ops_access import require_ops_caller
 from roomd.web.validation import parse_count
 
 DEFAULT_ROOMS_SHOWN = 100
@@ -32,22 +32,18 @@ async def readyz() -> Response:
 
 async def metrics() -> Response:
     edge = current_edge()
-    _require_ops_access(edge)
+    require_ops_caller(edge)
     return Response(edge.metrics.render(), status=200, content_type=CONTENT_TYPE)
 
 
 async def debug_actors() -> Response:
     """The live actor tree; `?limit=N` rooms per kind (default 100, at most 1,000)."""
-    _require_ops_access(current_edge())
+    require_ops_caller(current_edge())
     limit = parse_count(request.args.get("limit", str(DEFAULT_ROOMS_SHOWN)))
     if limit is None:
         return envelope(Code.BAD_PARAMETER, detail="limit must be a non-negative integer")
     limit = min(limit, MAX_ROOMS_SHOWN)
     return ok(tree=current_edge().system.describe(limit=limit))
-
-
-def _require_ops_access(edge: Edge) -> None:
-    require_ops_access(edge, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
 
 
 async def openapi() -> Response:

@@ -12,6 +12,8 @@ import functools
 import hmac
 import ipaddress
 
+from quart import request
+
 from roomd.web.edge import Edge
 from roomd.web.envelope import Code, RequestError
 
@@ -31,6 +33,11 @@ def address_allowed(address: str, allow: tuple[str, ...]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in network for network in _networks(allow))
+
+
+def require_ops_caller(edge: Edge) -> None:
+    """For the Quart routes: return when the caller of this request may use an ops route."""
+    require_ops_access(edge, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
 
 
 def require_ops_access(edge: Edge, *, authorization: str, client: str | None) -> None:

@@ -18,9 +18,9 @@ from quart import Response, request
 
 from roomd.web import auth
 from roomd.web.config_report import config_problems
-from roomd.web.edge import Edge, current_edge
+from roomd.web.edge import current_edge
 from roomd.web.envelope import Code, RequestError, ok
-from roomd.web.ops_access import require_ops_access
+from roomd.web.ops_access import require_ops_caller
 from roomd.web.rooms import im_login_fields
 from roomd.web.validation import Params
 
@@ -38,7 +38,7 @@ async def get_login_info() -> Response:
 
 async def logfilelist() -> Response:
     edge = current_edge()
-    _require_admin(edge)
+    require_ops_caller(edge)
     base = Path(edge.settings.log.dir)
     files = []
     if base.is_dir():
@@ -53,14 +53,14 @@ async def logfilelist() -> Response:
 
 async def getlogfile() -> Response:
     edge = current_edge()
-    _require_admin(edge)
+    require_ops_caller(edge)
     path = log_file_path(Path(edge.settings.log.dir), request.args.get("file", ""))
     return Response(path.read_bytes(), status=200, content_type="text/plain; charset=utf-8")
 
 
 async def check_config() -> Response:
     edge = current_edge()
-    _require_admin(edge)
+    require_ops_caller(edge)
     problems = config_problems(edge.settings)
     return ok(problems=[{"key": p.key, "problem": p.problem} for p in problems], clean=not problems)
 
@@ -82,6 +82,3 @@ def log_file_path(log_dir: Path, name: str) -> Path:
         raise RequestError(Code.BAD_PARAMETER, f"there is no log file {name}", status=404)
     return target
 
-
-def _require_admin(edge: Edge) -> None:
-    require_ops_access(edge, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
