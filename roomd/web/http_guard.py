@@ -18,7 +18,7 @@ from roomd.web.edge import Edge
 from roomd.web.envelope import Reply
 from roomd.web.request_checks import head_refusal
 from roomd.web.request_log import record_request
-from roomd.web.room_asgi import ASGIApp, Receive, Scope, Send, send_reply
+from roomd.web.room_asgi import ASGIApp, Receive, Scope, Send, client_address, request_target, send_reply
 
 MAX_LOGGED_TARGET_CHARS = 2048
 
@@ -55,14 +55,12 @@ def guarded(edge: Edge, app: ASGIApp) -> ASGIApp:
 
 async def _answer(edge: Edge, scope: Scope, send: Send, answer: Reply, started: float) -> None:
     await send_reply(send, answer)
-    query = scope["query_string"].decode("latin-1")
-    target = scope["path"] + (f"?{query}" if query else "")
     record_request(
         edge,
         route="unmatched",
         method=scope["method"],
-        target=target[:MAX_LOGGED_TARGET_CHARS],
-        client=scope["client"][0] if scope.get("client") else "-",
+        target=request_target(scope)[:MAX_LOGGED_TARGET_CHARS],
+        client=client_address(scope),
         body="",
         status=answer.http_status,
         code=int(answer.code),

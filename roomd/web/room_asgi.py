@@ -75,7 +75,7 @@ async def serve_room_request(
                 body=body,
                 mimetype=_mimetype(scope),
                 query=dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
-                client=scope["client"][0] if scope.get("client") else "-",
+                client=client_address(scope),
             )
     except RequestError as error:
         answer = error_reply(error)
@@ -90,18 +90,28 @@ async def serve_room_request(
         log.exception("unexpected error on {} {}", method, scope["path"])
         answer = reply(Code.INTERNAL, detail="unexpected server error; it has been logged")
     await send_reply(send, answer)
-    query = scope["query_string"].decode("latin-1")
     record_request(
         edge,
         route=f"{kind}/{endpoint}" if rooms.is_room_route(edge, kind, endpoint) else "unmatched",
         method=method,
-        target=scope["path"] + (f"?{query}" if query else ""),
-        client=scope["client"][0] if scope.get("client") else "-",
+        target=request_target(scope),
+        client=client_address(scope),
         body="<over the limit>" if too_large else "<too slow>" if late else body.decode("utf-8", errors="replace"),
         status=answer.http_status,
         code=int(answer.code),
         seconds=time.perf_counter() - started,
     )
+
+
+def client_address(scope: Scope) -> str:
+    """The TCP peer's address, or "-" when the server does not say."""
+    return scope["client"][0] if scope.get("client") else "-"
+
+
+def request_target(scope: Scope) -> str:
+    """The path and query as the client sent them, for the response log."""
+    query = scope["query_string"].decode("latin-1")
+    return scope["path"] + (f"?{query}" if query else "")
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
