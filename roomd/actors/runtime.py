@@ -24,8 +24,8 @@ M = TypeVar("M")
 class ReplySlot:
     """A one-shot place for a reply. Filling it twice keeps the first value.
 
-    A caller that stops waiting abandons the slot; `put` then returns False,
-    so an actor can tell that nobody will learn what it did.
+    A caller that stops waiting abandons the slot (`abandoned`), so an actor
+    can tell that nobody will learn what it did; a later `put` is dropped.
     """
 
     __slots__ = ("_event", "_value", "abandoned")
@@ -35,13 +35,10 @@ class ReplySlot:
         self._value: Any = None
         self.abandoned = False
 
-    def put(self, value: Any) -> bool:
-        """Deliver `value`; False when the caller has given up (or a value was put already)."""
-        if self._event.is_set() or self.abandoned:
-            return False
-        self._value = value
-        self._event.set()
-        return True
+    def put(self, value: Any) -> None:
+        if not self._event.is_set() and not self.abandoned:
+            self._value = value
+            self._event.set()
 
     def abandon(self) -> bool:
         """The caller stops waiting; False when the reply had already arrived."""
@@ -62,9 +59,9 @@ class Envelope(Generic[M]):
     message: M
     reply: ReplySlot | None = None
 
-    def answer(self, value: Any) -> bool:
-        """Reply to the sender; False when nobody waits for the reply any longer."""
-        return self.reply.put(value) if self.reply is not None else False
+    def answer(self, value: Any) -> None:
+        if self.reply is not None:
+            self.reply.put(value)
 
     @property
     def abandoned(self) -> bool:

@@ -133,14 +133,14 @@ async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply
     why_not = edge.creation_limits.refusal(params.client, user_id, trio.current_time())
     if why_not is not None:
         return reply(Code.BUSY, detail=why_not, http_status=429)
-    reply_ = await directory.create_room(
+    created = await directory.create_room(
         CreateRoom(
             creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member, address=params.client
         )
     )
-    if isinstance(reply_, Refused):
-        return refusal_reply(reply_)
-    return ok_reply(roomID=reply_.value)
+    if isinstance(created, Refused):
+        return refusal_reply(created)
+    return ok_reply(roomID=created.value)
 
 
 async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Reply:
@@ -176,10 +176,10 @@ async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> 
 
 async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
-    answer = await directory.call_room(room_id, GetRoom())
-    if isinstance(answer, Refused):
-        return refusal_reply(answer)
-    snapshot: RoomSnapshot = answer.value
+    found = await directory.call_room(room_id, GetRoom())
+    if isinstance(found, Refused):
+        return refusal_reply(found)
+    snapshot: RoomSnapshot = found.value
     # the accelerateURL is also a push credential: in token mode only fellow members get it
     signed = params.caller is None or any(m.user_id == params.caller for m in snapshot.members)
     room = room_fields(edge, snapshot, now=edge.now() if signed else None)
