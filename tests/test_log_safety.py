@@ -536,3 +536,13 @@ def test_no_object_holding_a_key_shows_it_in_its_repr() -> None:
     for text in shown:
         for key in ("push-KEY-1", "im-KEY-2", "wx-KEY-3", "token-KEY-4", "admin-KEY-5", "PRIVATE KEY", pem[40:80]):
             assert key not in text, (key, text[:200])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a=1&\u017fecret=x", "to\u212aen=abc", '{"users\u0131g":"v"}', "TXSECRET=1", '{"userSig":"a\\"b"}'],
+)
+def test_the_quick_check_before_redaction_misses_no_spelling_the_patterns_match(text: str) -> None:
+    from roomd.web.request_log import redact
+
+    assert "<redacted>" in redact(text)
