@@ -247,7 +247,7 @@ def test_a_request_line_is_redacted_before_the_body_is_cut() -> None:
     padding = "x" * (MAX_LOGGED_BODY_CHARS - 30)  # the userSig value starts 9 characters before the cut
     body = f'{{"pad":"{padding}","userSig":"SIG-SPANNING-THE-CUT-{"s" * 40}","pushURL":"{PUSH_URL}"}}'
     record_request(
-        edge, route="multi_room/add_pusher", method="POST", target=f"/weapp/multi_room/add_pusher?token=T0KEN",
+        edge, route="multi_room/add_pusher", method="POST", target="/weapp/multi_room/add_pusher?token=T0KEN",
         client="127.0.0.1", body=body, status=200, code=0, seconds=0.001,
     )
     [line] = recorder.lines

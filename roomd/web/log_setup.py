@@ -58,7 +58,9 @@ def traceback_lines(kind: type[BaseException], value: BaseException | None, tb: 
     """The traceback of an exception and its causes, as lines that each hold no line break."""
     lines: list[str] = []
     chain: list[tuple[str | None, traceback.TracebackException]] = []
-    current: traceback.TracebackException | None = traceback.TracebackException(kind, value, tb, compact=True)
+    current: traceback.TracebackException | None = traceback.TracebackException(
+        kind, value, tb, compact=True  # type: ignore[arg-type]  # the stub wants a value; None is handled
+    )
     while current is not None:
         if current.__cause__ is not None:
             chain.append((_CAUSE, current))
