@@ -46,6 +46,7 @@ class Behaviour:
     delay: float = 0.0        # seconds to wait before answering, in every mode
     only_api: str | None = None  # misbehave only for this API, answer the others normally
     times: int | None = None  # misbehave this many times, then answer normally
+    delays: tuple[float, ...] = ()  # per misbehaving request in turn, in place of delay
 
 
 @dataclass
@@ -91,8 +92,11 @@ class FakeIm:
         misbehave = behaviour.only_api in (None, api) and behaviour.times != 0
         if misbehave and behaviour.times is not None:
             behaviour.times -= 1
-        if behaviour.delay:
-            await trio.sleep(behaviour.delay)
+        delay = behaviour.delay
+        if misbehave and behaviour.delays:
+            delay, behaviour.delays = behaviour.delays[0], behaviour.delays[1:] + behaviour.delays[:1]
+        if delay:
+            await trio.sleep(delay)
         mode = behaviour.mode if misbehave else "ok"
 
         def record(answered: str) -> None:
