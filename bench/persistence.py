@@ -23,8 +23,8 @@ from loguru import logger
 from roomd.actors.system import open_room_system
 from roomd.config import load_settings
 from roomd.web.app import create_app
-from roomd.web.edge import Edge
-from roomd.web.identity import choose_user_signer
+from roomd.web.context import AppContext
+from roomd.auth.signers import choose_user_signer
 
 
 async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
@@ -34,7 +34,7 @@ async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
         )
         signer = choose_user_signer(settings.im).signer
         async with open_room_system(settings, user_signer=signer) as system:
-            app = create_app(Edge.build(settings, system, signer))
+            app = create_app(AppContext.build(settings, system, signer))
 
             async def call(endpoint: str, body: dict[str, str]) -> dict[str, object]:
                 data = json.dumps(body).encode()

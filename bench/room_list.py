@@ -23,8 +23,8 @@ from roomd.actors.messages import CreateRoom, Join, MemberInfo
 from roomd.actors.system import open_room_system
 from roomd.config import load_settings
 from roomd.web.app import create_app
-from roomd.web.edge import Edge
-from roomd.web.identity import choose_user_signer
+from roomd.web.context import AppContext
+from roomd.auth.signers import choose_user_signer
 
 SIZES = (5, 5_000, 50_000)
 WARMUP = 50
@@ -44,8 +44,8 @@ async def _time_pages(rooms: int, rounds: int) -> dict[str, float]:
                 CreateRoom(creator=f"c{i}", room_info=f"room {i}", first_member=_member(f"c{i}"))
             )
             await directory.call_room(reply.value, Join(_member(f"g{i}")))  # type: ignore[union-attr]
-        edge = Edge.build(settings, system, choose_user_signer(settings.im).signer)
-        transport = httpx.ASGITransport(app=create_app(edge))
+        ctx = AppContext.build(settings, system, choose_user_signer(settings.im).signer)
+        transport = httpx.ASGITransport(app=create_app(ctx))
         client = httpx.AsyncClient(transport=transport, base_url="http://roomd.bench")
         results: dict[str, float] = {}
         for label, index in (("first page", 0), ("deep page", max(rooms - PAGE, 0))):

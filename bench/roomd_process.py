@@ -46,7 +46,7 @@ def start_roomd(port: int, workdir: Path, settings: dict[str, str], *, console: 
     its console goes to `console`."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}, **NO_ABUSE_LIMITS, **settings}
     process = subprocess.Popen(
-        [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "roomd.cli", "serve", "--port", str(port)],
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,

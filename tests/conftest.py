@@ -20,8 +20,8 @@ import trio
 from roomd.actors.system import RoomSystem, open_room_system
 from roomd.config import Settings, load_settings
 from roomd.web.app import create_app
-from roomd.web.edge import Edge
-from roomd.web.identity import choose_user_signer
+from roomd.web.context import AppContext
+from roomd.auth.signers import choose_user_signer
 from tests.fake_im import FakeIm, start_fake_im
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
@@ -56,15 +56,15 @@ class Reply:
 class Api:
     """Calls roomd's whole ASGI app in-process, the way clients call it over the network."""
 
-    def __init__(self, app: Any, edge: Edge, http: httpx.AsyncClient) -> None:
+    def __init__(self, app: Any, ctx: AppContext, http: httpx.AsyncClient) -> None:
         self.app = app
-        self.edge = edge
+        self.ctx = ctx
         self.http = http
-        self.prefix = edge.settings.server.route_prefix
+        self.prefix = ctx.settings.server.route_prefix
 
     @property
     def system(self) -> RoomSystem:
-        return self.edge.system
+        return self.ctx.system
 
     async def post(self, endpoint: str, body: Any = None, *, kind: str = "multi_room") -> Reply:
         return await self.raw(
@@ -100,11 +100,11 @@ async def open_roomd(
     async with httpx.AsyncClient() as http, open_room_system(
         settings, user_signer=signer, wall_clock=wall_clock
     ) as system:
-        edge = Edge.build(settings, system, signer, http=http, wall_clock=wall_clock)
-        app = create_app(edge)
+        ctx = AppContext.build(settings, system, signer, http=http, wall_clock=wall_clock)
+        app = create_app(ctx)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://roomd.test") as client:
-            yield Api(app, edge, client)
+            yield Api(app, ctx, client)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import trio
 LISTENING = re.compile(r"roomd listening on (http://[^\s\"]+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
-SERVE_COMMAND = [sys.executable, "-m", "roomd.web.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+SERVE_COMMAND = [sys.executable, "-m", "roomd.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
 
 
 @dataclass

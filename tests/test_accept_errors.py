@@ -6,7 +6,7 @@ import errno
 
 from loguru import logger
 
-from roomd.web.accept_errors import AcceptErrorLog
+from roomd.http.accept_errors import AcceptErrorLog
 
 EMFILE = OSError(errno.EMFILE, "Too many open files")
 

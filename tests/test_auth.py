@@ -18,10 +18,10 @@ import pytest
 import trio
 
 from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
-from roomd.web import durable_files
-from roomd.web.revocations import RevocationLog
-from roomd.web.secret_file import SECRET_FILE, ensure_secret
-from roomd.web.tokens import RevocationNotDurable, TokenBook
+from roomd import durable_files
+from roomd.auth.revocations import RevocationLog
+from roomd.auth.secret_file import SECRET_FILE, ensure_secret
+from roomd.auth.tokens import RevocationNotDurable, TokenBook
 from tests.conftest import Api, Reply, make_settings, open_roomd
 from tests.fake_im import FakeIm, start_fake_im
 from tests.fake_wechat import FakeWechat, start_fake_wechat
@@ -210,7 +210,7 @@ async def test_login_works_in_open_mode_too(tmp_path: Path) -> None:
     settings = make_settings(ROOMD_SERVER__DATA_DIR=str(tmp_path / "data"))
     ensure_secret(tmp_path / "data" / SECRET_FILE)
     async with open_roomd(settings) as api:
-        sig = api.edge.user_sig("alice")
+        sig = api.ctx.user_sig("alice")
         reply = await api.raw(f"/weapp/multi_room/login?userID=alice&userSig={sig}", b"", "application/json")
         assert reply.code == 0 and reply.body["token"]
 

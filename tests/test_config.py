@@ -84,7 +84,7 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[server]\nport = -1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "roomd.web.cli", "serve", "--config", str(path)],
+        [sys.executable, "-m", "roomd.cli", "serve", "--config", str(path)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
@@ -96,18 +96,18 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_cli_usersig_prints_a_verifiable_sig() -> None:
     env = {"ROOMD_IM__SECRET_KEY": "k", "ROOMD_IM__SDK_APP_ID": "1400000001", "PATH": "/usr/bin:/bin"}
     made = subprocess.run(
-        [sys.executable, "-m", "roomd.web.cli", "usersig", "alice"],
+        [sys.executable, "-m", "roomd.cli", "usersig", "alice"],
         capture_output=True, text=True, timeout=60, env=env,
     )
     assert made.returncode == 0
     sig = made.stdout.strip()
     checked = subprocess.run(
-        [sys.executable, "-m", "roomd.web.cli", "verify-usersig", sig, "alice"],
+        [sys.executable, "-m", "roomd.cli", "verify-usersig", sig, "alice"],
         capture_output=True, text=True, timeout=60, env=env,
     )
     assert checked.returncode == 0 and checked.stdout.startswith("verifies")
     wrong = subprocess.run(
-        [sys.executable, "-m", "roomd.web.cli", "verify-usersig", sig, "bob"],
+        [sys.executable, "-m", "roomd.cli", "verify-usersig", sig, "bob"],
         capture_output=True, text=True, timeout=60, env=env,
     )
     assert wrong.returncode == 1 and "another userID" in wrong.stdout

@@ -165,7 +165,7 @@ async def test_wrong_method_is_http_405_with_the_envelope(seeded: Api) -> None:
 
 
 async def test_draining_server_answers_503_code_12(seeded: Api) -> None:
-    seeded.edge.draining = True
+    seeded.ctx.draining = True
     reply = await seeded.post("get_room_list")
     assert (reply.status, reply.code, reply.body["message"]) == (503, 12, "服务器繁忙，请稍后重试")
     assert (await seeded.get("/healthz")).status == 200

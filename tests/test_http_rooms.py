@@ -97,7 +97,7 @@ async def test_get_im_login_info_allocates_fresh_user_ids(api: Api) -> None:
     assert first.code == second.code == 0
     assert first.body["userID"].startswith("android_") and first.body["userID"] != second.body["userID"]
     assert first.body["sdkAppID"] == 0 and isinstance(first.body["userSig"], str)
-    verified = api.edge.user_signer.verify(first.body["userSig"], first.body["userID"], now=api.edge.now())
+    verified = api.ctx.user_signer.verify(first.body["userSig"], first.body["userID"], now=api.ctx.now())
     assert isinstance(verified, Verified) and verified.identifier == first.body["userID"]
 
 

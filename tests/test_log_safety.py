@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from roomd.config import ConfigError, LogSettings, load_settings
 from roomd.config.durations import parse_duration
-from roomd.web.log_files import DROPPED_WRITES, DroppedWrites, RotatingFile, open_for_append
-from roomd.web.log_setup import Console, configure_logging, escape_controls
+from roomd.logs.files import DROPPED_WRITES, DroppedWrites, RotatingFile, open_for_append
+from roomd.logs.setup import Console, configure_logging, escape_controls
 from roomd.web.metrics import LogWritesCollector
 from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, record_request, redact
 from roomd.web.response_log import ResponseLog
@@ -243,11 +243,11 @@ class _Recorder:
 
 def test_a_request_line_is_redacted_before_the_body_is_cut() -> None:
     recorder = _Recorder()
-    edge: Any = SimpleNamespace(metrics=SimpleNamespace(observe=lambda *args: None), response_log=recorder)
+    ctx: Any = SimpleNamespace(metrics=SimpleNamespace(observe=lambda *args: None), response_log=recorder)
     padding = "x" * (MAX_LOGGED_BODY_CHARS - 30)  # the userSig value starts 9 characters before the cut
     body = f'{{"pad":"{padding}","userSig":"SIG-SPANNING-THE-CUT-{"s" * 40}","pushURL":"{PUSH_URL}"}}'
     record_request(
-        edge, route="multi_room/add_pusher", method="POST", target="/weapp/multi_room/add_pusher?token=T0KEN",
+        ctx, route="multi_room/add_pusher", method="POST", target="/weapp/multi_room/add_pusher?token=T0KEN",
         client="127.0.0.1", body=body, status=200, code=0, seconds=0.001,
     )
     [line] = recorder.lines
@@ -507,8 +507,8 @@ def test_no_object_holding_a_key_shows_it_in_its_repr() -> None:
 
     from roomd.config import Settings
     from roomd.qcloud.usersig import EcdsaUserSigner
-    from roomd.web.identity import choose_user_signer, live_signer
-    from roomd.web.tokens import TokenBook
+    from roomd.auth.signers import choose_user_signer, live_signer
+    from roomd.auth.tokens import TokenBook
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

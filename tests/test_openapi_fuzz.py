@@ -39,7 +39,7 @@ def live_server() -> Iterator[str]:
             "ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "roomd.web.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "roomd.cli", "serve", "--port", str(port)],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"

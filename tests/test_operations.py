@@ -11,7 +11,7 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from roomd.config import LogSettings
-from roomd.web.log_setup import configure_logging
+from roomd.logs.setup import configure_logging
 from tests.bodies import joining, member_fields
 from tests.conftest import Api
 
@@ -97,10 +97,10 @@ async def test_debug_actors_shows_rooms_under_their_kind(api: Api) -> None:
 
 async def test_readyz_is_503_while_starting_and_while_draining(api: Api) -> None:
     assert (await api.get("/readyz")).status == 200
-    api.edge.ready = False
+    api.ctx.ready = False
     assert (await api.get("/readyz")).body["detail"] == "the server is starting"
-    api.edge.ready = True
-    api.edge.draining = True
+    api.ctx.ready = True
+    api.ctx.draining = True
     draining = await api.get("/readyz")
     assert draining.status == 503 and draining.body["code"] == 12
     response = await api.http.post("/weapp/multi_room/get_room_list", json={})

@@ -1,1 +1,1 @@
-"""The HTTP edge: validation, the JSON envelope, routes, request logs and the command line."""
+"""The HTTP side of rooms: one request pipeline, validation, the JSON envelope, routes and request logs."""

@@ -12,7 +12,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from roomd.web import ops, utils_routes
-from roomd.web.edge import Edge
+from roomd.web.context import AppContext
 from roomd.web.envelope import Code, RequestError, draining_reply, envelope, error_reply, to_response
 from roomd.web.http_guard import guarded
 from roomd.web.room_asgi import ASGIApp, with_room_routes
@@ -22,17 +22,17 @@ ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors", "
 log = logger.bind(actor="http")
 
 
-def create_app(edge: Edge) -> ASGIApp:
+def create_app(ctx: AppContext) -> ASGIApp:
     """The whole HTTP surface of roomd as one ASGI app."""
-    return guarded(edge, with_room_routes(edge, create_quart_app(edge)))
+    return guarded(ctx, with_room_routes(ctx, create_quart_app(ctx)))
 
 
-def create_quart_app(edge: Edge) -> QuartTrio:
+def create_quart_app(ctx: AppContext) -> QuartTrio:
     """Utility, operations and error routes; room routes are answered before Quart sees them."""
     app = QuartTrio("roomd")
-    app.config["MAX_CONTENT_LENGTH"] = edge.settings.server.max_body_bytes
-    app.extensions["roomd"] = edge
-    prefix = edge.settings.server.route_prefix
+    app.config["MAX_CONTENT_LENGTH"] = ctx.settings.server.max_body_bytes
+    app.extensions["roomd"] = ctx
+    prefix = ctx.settings.server.route_prefix
 
     app.add_url_rule("/healthz", view_func=ops.healthz, methods=["GET"])
     app.add_url_rule("/readyz", view_func=ops.readyz, methods=["GET"])
@@ -47,7 +47,7 @@ def create_quart_app(edge: Edge) -> QuartTrio:
     @app.before_request
     async def refuse_while_draining() -> Response | None:
         await start_timer()
-        if edge.draining and request.path not in ALWAYS_SERVED:
+        if ctx.draining and request.path not in ALWAYS_SERVED:
             return to_response(draining_reply())  # Connection: close, this listener is closing
         return None
 
@@ -66,7 +66,7 @@ def create_quart_app(edge: Edge) -> QuartTrio:
             detail = f"{request.path} does not accept {request.method}"
         elif status == 413:
             g.body_too_large = True
-            detail = f"request body is larger than {edge.settings.server.max_body_bytes} bytes"
+            detail = f"request body is larger than {ctx.settings.server.max_body_bytes} bytes"
         else:
             detail = error.description or error.name
         code = Code.BUSY if status == 503 else Code.BAD_PARAMETER

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from roomd.web.body_deadline import BodyDeadline, BodyTimedOut, timeout_reply
-from roomd.web.edge import Edge
+from roomd.web.context import AppContext
 from roomd.web.envelope import Reply
 from roomd.web.request_checks import head_refusal
 from roomd.web.request_log import record_request
@@ -23,8 +23,8 @@ from roomd.web.room_asgi import ASGIApp, Receive, Scope, Send, client_address, r
 MAX_LOGGED_TARGET_CHARS = 2048
 
 
-def guarded(edge: Edge, app: ASGIApp) -> ASGIApp:
-    server = edge.settings.server
+def guarded(ctx: AppContext, app: ASGIApp) -> ASGIApp:
+    server = ctx.settings.server
 
     async def guard(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +33,7 @@ def guarded(edge: Edge, app: ASGIApp) -> ASGIApp:
         started = time.perf_counter()
         refusal = head_refusal(scope, server.max_header_bytes)
         if refusal is not None:
-            await _answer(edge, scope, send, refusal, started)
+            await _answer(ctx, scope, send, refusal, started)
             return
         replying = False
 
@@ -48,15 +48,15 @@ def guarded(edge: Edge, app: ASGIApp) -> ASGIApp:
         except* BodyTimedOut as group:
             late = group.exceptions[0]  # type: ignore[assignment]
         if late is not None and not replying:
-            await _answer(edge, scope, send, timeout_reply(late), started)
+            await _answer(ctx, scope, send, timeout_reply(late), started)
 
     return guard
 
 
-async def _answer(edge: Edge, scope: Scope, send: Send, answer: Reply, started: float) -> None:
+async def _answer(ctx: AppContext, scope: Scope, send: Send, answer: Reply, started: float) -> None:
     await send_reply(send, answer)
     record_request(
-        edge,
+        ctx,
         route="unmatched",
         method=scope["method"],
         target=request_target(scope)[:MAX_LOGGED_TARGET_CHARS],

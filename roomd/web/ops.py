@@ -6,7 +6,7 @@ import json
 
 from quart import Response, request
 
-from roomd.web.edge import current_edge
+from roomd.web.context import current_context
 from roomd.web.envelope import Code, envelope, ok
 from roomd.web.metrics import CONTENT_TYPE
 from roomd.web.openapi import build_openapi
@@ -22,33 +22,33 @@ async def healthz() -> Response:
 
 
 async def readyz() -> Response:
-    edge = current_edge()
-    if edge.draining:
+    ctx = current_context()
+    if ctx.draining:
         return envelope(Code.BUSY, detail="the server is shutting down", http_status=503)
-    if not edge.ready:
+    if not ctx.ready:
         return envelope(Code.BUSY, detail="the server is starting", http_status=503)
-    return ok(status="ready", kinds=sorted(edge.system.directories))
+    return ok(status="ready", kinds=sorted(ctx.system.directories))
 
 
 async def metrics() -> Response:
-    edge = current_edge()
-    require_ops_caller(edge)
-    return Response(edge.metrics.render(), status=200, content_type=CONTENT_TYPE)
+    ctx = current_context()
+    require_ops_caller(ctx)
+    return Response(ctx.metrics.render(), status=200, content_type=CONTENT_TYPE)
 
 
 async def debug_actors() -> Response:
     """The live actor tree; `?limit=N` rooms per kind (default 100, at most 1,000)."""
-    require_ops_caller(current_edge())
+    require_ops_caller(current_context())
     limit = parse_count(request.args.get("limit", str(DEFAULT_ROOMS_SHOWN)))
     if limit is None:
         return envelope(Code.BAD_PARAMETER, detail="limit must be a non-negative integer")
     limit = min(limit, MAX_ROOMS_SHOWN)
-    return ok(tree=current_edge().system.describe(limit=limit))
+    return ok(tree=current_context().system.describe(limit=limit))
 
 
 async def openapi() -> Response:
     return Response(
-        json.dumps(build_openapi(current_edge().settings), ensure_ascii=False),
+        json.dumps(build_openapi(current_context().settings), ensure_ascii=False),
         status=200,
         content_type="application/json; charset=utf-8",
     )

@@ -14,7 +14,7 @@ import ipaddress
 
 from quart import request
 
-from roomd.web.edge import Edge
+from roomd.web.context import AppContext
 from roomd.web.envelope import Code, RequestError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,21 +35,21 @@ def address_allowed(address: str, allow: tuple[str, ...]) -> bool:
     return any(ip in network for network in _networks(allow))
 
 
-def require_ops_caller(edge: Edge) -> None:
+def require_ops_caller(ctx: AppContext) -> None:
     """For the Quart routes: return when the caller of this request may use an ops route."""
-    require_ops_access(edge, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
+    require_ops_access(ctx, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
 
 
-def require_ops_access(edge: Edge, *, authorization: str, client: str | None) -> None:
+def require_ops_access(ctx: AppContext, *, authorization: str, client: str | None) -> None:
     """Return when the caller may use an ops route; a RequestError (code 7) otherwise."""
-    key = edge.settings.auth.admin_key
+    key = ctx.settings.auth.admin_key
     if key:
         if not hmac.compare_digest(authorization.encode("utf-8", "replace"), f"Bearer {key}".encode()):
             raise RequestError(
                 Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>", status=401
             )
         return
-    if client is None or not address_allowed(client, edge.settings.ops.allow):
+    if client is None or not address_allowed(client, ctx.settings.ops.allow):
         raise RequestError(
             Code.AUTH_FAILED,
             f"this route answers only the addresses in ops.allow (or set auth.admin_key); not {client or 'unknown'}",

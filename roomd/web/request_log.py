@@ -11,7 +11,7 @@ import time
 
 from quart import Response, g, request
 
-from roomd.web.edge import Edge, current_edge
+from roomd.web.context import AppContext, current_context
 
 MAX_LOGGED_BODY_CHARS = 2048
 # Credentials never reach the log files: the values of query and form parameters, and of
@@ -42,7 +42,7 @@ def redact(text: str) -> str:
 
 
 def record_request(
-    edge: Edge,
+    ctx: AppContext,
     *,
     route: str,
     method: str,
@@ -53,11 +53,11 @@ def record_request(
     code: object,
     seconds: float,
 ) -> None:
-    edge.metrics.observe(route, code, seconds)
+    ctx.metrics.observe(route, code, seconds)
     body = redact(body)  # before the cut, which could leave a secret without its closing quote
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
-    edge.response_log.add(  # control characters are escaped there
+    ctx.response_log.add(  # control characters are escaped there
         f"{method} {redact(target)} ip={client} body={body} status={status} code={code} "
         f"latency_ms={seconds * 1000:.1f}"
     )
@@ -72,9 +72,9 @@ async def start_timer() -> None:
 
 async def log_response(response: Response) -> Response:
     started = getattr(g, "started_at", None)
-    edge = current_edge()
+    ctx = current_context()
     record_request(
-        edge,
+        ctx,
         route=request.url_rule.rule if request.url_rule is not None else "unmatched",
         method=request.method,
         target=request.full_path.rstrip("?"),

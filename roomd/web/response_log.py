@@ -16,7 +16,7 @@ import json
 import trio
 from loguru import logger
 
-from roomd.web.log_setup import escape_controls
+from roomd.logs.setup import escape_controls
 
 _sink = logger.bind(channel="response", actor="http")
 

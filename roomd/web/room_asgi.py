@@ -18,7 +18,7 @@ from loguru import logger
 
 from roomd.web import rooms
 from roomd.web.body_deadline import BodyTimedOut, timeout_reply
-from roomd.web.edge import Edge
+from roomd.web.context import AppContext
 from roomd.web.envelope import CONTENT_TYPE, Code, Reply, RequestError, draining_reply, error_reply, reply
 from roomd.web.request_log import record_request
 
@@ -35,9 +35,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def with_room_routes(edge: Edge, fallback: ASGIApp) -> ASGIApp:
+def with_room_routes(ctx: AppContext, fallback: ASGIApp) -> ASGIApp:
     """An ASGI app answering `<prefix>/<kind>/<endpoint>` itself and the rest with `fallback`."""
-    prefix = edge.settings.server.route_prefix + "/"
+    prefix = ctx.settings.server.route_prefix + "/"
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -45,7 +45,7 @@ def with_room_routes(edge: Edge, fallback: ASGIApp) -> ASGIApp:
             if path.startswith(prefix):
                 kind, slash, endpoint = path[len(prefix):].partition("/")
                 if slash and endpoint and "/" not in endpoint and kind != "utils":
-                    await serve_room_request(edge, scope, receive, send, kind, endpoint)
+                    await serve_room_request(ctx, scope, receive, send, kind, endpoint)
                     return
         await fallback(scope, receive, send)
 
@@ -53,23 +53,23 @@ def with_room_routes(edge: Edge, fallback: ASGIApp) -> ASGIApp:
 
 
 async def serve_room_request(
-    edge: Edge, scope: Scope, receive: Receive, send: Send, kind: str, endpoint: str
+    ctx: AppContext, scope: Scope, receive: Receive, send: Send, kind: str, endpoint: str
 ) -> None:
     started = time.perf_counter()
     method: str = scope["method"]
     body = b""
     too_large = late = False
     try:
-        if not rooms.is_room_route(edge, kind, endpoint):
+        if not rooms.is_room_route(ctx, kind, endpoint):
             answer = reply(Code.BAD_PARAMETER, detail=f"no route for {method} {scope['path']}", http_status=404)
         elif method != "POST":
             answer = reply(Code.BAD_PARAMETER, detail=f"{scope['path']} does not accept {method}", http_status=405)
-        elif edge.draining:
+        elif ctx.draining:
             answer = draining_reply()
         else:
-            body = await _read_body(scope, receive, edge.settings.server.max_body_bytes)
+            body = await _read_body(scope, receive, ctx.settings.server.max_body_bytes)
             answer = await rooms.answer(
-                edge,
+                ctx,
                 kind,
                 endpoint,
                 body=body,
@@ -84,15 +84,15 @@ async def serve_room_request(
         answer = timeout_reply(error)
     except _BodyTooLarge:
         too_large = True
-        limit = edge.settings.server.max_body_bytes
+        limit = ctx.settings.server.max_body_bytes
         answer = reply(Code.BAD_PARAMETER, detail=f"request body is larger than {limit} bytes", http_status=413)
     except Exception:
         log.exception("unexpected error on {} {}", method, scope["path"])
         answer = reply(Code.INTERNAL, detail="unexpected server error; it has been logged")
     await send_reply(send, answer)
     record_request(
-        edge,
-        route=f"{kind}/{endpoint}" if rooms.is_room_route(edge, kind, endpoint) else "unmatched",
+        ctx,
+        route=f"{kind}/{endpoint}" if rooms.is_room_route(ctx, kind, endpoint) else "unmatched",
         method=method,
         target=request_target(scope),
         client=client_address(scope),

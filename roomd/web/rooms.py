@@ -27,23 +27,23 @@ from roomd.actors.messages import (
 )
 from roomd.actors.replies import Ok, Refused
 from roomd.qcloud.live import stream_name_from_push_url
-from roomd.web import auth
-from roomd.web.edge import Edge
+from roomd.web import token_auth
+from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, encode_json, ok_reply, refusal_reply, reply
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
-Handler = Callable[[Edge, Directory, Params], Awaitable[Reply]]
+Handler = Callable[[AppContext, Directory, Params], Awaitable[Reply]]
 MAX_USER_ID_PREFIX_CHARS = 32
 WECHAT_PREFIX = "weixin"
 
 
-def is_room_route(edge: Edge, kind: str, endpoint: str) -> bool:
+def is_room_route(ctx: AppContext, kind: str, endpoint: str) -> bool:
     """Whether `<prefix>/<kind>/<endpoint>` is one of this server's room routes."""
-    return kind in edge.system.directories and endpoint in KNOWN_ENDPOINTS
+    return kind in ctx.system.directories and endpoint in KNOWN_ENDPOINTS
 
 
 async def answer(
-    edge: Edge,
+    ctx: AppContext,
     kind: str,
     endpoint: str,
     *,
@@ -53,23 +53,23 @@ async def answer(
     client: str = "-",
 ) -> Reply:
     """The reply to `POST <prefix>/<kind>/<endpoint>`; RequestError for input turned down."""
-    directory = edge.system.directory(kind)
-    if directory is None or not is_room_route(edge, kind, endpoint):
+    directory = ctx.system.directory(kind)
+    if directory is None or not is_room_route(ctx, kind, endpoint):
         return reply(
             Code.BAD_PARAMETER,
-            detail=f"no route for POST {edge.settings.server.route_prefix}/{kind}/{endpoint}",
+            detail=f"no route for POST {ctx.settings.server.route_prefix}/{kind}/{endpoint}",
             http_status=404,
         )
     values = parse_body(body, mimetype)
     caller = None
-    if edge.token_mode and endpoint not in auth.OPEN_ENDPOINTS:
-        caller = auth.authenticate(edge, query)
-        auth.require_acting_for_self(caller, values)
+    if ctx.token_mode and endpoint not in token_auth.OPEN_ENDPOINTS:
+        caller = token_auth.authenticate(ctx, query)
+        token_auth.require_acting_for_self(caller, values)
     if endpoint == "login":
-        return await auth.login(edge, Params({**query, **values}))
+        return await token_auth.login(ctx, Params({**query, **values}))
     if endpoint == "logout":
-        return await auth.logout(edge, caller, query)
-    return await ENDPOINTS[endpoint](edge, directory, Params(values, caller=caller, client=client))
+        return await token_auth.logout(ctx, caller, query)
+    return await ENDPOINTS[endpoint](ctx, directory, Params(values, caller=caller, client=client))
 
 
 def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
@@ -81,43 +81,43 @@ def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
 # --- identity and URLs -------------------------------------------------------
 
 
-async def get_im_login_info(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def get_im_login_info(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
     code = params.string("code", required=False, max_chars=256)
     user_id = None
-    if prefix == WECHAT_PREFIX and code and edge.wechat is not None and edge.wechat.enabled:
-        user_id = await edge.wechat.openid(code)
-        if user_id is not None and edge.is_reserved_identity(user_id):
+    if prefix == WECHAT_PREFIX and code and ctx.wechat is not None and ctx.wechat.enabled:
+        user_id = await ctx.wechat.openid(code)
+        if user_id is not None and ctx.is_reserved_identity(user_id):
             user_id = None
-    fields = im_login_fields(edge, user_id or new_user_id(prefix or "user"))
-    if edge.token_mode:
-        issued = edge.issue_token(fields["userID"])
+    fields = im_login_fields(ctx, user_id or new_user_id(prefix or "user"))
+    if ctx.token_mode:
+        issued = ctx.issue_token(fields["userID"])
         fields.update(token=issued.token, expires=issued.expires)
     return ok_reply(**fields)
 
 
-def im_login_fields(edge: Edge, user_id: str) -> dict[str, Any]:
-    if edge.is_reserved_identity(user_id):
+def im_login_fields(ctx: AppContext, user_id: str) -> dict[str, Any]:
+    if ctx.is_reserved_identity(user_id):
         raise RequestError(Code.AUTH_FAILED, f"{user_id} is a reserved identity; roomd does not sign for it")
-    im = edge.settings.im
+    im = ctx.settings.im
     return {
         "userID": user_id,
         "sdkAppID": im.sdk_app_id,
         "accType": im.account_type,
-        "userSig": edge.user_sig(user_id),
+        "userSig": ctx.user_sig(user_id),
     }
 
 
-async def get_push_url(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def get_push_url(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     user_id = params.ident("userID")
     params.optional_ident("roomID")
-    return ok_reply(pushURL=edge.live.push_url(user_id, now=edge.now()))
+    return ok_reply(pushURL=ctx.live.push_url(user_id, now=ctx.now()))
 
 
 # --- rooms ------------------------------------------------------------------------
 
 
-async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def create_room(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     user_id = params.ident("userID")
     room_id = params.optional_ident("roomID")
     room_info = params.info("roomInfo", "roomName", required=True)
@@ -128,9 +128,9 @@ async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply
             user_id=user_id,
             user_name=params.name("userName"),
             user_avatar=params.avatar("userAvatar"),
-            push_url=own_push_url(edge, params, user_id),
+            push_url=own_push_url(ctx, params, user_id),
         )
-    why_not = edge.creation_limits.refusal(params.client, user_id, trio.current_time())
+    why_not = ctx.creation_limits.refusal(params.client, user_id, trio.current_time())
     if why_not is not None:
         return reply(Code.BUSY, detail=why_not, http_status=429)
     created = await directory.create_room(
@@ -143,38 +143,38 @@ async def create_room(edge: Edge, directory: Directory, params: Params) -> Reply
     return ok_reply(roomID=created.value)
 
 
-async def destroy_room(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def destroy_room(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Destroy(user_id)))
 
 
-async def add_pusher(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def add_pusher(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     member = MemberInfo(
         user_id=user_id,
         user_name=params.name("userName"),
         user_avatar=params.avatar("userAvatar"),
-        push_url=own_push_url(edge, params, user_id),
+        push_url=own_push_url(ctx, params, user_id),
     )
     room_info = params.info("roomInfo", required=False)
     return _render(await directory.call_room(room_id, Join(member, room_info)))
 
 
-async def delete_pusher(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def delete_pusher(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Leave(user_id)))
 
 
-async def pusher_heartbeat(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def pusher_heartbeat(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     return _render(await directory.call_room(room_id, Heartbeat(user_id)))
 
 
-async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def get_pushers(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     room_id = params.ident("roomID")
     found = await directory.call_room(room_id, GetRoom())
     if isinstance(found, Refused):
@@ -182,12 +182,12 @@ async def get_pushers(edge: Edge, directory: Directory, params: Params) -> Reply
     snapshot: RoomSnapshot = found.value
     # the accelerateURL is also a push credential: in token mode only fellow members get it
     signed = params.caller is None or any(m.user_id == params.caller for m in snapshot.members)
-    room = room_fields(edge, snapshot, now=edge.now() if signed else None)
+    room = room_fields(ctx, snapshot, now=ctx.now() if signed else None)
     del room["memberCount"]
     return ok_reply(**room)
 
 
-async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Reply:
+async def get_room_list(ctx: AppContext, directory: Directory, params: Params) -> Reply:
     """A page of rooms, cut to fewer rooms (`truncated`) to stay under server.max_reply_bytes.
 
     No signed URL is listed (accelerateURL is ""), so each room's entry only
@@ -195,12 +195,12 @@ async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Rep
     """
     index = params.count("index", default=0)
     count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    budget = edge.settings.server.max_reply_bytes - REPLY_OVERHEAD_BYTES
+    budget = ctx.settings.server.max_reply_bytes - REPLY_OVERHEAD_BYTES
     entries: list[bytes] = []
     size = 0
     truncated = False
     for room in directory.page(index, count):
-        entry = _listing_entry(edge, room)
+        entry = _listing_entry(ctx, room)
         if entries and size + len(entry) + 1 > budget:
             truncated = True
             break
@@ -213,20 +213,20 @@ async def get_room_list(edge: Edge, directory: Directory, params: Params) -> Rep
 REPLY_OVERHEAD_BYTES = 128  # code, message, truncated and the brackets around the rooms
 
 
-def _listing_entry(edge: Edge, room: RoomSnapshot) -> bytes:
+def _listing_entry(ctx: AppContext, room: RoomSnapshot) -> bytes:
     """The room's listing entry, encoded once per snapshot (a room makes a new one per change)."""
-    entry = edge.listing_entries.get(room)
+    entry = ctx.listing_entries.get(room)
     if entry is None:
-        entry = edge.listing_entries[room] = encode_json(room_fields(edge, room, now=None))
+        entry = ctx.listing_entries[room] = encode_json(room_fields(ctx, room, now=None))
     return entry
 
 
-def own_push_url(edge: Edge, params: Params, user_id: str) -> str:
+def own_push_url(ctx: AppContext, params: Params, user_id: str) -> str:
     """The pushURL parameter; in token mode it must push the caller's own stream, so that
     nobody gets URLs signed for somebody else's stream (an accelerateURL is one)."""
     push_url = params.push_url()
-    if edge.token_mode:
-        own = edge.live.stream_name(user_id)
+    if ctx.token_mode:
+        own = ctx.live.stream_name(user_id)
         if stream_name_from_push_url(push_url) != own:
             raise RequestError(
                 Code.BAD_PARAMETER,
@@ -238,9 +238,9 @@ def own_push_url(edge: Edge, params: Params, user_id: str) -> str:
 # --- rendering ------------------------------------------------------------------
 
 
-def room_fields(edge: Edge, room: RoomSnapshot, *, now: int | None) -> dict[str, Any]:
+def room_fields(ctx: AppContext, room: RoomSnapshot, *, now: int | None) -> dict[str, Any]:
     """A room as clients read it; `now` None leaves every accelerateURL empty (unsigned)."""
-    live = edge.live
+    live = ctx.live
     creator_stream = next(
         (m.stream for m in room.members if m.user_id == room.creator and m.stream), None
     ) or live.stream_name(room.creator)
@@ -251,17 +251,17 @@ def room_fields(edge: Edge, room: RoomSnapshot, *, now: int | None) -> dict[str,
         "roomCreator": room.creator,
         "mixedPlayURL": live.mixed_play_url(creator_stream),
         "memberCount": len(room.members),
-        "pushers": [pusher_fields(edge, m, now=now) for m in room.members],
+        "pushers": [pusher_fields(ctx, m, now=now) for m in room.members],
     }
 
 
-def pusher_fields(edge: Edge, member: MemberView, *, now: int | None) -> dict[str, Any]:
-    stream = member.stream or edge.live.stream_name(member.user_id)
+def pusher_fields(ctx: AppContext, member: MemberView, *, now: int | None) -> dict[str, Any]:
+    stream = member.stream or ctx.live.stream_name(member.user_id)
     return {
         "userID": member.user_id,
         "userName": member.user_name,
         "userAvatar": member.user_avatar,
-        "accelerateURL": edge.live.accelerate_url(stream, now=now) if now is not None else "",
+        "accelerateURL": ctx.live.accelerate_url(stream, now=now) if now is not None else "",
     }
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from quart import Response, request
 
-from roomd.web import auth
-from roomd.web.config_report import config_problems
-from roomd.web.edge import current_edge
+from roomd.web import token_auth
+from roomd.config.report import config_problems
+from roomd.web.context import current_context
 from roomd.web.envelope import Code, RequestError, ok
 from roomd.web.ops_access import require_ops_caller
 from roomd.web.rooms import im_login_fields
@@ -28,18 +28,18 @@ _PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 async def get_login_info() -> Response:
-    edge = current_edge()
+    ctx = current_context()
     params = Params(dict(request.args))
     user_id = params.ident("userID")
-    if edge.token_mode:  # a userSig for somebody else would let anybody log in as them
-        auth.authenticate(edge, request.args)
-    return ok(**im_login_fields(edge, user_id))
+    if ctx.token_mode:  # a userSig for somebody else would let anybody log in as them
+        token_auth.authenticate(ctx, request.args)
+    return ok(**im_login_fields(ctx, user_id))
 
 
 async def logfilelist() -> Response:
-    edge = current_edge()
-    require_ops_caller(edge)
-    base = Path(edge.settings.log.dir)
+    ctx = current_context()
+    require_ops_caller(ctx)
+    base = Path(ctx.settings.log.dir)
     files = []
     if base.is_dir():
         for path in sorted(base.rglob("*.log")):
@@ -52,16 +52,16 @@ async def logfilelist() -> Response:
 
 
 async def getlogfile() -> Response:
-    edge = current_edge()
-    require_ops_caller(edge)
-    path = log_file_path(Path(edge.settings.log.dir), request.args.get("file", ""))
+    ctx = current_context()
+    require_ops_caller(ctx)
+    path = log_file_path(Path(ctx.settings.log.dir), request.args.get("file", ""))
     return Response(path.read_bytes(), status=200, content_type="text/plain; charset=utf-8")
 
 
 async def check_config() -> Response:
-    edge = current_edge()
-    require_ops_caller(edge)
-    problems = config_problems(edge.settings)
+    ctx = current_context()
+    require_ops_caller(ctx)
+    problems = config_problems(ctx.settings)
     return ok(problems=[{"key": p.key, "problem": p.problem} for p in problems], clean=not problems)
 
 

@@ -32,9 +32,9 @@ from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import parse_socket_addr
 from loguru import logger
 
-from roomd.web.connection_limit import ConnectionsPerAddress
-from roomd.web.http_protocol import HTTP11Only, RoomdH11
-from roomd.web.memory_return import MemoryReturn
+from roomd.http.connection_limit import ConnectionsPerAddress
+from roomd.http.protocol import HTTP11Only, RoomdH11
+from roomd.http.memory_return import MemoryReturn
 
 log = logger.bind(actor="http")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops what is unsent

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roomd.config import ConfigError, Settings
-from roomd.web.identity import choose_user_signer
+from roomd.auth.signers import choose_user_signer
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 from loguru import logger
 
-from roomd.web.durable_files import append_durably, replace_durably
+from roomd.durable_files import append_durably, replace_durably
 
 REVOKED_FILE = "revoked_tokens"
 COMPACT_MIN_LINES = 4096

@@ -23,13 +23,13 @@ from loguru import logger
 
 from roomd.actors.system import open_room_system
 from roomd.config import Settings
-from roomd.web.accept_errors import AcceptErrorLog
+from roomd.http.accept_errors import AcceptErrorLog
 from roomd.web.app import create_app
-from roomd.web.edge import Edge
-from roomd.web.connection_limit import ConnectionsPerAddress
-from roomd.web.http_connection import ConnectionPolicy
-from roomd.web.http_server import serve as serve_http
-from roomd.web.identity import SignerChoice
+from roomd.web.context import AppContext
+from roomd.http.connection_limit import ConnectionsPerAddress
+from roomd.http.connection import ConnectionPolicy
+from roomd.http.server import serve as serve_http
+from roomd.auth.signers import SignerChoice
 
 log = logger.bind(actor="root")
 
@@ -46,8 +46,8 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
     async with httpx.AsyncClient() as http, open_room_system(
         settings, user_signer=signer.signer
     ) as system:
-        edge = Edge.build(settings, system, signer.signer, http=http)
-        edge.ready = False
+        ctx = AppContext.build(settings, system, signer.signer, http=http)
+        ctx.ready = False
         stop = trio.Event()
 
         async def shutdown_trigger() -> None:
@@ -55,24 +55,24 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
             await trio.sleep(settings.server.drain_grace)
 
         async with trio.open_nursery() as helpers:
-            helpers.start_soon(_stop_on_signal, edge, stop)
-            helpers.start_soon(edge.response_log.run_flusher)
+            helpers.start_soon(_stop_on_signal, ctx, stop)
+            helpers.start_soon(ctx.response_log.run_flusher)
             async with trio.open_nursery() as web:
                 binds = await web.start(
                     partial(
                         serve_http,
-                        create_app(edge),
+                        create_app(ctx),
                         _hypercorn_config(settings),
                         ConnectionPolicy(
                             write_timeout=settings.server.write_timeout,
                             h2c=settings.server.h2c,
                             per_address=ConnectionsPerAddress(settings.server.max_connections_per_address),
                         ),
-                        AcceptErrorLog(edge.metrics.accept_errors.inc),
+                        AcceptErrorLog(ctx.metrics.accept_errors.inc),
                         shutdown_trigger=shutdown_trigger,
                     )
                 )
-                edge.ready = True
+                ctx.ready = True
                 for bind in binds:
                     log.info("roomd listening on {}", bind)
                 await stop.wait()
@@ -85,11 +85,11 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
     log.info("roomd stopped")
 
 
-async def _stop_on_signal(edge: Edge, stop: trio.Event) -> None:
+async def _stop_on_signal(ctx: AppContext, stop: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received {}", signal.Signals(signum).name)
-            edge.draining = True
+            ctx.draining = True
             stop.set()
             return
 

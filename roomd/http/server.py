@@ -27,9 +27,9 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from roomd.web.accept_errors import AcceptErrorLog, PatientListener
-from roomd.web.http_connection import Connection, ConnectionPolicy
-from roomd.web.memory_return import MemoryReturn
+from roomd.http.accept_errors import AcceptErrorLog, PatientListener
+from roomd.http.connection import Connection, ConnectionPolicy
+from roomd.http.memory_return import MemoryReturn
 
 
 async def serve(

@@ -12,7 +12,7 @@ import errno
 import secrets
 from pathlib import Path
 
-from roomd.web.durable_files import replace_durably
+from roomd.durable_files import replace_durably
 
 SECRET_FILE = "token_secret"
 MIN_SECRET_BYTES = 32

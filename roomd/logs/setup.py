@@ -28,7 +28,7 @@ from loguru import logger
 
 from roomd.config import LogSettings
 from roomd.config.durations import parse_duration
-from roomd.web.log_files import DROPPED_WRITES, RotatingFile
+from roomd.logs.files import DROPPED_WRITES, RotatingFile
 
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[actor]} | {message}"
 _TEXT_LINE = TEXT_FORMAT + "\n"

@@ -19,11 +19,11 @@ import trio
 
 from roomd.config import ConfigError, Settings, load_settings
 from roomd.qcloud.usersig import VerifyFailure
-from roomd.web.config_report import config_problems
-from roomd.web.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
-from roomd.web.identity import choose_user_signer
-from roomd.web.log_setup import configure_logging
-from roomd.web.secret_file import SECRET_FILE, SecretFileError, ensure_secret
+from roomd.config.report import config_problems
+from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
+from roomd.auth.signers import choose_user_signer
+from roomd.logs.setup import configure_logging
+from roomd.auth.secret_file import SECRET_FILE, SecretFileError, ensure_secret
 
 CONFIG_ERROR_STATUS = 2
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"roomd: {e}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
     configure_logging(settings.log)
-    from roomd.web.server import serve
+    from roomd.server import serve
 
     try:
         trio.run(serve, settings, signer)

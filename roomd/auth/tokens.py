@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roomd.config import Settings
-from roomd.web.revocations import LEGACY_ID_CHARS, REVOKED_FILE, RevocationLog, RevocationNotDurable
-from roomd.web.secret_file import SECRET_FILE, SecretFileError, read_secret
+from roomd.auth.revocations import LEGACY_ID_CHARS, REVOKED_FILE, RevocationLog, RevocationNotDurable
+from roomd.auth.secret_file import SECRET_FILE, SecretFileError, read_secret
 
 __all__ = ["IssuedToken", "ParsedToken", "RevocationNotDurable", "TokenBook", "parse_token"]
 
@@ -111,7 +111,7 @@ class TokenBook:
             ttl=settings.auth.token_ttl,
             revocations=revocations,
             no_secret=f"the token secret {path} does not exist: `roomd serve` makes it at start "
-            "(roomd.web.secret_file.ensure_secret); make it so, or set auth.token_secret",
+            "(roomd.auth.secret_file.ensure_secret); make it so, or set auth.token_secret",
         )
 
     def issue(self, user_id: str, *, now: int) -> IssuedToken:

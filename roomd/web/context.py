@@ -15,16 +15,16 @@ from roomd.actors.system import RoomSystem
 from roomd.config import Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
-from roomd.web.identity import live_signer
+from roomd.auth.signers import live_signer
 from roomd.web.metrics import Metrics
 from roomd.web.rate_limit import CreationLimits, TokenBuckets
 from roomd.web.response_log import ResponseLog
-from roomd.web.tokens import IssuedToken, TokenBook
+from roomd.auth.tokens import IssuedToken, TokenBook
 from roomd.web.wechat_login import WechatLogin
 
 
 @dataclass
-class Edge:
+class AppContext:
     settings: Settings
     system: RoomSystem
     user_signer: UserSigner
@@ -49,7 +49,7 @@ class Edge:
         *,
         http: httpx.AsyncClient | None = None,
         wall_clock: Callable[[], float] = time.time,
-    ) -> Edge:
+    ) -> AppContext:
         """The edge for `settings`; `http` is the client for WeChat calls (none: WeChat login off)."""
         return cls(
             settings=settings,
@@ -93,6 +93,6 @@ class Edge:
         return self.tokens.issue(user_id, now=self.now())
 
 
-def current_edge() -> Edge:
-    edge: Edge = current_app.extensions["roomd"]
-    return edge
+def current_context() -> AppContext:
+    ctx: AppContext = current_app.extensions["roomd"]
+    return ctx

@@ -1,0 +1,1 @@
+"""Who may call roomd: UserSig and URL signers, login tokens and their revocations."""

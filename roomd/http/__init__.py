@@ -1,0 +1,1 @@
+"""The HTTP server under the app: hypercorn's trio pieces with roomd's connection policy."""
