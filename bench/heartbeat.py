@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roomd_process import free_port, start_roomd, wait_until_up  # noqa: E402
+from roomd_process import free_port, start_roomd, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "heartbeat.lua"
@@ -55,7 +55,10 @@ def start_roomd_for_heartbeats(port: int, workdir: Path) -> subprocess.Popen[byt
 def start_echo(port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", f"127.0.0.1:{port}", "echo_app:app"],
-        cwd=ROOT / "bench", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT / "bench",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     wait_until_up(f"http://127.0.0.1:{port}/")
     return process
@@ -69,10 +72,17 @@ def populate(base: str, members_file: Path) -> None:
     lines = []
     with httpx.Client(base_url=base, timeout=10) as http:
         for r in range(ROOMS):
-            room = http.post("/weapp/multi_room/create_room", json={**_member(f"r{r}m0"), "roomName": f"r{r}"}).json()["roomID"]
+            room = http.post("/weapp/multi_room/create_room", json={**_member(f"r{r}m0"), "roomName": f"r{r}"}).json()[
+                "roomID"
+            ]
             lines.append(f"{room} r{r}m0")
             for m in range(1, MEMBERS):
-                assert http.post("/weapp/multi_room/add_pusher", json={"roomID": room, **_member(f"r{r}m{m}")}).json()["code"] == 0
+                assert (
+                    http.post("/weapp/multi_room/add_pusher", json={"roomID": room, **_member(f"r{r}m{m}")}).json()[
+                        "code"
+                    ]
+                    == 0
+                )
                 lines.append(f"{room} r{r}m{m}")
     members_file.write_text("\n".join(lines) + "\n")
 
@@ -82,8 +92,15 @@ def add_silent_members(base: str) -> list[tuple[str, str]]:
     silent = []
     with httpx.Client(base_url=base, timeout=10) as http:
         for s in range(SILENT):
-            room = http.post("/weapp/double_room/create_room", json={"userID": f"host{s}", "roomInfo": "silent"}).json()["roomID"]
-            assert http.post("/weapp/double_room/add_pusher", json={"roomID": room, **_member(f"silent{s}")}).json()["code"] == 0
+            room = http.post(
+                "/weapp/double_room/create_room", json={"userID": f"host{s}", "roomInfo": "silent"}
+            ).json()["roomID"]
+            assert (
+                http.post("/weapp/double_room/add_pusher", json={"roomID": room, **_member(f"silent{s}")}).json()[
+                    "code"
+                ]
+                == 0
+            )
             silent.append((room, f"silent{s}"))
     return silent
 
@@ -91,7 +108,10 @@ def add_silent_members(base: str) -> list[tuple[str, str]]:
 def run_wrk(url: str, members_file: Path, duration: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "-s", str(LUA), url],
-        env={**os.environ, "ROOMD_MEMBERS": str(members_file)}, capture_output=True, text=True, check=True,
+        env={**os.environ, "ROOMD_MEMBERS": str(members_file)},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
@@ -145,11 +165,17 @@ def measure(duration: int, slices: int) -> list[dict[str, float]]:
                     silent = add_silent_members(roomd_url)
                 loaded = run_wrk(f"{roomd_url}/weapp/multi_room/pusher_heartbeat", members_file, duration)
                 ceiling = run_wrk(f"http://127.0.0.1:{echo_port}/", members_file, duration)
-                results.append({
-                    "roomd_rps": loaded["rps"], "roomd_p50": loaded["p50"], "roomd_p99": loaded["p99"],
-                    "roomd_bad": loaded["bad"], "echo_rps": ceiling["rps"], "echo_p99": ceiling["p99"],
-                    "ratio": loaded["rps"] / ceiling["rps"],
-                })
+                results.append(
+                    {
+                        "roomd_rps": loaded["rps"],
+                        "roomd_p50": loaded["p50"],
+                        "roomd_p99": loaded["p99"],
+                        "roomd_bad": loaded["bad"],
+                        "echo_rps": ceiling["rps"],
+                        "echo_p99": ceiling["p99"],
+                        "ratio": loaded["rps"] / ceiling["rps"],
+                    }
+                )
         finally:
             roomd.send_signal(signal.SIGTERM)
             echo.send_signal(signal.SIGTERM)
@@ -160,9 +186,11 @@ def measure(duration: int, slices: int) -> list[dict[str, float]]:
     assert len(lateness) == SILENT, f"only {len(lateness)} of {SILENT} silent members were evicted"
     ordered = sorted(lateness)
     for result in results:
-        result.update(late_p50=statistics.median(ordered) * 1000,
-                      late_p99=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
-                      late_max=ordered[-1] * 1000)
+        result.update(
+            late_p50=statistics.median(ordered) * 1000,
+            late_p99=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+            late_max=ordered[-1] * 1000,
+        )
     return results
 
 
@@ -177,10 +205,14 @@ def main() -> None:
         sys.exit("bench/heartbeat.py needs wrk: apt-get install wrk")
     runs = measure(args.duration, args.runs)
     for i, r in enumerate(runs, 1):
-        print(f"pair {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}")
+        print(
+            f"pair {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}"
+        )
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"heartbeat, {CONNECTIONS} connections, {args.duration} s slices, median of {args.runs} pairs:")
-    print(f"  roomd   {med['roomd_rps']:8.0f} req/s   p50 {med['roomd_p50']:6.1f} ms   p99 {med['roomd_p99']:6.1f} ms   non-ok replies {med['roomd_bad']:.0f}")
+    print(
+        f"  roomd   {med['roomd_rps']:8.0f} req/s   p50 {med['roomd_p50']:6.1f} ms   p99 {med['roomd_p99']:6.1f} ms   non-ok replies {med['roomd_bad']:.0f}"
+    )
     print(f"  echo    {med['echo_rps']:8.0f} req/s   p99 {med['echo_p99']:6.1f} ms   (bare ASGI on hypercorn-trio)")
     print(f"  ratio roomd/echo {med['ratio']:.2f} (median of per-run ratios)")
     print(f"eviction lateness under that load ({SILENT} silent members, heartbeat_timeout {HEARTBEAT_TIMEOUT:g} s):")

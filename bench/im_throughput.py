@@ -23,10 +23,10 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from roomd.actors.im import ImActor  # noqa: E402
-from roomd.config import load_settings  # noqa: E402
-from roomd.qcloud.usersig import HmacUserSigner  # noqa: E402
-from tests.fake_im import FakeIm, start_fake_im  # noqa: E402
+from roomd.actors.im import ImActor
+from roomd.config import load_settings
+from roomd.qcloud.usersig import HmacUserSigner
+from tests.fake_im import FakeIm, start_fake_im
 
 SDK_APP_ID = 1400000009
 SECRET = "bench-secret"
@@ -60,9 +60,7 @@ async def one_run(groups: int) -> dict[str, tuple[float, float, float]]:
             }
         )
         signer = HmacUserSigner(SDK_APP_ID, SECRET)
-        actor: ImActor = await nursery.start(
-            ImActor(settings.im, signer, path="bench/im", wall_clock=time.time).run
-        )
+        actor: ImActor = await nursery.start(ImActor(settings.im, signer, path="bench/im", wall_clock=time.time).run)
         names = [f"g{i}" for i in range(groups)]
         refused = 0
 

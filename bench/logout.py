@@ -28,9 +28,9 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roomd_process import free_port, start_roomd  # noqa: E402
+from roomd_process import free_port, start_roomd
 
-from roomd.loadtest.http import HttpPool  # noqa: E402
+from roomd.loadtest.http import HttpPool
 
 HEARTBEAT_INTERVAL = 0.01
 WARM_UP = 1.0  # seconds of heartbeats left out of the idle figures

@@ -72,7 +72,8 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
     body = json.dumps({"cnt": 100}).encode()
     one = (
         b"POST /weapp/multi_room/get_room_list HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     peak = rss_bytes(pid)
     streams: list[trio.SocketStream] = []
@@ -111,7 +112,11 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
             nursery.start_soon(never_read, index * 0.002)
         while trio.current_time() - started < hold:
             peak = max(peak, rss_bytes(pid))
-            if len(streams) and all(closed_by_server(stream) for stream in streams) and trio.current_time() - started > connections * 0.002:
+            if (
+                len(streams)
+                and all(closed_by_server(stream) for stream in streams)
+                and trio.current_time() - started > connections * 0.002
+            ):
                 all_closed_after = trio.current_time() - started
                 break
             await trio.sleep(0.1)
@@ -119,8 +124,13 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
         nursery.cancel_scope.cancel()
     for stream in streams:
         await trio.aclose_forcefully(stream)
-    return {"peak": peak, "closed_by_server": closed, "all_closed_after": all_closed_after,
-            "fresh_max": max(fresh, default=float("nan")), "fresh_count": len(fresh)}
+    return {
+        "peak": peak,
+        "closed_by_server": closed,
+        "all_closed_after": all_closed_after,
+        "fresh_max": max(fresh, default=float("nan")),
+        "fresh_count": len(fresh),
+    }
 
 
 def main() -> None:
@@ -133,8 +143,10 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     mb = 1024 * 1024
-    print(f"{args.connections} never-reading connections x {args.requests} pipelined get_room_list "
-          f"(write_timeout {WRITE_TIMEOUT:g} s), {args.rounds} rounds:")
+    print(
+        f"{args.connections} never-reading connections x {args.requests} pipelined get_room_list "
+        f"(write_timeout {WRITE_TIMEOUT:g} s), {args.rounds} rounds:"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         settings = {
             **LIMITS_OFF,
@@ -155,13 +167,19 @@ def main() -> None:
                     time.sleep(1)
                     settling.append(rss_bytes(roomd.pid))
                 after = settling[-1]
-                print(f"  round {round_}: RSS before {before / mb:.1f} MB   peak {result['peak'] / mb:.1f} MB   "
-                      f"after {after / mb:.1f} MB ({(after - before) / before * 100:+.1f} %)")
+                print(
+                    f"  round {round_}: RSS before {before / mb:.1f} MB   peak {result['peak'] / mb:.1f} MB   "
+                    f"after {after / mb:.1f} MB ({(after - before) / before * 100:+.1f} %)"
+                )
                 print("    RSS each second after the attack: " + " ".join(f"{r / mb:.0f}" for r in settling))
-                print(f"    closed or refused by the server: {result['closed_by_server']:.0f} of {args.connections}; all gone "
-                      f"{result['all_closed_after']:.1f} s after the attack began (nan: not within --hold)")
-                print(f"    meanwhile a new client's GET /healthz (new connection each): {result['fresh_count']:.0f} done, "
-                      f"slowest {result['fresh_max'] * 1000:.0f} ms")
+                print(
+                    f"    closed or refused by the server: {result['closed_by_server']:.0f} of {args.connections}; all gone "
+                    f"{result['all_closed_after']:.1f} s after the attack began (nan: not within --hold)"
+                )
+                print(
+                    f"    meanwhile a new client's GET /healthz (new connection each): {result['fresh_count']:.0f} done, "
+                    f"slowest {result['fresh_max'] * 1000:.0f} ms"
+                )
         finally:
             roomd.send_signal(signal.SIGTERM)
             roomd.wait(timeout=60)

@@ -21,26 +21,29 @@ import trio
 from loguru import logger
 
 from roomd.actors.system import open_room_system
+from roomd.auth.signers import choose_user_signer
 from roomd.config import load_settings
 from roomd.web.app import create_app
 from roomd.web.context import AppContext
-from roomd.auth.signers import choose_user_signer
 
 
 async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(
-            environ={"ROOMD_SERVER__PERSIST": str(persist).lower(), "ROOMD_SERVER__DATA_DIR": tmp}
-        )
+        settings = load_settings(environ={"ROOMD_SERVER__PERSIST": str(persist).lower(), "ROOMD_SERVER__DATA_DIR": tmp})
         signer = choose_user_signer(settings.im).signer
         async with open_room_system(settings, user_signer=signer) as system:
             app = create_app(AppContext.build(settings, system, signer))
 
             async def call(endpoint: str, body: dict[str, str]) -> dict[str, object]:
                 data = json.dumps(body).encode()
-                scope = {"type": "http", "method": "POST", "path": f"/weapp/multi_room/{endpoint}",
-                         "query_string": b"", "headers": [(b"content-type", b"application/json")],
-                         "client": ("127.0.0.1", 1)}
+                scope = {
+                    "type": "http",
+                    "method": "POST",
+                    "path": f"/weapp/multi_room/{endpoint}",
+                    "query_string": b"",
+                    "headers": [(b"content-type", b"application/json")],
+                    "client": ("127.0.0.1", 1),
+                }
                 sent: list[dict[str, object]] = []
 
                 async def receive() -> dict[str, object]:
@@ -60,7 +63,10 @@ async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
                 room = (await call("create_room", {**me, "roomName": "r"}))["roomID"]
                 guest = {**me, "userID": f"g{n}", "roomID": room}
                 while trio.current_time() < deadline:
-                    for endpoint, body in (("add_pusher", guest), ("delete_pusher", {"roomID": room, "userID": f"g{n}"})):
+                    for endpoint, body in (
+                        ("add_pusher", guest),
+                        ("delete_pusher", {"roomID": room, "userID": f"g{n}"}),
+                    ):
                         started = time.perf_counter()
                         assert (await call(endpoint, body))["code"] == 0  # type: ignore[arg-type]
                         latencies.append(time.perf_counter() - started)
@@ -84,8 +90,10 @@ async def main(seconds: float, workers: int) -> None:
     on = await run(True, seconds, workers)
     print(f"joins and leaves, {workers} concurrent clients, {seconds:g} s each, in-process")
     print(f"  persist off: {off['ops']:7.0f} ops/s   p50 {off['p50']:6.2f} ms   p99 {off['p99']:6.2f} ms")
-    print(f"  persist on : {on['ops']:7.0f} ops/s   p50 {on['p50']:6.2f} ms   p99 {on['p99']:6.2f} ms"
-          f"   ({on['per_batch']:.1f} changes per committed batch)")
+    print(
+        f"  persist on : {on['ops']:7.0f} ops/s   p50 {on['p50']:6.2f} ms   p99 {on['p99']:6.2f} ms"
+        f"   ({on['per_batch']:.1f} changes per committed batch)"
+    )
     print(f"  ratio on/off: {on['ops'] / off['ops']:.2f}")
 
 

@@ -21,10 +21,10 @@ from loguru import logger
 
 from roomd.actors.messages import CreateRoom, Join, MemberInfo
 from roomd.actors.system import open_room_system
+from roomd.auth.signers import choose_user_signer
 from roomd.config import load_settings
 from roomd.web.app import create_app
 from roomd.web.context import AppContext
-from roomd.auth.signers import choose_user_signer
 
 SIZES = (5, 5_000, 50_000)
 WARMUP = 50

@@ -26,7 +26,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roomd_process import free_port, start_roomd  # noqa: E402
+from roomd_process import free_port, start_roomd
 
 ROOMS, MEMBERS = 100, 6
 PREFIX = "/weapp/multi_room"

@@ -41,7 +41,9 @@ NO_ABUSE_LIMITS = {
 }
 
 
-def start_roomd(port: int, workdir: Path, settings: dict[str, str], *, console: Path | None = None) -> subprocess.Popen[bytes]:
+def start_roomd(
+    port: int, workdir: Path, settings: dict[str, str], *, console: Path | None = None
+) -> subprocess.Popen[bytes]:
     """roomd on `port` with the ROOMD_* `settings` given (abuse limits off unless they say otherwise);
     its console goes to `console`."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}, **NO_ABUSE_LIMITS, **settings}

@@ -28,7 +28,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roomd_process import free_port, rss_bytes, start_roomd  # noqa: E402
+from roomd_process import free_port, rss_bytes, start_roomd
 
 CONCURRENCY = 32
 LIST_CALLS = 500
@@ -39,10 +39,17 @@ async def create_rooms(base: str, rooms: int) -> list[str]:
     next_room = iter(range(rooms))
     made: list[str] = []
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+
         async def worker() -> None:
             for r in next_room:
                 user = f"r{r}m0"
-                body = {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}", "roomName": f"room {r}"}
+                body = {
+                    "userID": user,
+                    "userName": user,
+                    "userAvatar": "",
+                    "pushURL": f"rtmp://p/live/0_{user}",
+                    "roomName": f"room {r}",
+                }
                 made.append((await http.post("/weapp/multi_room/create_room", json=body)).json()["roomID"])
 
         async with trio.open_nursery() as nursery:
@@ -54,11 +61,18 @@ async def create_rooms(base: str, rooms: int) -> list[str]:
 async def add_members(base: str, room_ids: list[str], members: int) -> None:
     next_room = iter(enumerate(room_ids))
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+
         async def worker() -> None:
             for r, room in next_room:
                 for m in range(1, members):
                     user = f"r{r}m{m}"
-                    body = {"roomID": room, "userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
+                    body = {
+                        "roomID": room,
+                        "userID": user,
+                        "userName": user,
+                        "userAvatar": "",
+                        "pushURL": f"rtmp://p/live/0_{user}",
+                    }
                     assert (await http.post("/weapp/multi_room/add_pusher", json=body)).json()["code"] == 0
 
         async with trio.open_nursery() as nursery:
@@ -108,13 +122,19 @@ def main() -> None:
     further = args.rooms * (args.members - 1)
     per_member = (after - with_rooms) / further if further else 0.0
     per_room = (with_rooms - before) / args.rooms - per_member
-    print(f"resident memory: {before / 2**20:.1f} MB empty, {with_rooms / 2**20:.1f} MB with every room's creator, "
-          f"{after / 2**20:.1f} MB full")
-    print(f"per room (without members) {per_room:.0f} bytes, per member {per_member:.0f} bytes, "
-          f"overall {(after - before) / members:.0f} bytes per member")
+    print(
+        f"resident memory: {before / 2**20:.1f} MB empty, {with_rooms / 2**20:.1f} MB with every room's creator, "
+        f"{after / 2**20:.1f} MB full"
+    )
+    print(
+        f"per room (without members) {per_room:.0f} bytes, per member {per_member:.0f} bytes, "
+        f"overall {(after - before) / members:.0f} bytes per member"
+    )
     p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
-    print(f"get_room_list (20 rooms per page, random offset), {LIST_CALLS} calls: "
-          f"p50 {statistics.median(samples) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  max {samples[-1] * 1000:.1f} ms")
+    print(
+        f"get_room_list (20 rooms per page, random offset), {LIST_CALLS} calls: "
+        f"p50 {statistics.median(samples) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  max {samples[-1] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,13 @@ async def trickle_once(port: int) -> tuple[float, int]:
 async def run(port: int, tricklers: int, seconds: float) -> None:
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        member = {"userID": "alice", "userName": "a", "userAvatar": "", "pushURL": "rtmp://p/live/0_alice", "roomName": "r"}
+        member = {
+            "userID": "alice",
+            "userName": "a",
+            "userAvatar": "",
+            "pushURL": "rtmp://p/live/0_alice",
+            "roomName": "r",
+        }
         room = (await http.post("/weapp/multi_room/create_room", json=member)).json()["roomID"]
         latencies: dict[str, list[float]] = {"idle": [], "attack": []}
         phase = "idle"
@@ -99,13 +105,17 @@ async def run(port: int, tricklers: int, seconds: float) -> None:
             nursery.cancel_scope.cancel()
 
     for name, samples in latencies.items():
-        print(f"  heartbeat {name:6}  n={len(samples):5}  p50 {statistics.median(samples) * 1000:6.1f} ms   "
-              f"p99 {percentile(samples, 0.99) * 1000:6.1f} ms   max {max(samples) * 1000:6.1f} ms")
+        print(
+            f"  heartbeat {name:6}  n={len(samples):5}  p50 {statistics.median(samples) * 1000:6.1f} ms   "
+            f"p99 {percentile(samples, 0.99) * 1000:6.1f} ms   max {max(samples) * 1000:6.1f} ms"
+        )
     print(f"  heartbeats answered with a code other than 0: {not_ok}")
     statuses = sorted({status for _, status in cut_offs})
     times = [s for s, _ in cut_offs]
-    print(f"  bodies cut off: {len(cut_offs)}, statuses {statuses} (0 = reset before the reply was read); "
-          f"after p50 {statistics.median(times):.2f} s, max {max(times):.2f} s")
+    print(
+        f"  bodies cut off: {len(cut_offs)}, statuses {statuses} (0 = reset before the reply was read); "
+        f"after p50 {statistics.median(times):.2f} s, max {max(times):.2f} s"
+    )
 
 
 def main() -> None:
@@ -127,7 +137,9 @@ def main() -> None:
         }
         roomd = start_roomd(port, Path(tmp), settings)
         try:
-            print(f"{args.tricklers} connections trickling bodies a byte a second, read_timeout {args.read_timeout:g} s:")
+            print(
+                f"{args.tricklers} connections trickling bodies a byte a second, read_timeout {args.read_timeout:g} s:"
+            )
             trio.run(run, port, args.tricklers, args.seconds)
         finally:
             roomd.send_signal(signal.SIGTERM)

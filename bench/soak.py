@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roomd_process import free_port, rss_bytes, start_roomd  # noqa: E402
+from roomd_process import free_port, rss_bytes, start_roomd
 
 SAMPLE_EVERY = 30.0
 
@@ -42,10 +42,32 @@ def main() -> None:
             baseline_rss = rss_bytes(server.pid)
             report = Path(tmp) / "soak.json"
             load = subprocess.Popen(
-                [sys.executable, "-m", "roomd.loadtest.cli", "--url", base, "--rooms", str(args.rooms),
-                 "--members", "4", "--duration", str(duration), "--heartbeat", "10", "--churn", "10",
-                 "--crash-fraction", "0.02", "--ramp", "60", "--no-progress", "--report", str(report)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "roomd.loadtest.cli",
+                    "--url",
+                    base,
+                    "--rooms",
+                    str(args.rooms),
+                    "--members",
+                    "4",
+                    "--duration",
+                    str(duration),
+                    "--heartbeat",
+                    "10",
+                    "--churn",
+                    "10",
+                    "--crash-fraction",
+                    "0.02",
+                    "--ramp",
+                    "60",
+                    "--no-progress",
+                    "--report",
+                    str(report),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             samples: list[tuple[float, int]] = []
             started = time.monotonic()
@@ -61,18 +83,24 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
     print(f"soak: {args.rooms} rooms x 4 members, {args.minutes:g} min, churn 10/s, 2 % crashed")
-    print(f"  load: {result['requests']} requests ({result['requests_per_second']:.0f}/s), "
-          f"eviction checks passed: {result['evictions']['passed']}, wrong evictions {result['evictions']['wrong_evictions']}, "
-          f"transport failures {result['transport_failures']}")
+    print(
+        f"  load: {result['requests']} requests ({result['requests_per_second']:.0f}/s), "
+        f"eviction checks passed: {result['evictions']['passed']}, wrong evictions {result['evictions']['wrong_evictions']}, "
+        f"transport failures {result['transport_failures']}"
+    )
     print("  RSS (MB) every 30 s: " + ", ".join(f"{rss / 2**20:.0f}" for _, rss in samples))
     warm = [rss for at, rss in samples if at >= duration / 3]
     if warm:
-        print(f"  after warm-up: min {min(warm) / 2**20:.1f} MB, max {max(warm) / 2**20:.1f} MB, "
-              f"last {warm[-1] / 2**20:.1f} MB (growth {(warm[-1] - warm[0]) / 2**20:+.1f} MB)")
+        print(
+            f"  after warm-up: min {min(warm) / 2**20:.1f} MB, max {max(warm) / 2**20:.1f} MB, "
+            f"last {warm[-1] / 2**20:.1f} MB (growth {(warm[-1] - warm[0]) / 2**20:+.1f} MB)"
+        )
     rooms_left = sum(d["rooms"] for d in tree["children"][1:])
     gauges = [line for line in metrics.splitlines() if line.startswith(("roomd_rooms{", "roomd_members{"))]
-    print(f"  after the load left: {rooms_left} room actors, RSS {final_rss / 2**20:.1f} MB "
-          f"(baseline {baseline_rss / 2**20:.1f} MB); " + "; ".join(gauges))
+    print(
+        f"  after the load left: {rooms_left} room actors, RSS {final_rss / 2**20:.1f} MB "
+        f"(baseline {baseline_rss / 2**20:.1f} MB); " + "; ".join(gauges)
+    )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from typing import Any
 
 import trio
 
+from roomd.auth.secret_file import SECRET_FILE, SecretFileError, ensure_secret
+from roomd.auth.signers import choose_user_signer
 from roomd.config import ConfigError, Settings, load_settings
-from roomd.qcloud.usersig import VerifyFailure
 from roomd.config.report import config_problems
 from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
-from roomd.auth.signers import choose_user_signer
 from roomd.logs.setup import configure_logging
-from roomd.auth.secret_file import SECRET_FILE, SecretFileError, ensure_secret
+from roomd.qcloud.usersig import VerifyFailure
 
 CONFIG_ERROR_STATUS = 2
 

@@ -17,7 +17,7 @@ def write_all(descriptor: int, data: bytes) -> None:
     and the next write raises."""
     view = memoryview(data)
     while view:
-        view = view[os.write(descriptor, view):]
+        view = view[os.write(descriptor, view) :]
 
 
 def fsync_directory(directory: Path) -> None:

@@ -22,14 +22,14 @@ from hypercorn.config import Config as HypercornConfig
 from loguru import logger
 
 from roomd.actors.system import open_room_system
+from roomd.auth.signers import SignerChoice
 from roomd.config import Settings
 from roomd.http.accept_errors import AcceptErrorLog
+from roomd.http.connection import ConnectionPolicy
+from roomd.http.connection_limit import ConnectionsPerAddress
+from roomd.http.server import serve as serve_http
 from roomd.web.app import create_app
 from roomd.web.context import AppContext
-from roomd.http.connection_limit import ConnectionsPerAddress
-from roomd.http.connection import ConnectionPolicy
-from roomd.http.server import serve as serve_http
-from roomd.auth.signers import SignerChoice
 
 log = logger.bind(actor="root")
 
@@ -37,15 +37,15 @@ log = logger.bind(actor="root")
 async def serve(settings: Settings, signer: SignerChoice) -> None:
     log.info(
         "roomd starting kinds={} auth={} usersig={}",
-        ",".join(settings.kinds), settings.auth.mode, signer.description,
+        ",".join(settings.kinds),
+        settings.auth.mode,
+        signer.description,
     )
     if settings.im.configured:
         log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
-    async with httpx.AsyncClient() as http, open_room_system(
-        settings, user_signer=signer.signer
-    ) as system:
+    async with httpx.AsyncClient() as http, open_room_system(settings, user_signer=signer.signer) as system:
         ctx = AppContext.build(settings, system, signer.signer, http=http)
         ctx.ready = False
         stop = trio.Event()
@@ -77,8 +77,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                     log.info("roomd listening on {}", bind)
                 await stop.wait()
                 log.info(
-                    "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, "
-                    "then closing rooms",
+                    "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, then closing rooms",
                     settings.server.drain_grace,
                 )
             helpers.cancel_scope.cancel()  # hypercorn is done; the flusher writes what is left

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 import pytest
 import trio
 
 from roomd.actors.system import RoomSystem, open_room_system
+from roomd.auth.signers import choose_user_signer
 from roomd.config import Settings, load_settings
 from roomd.web.app import create_app
 from roomd.web.context import AppContext
-from roomd.auth.signers import choose_user_signer
 from tests.fake_im import FakeIm, start_fake_im
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
@@ -92,14 +91,13 @@ def settings() -> Settings:
 
 
 @asynccontextmanager
-async def open_roomd(
-    settings: Settings, *, wall_clock: Callable[[], float] = time.time
-) -> AsyncIterator[Api]:
+async def open_roomd(settings: Settings, *, wall_clock: Callable[[], float] = time.time) -> AsyncIterator[Api]:
     """roomd in-process: its actor tree and its Quart app, with a client for the app."""
     signer = choose_user_signer(settings.im).signer
-    async with httpx.AsyncClient() as http, open_room_system(
-        settings, user_signer=signer, wall_clock=wall_clock
-    ) as system:
+    async with (
+        httpx.AsyncClient() as http,
+        open_room_system(settings, user_signer=signer, wall_clock=wall_clock) as system,
+    ):
         ctx = AppContext.build(settings, system, signer, http=http, wall_clock=wall_clock)
         app = create_app(ctx)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))

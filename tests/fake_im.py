@@ -41,9 +41,9 @@ class RecordedCall:
 class Behaviour:
     """What the fake does with the next requests."""
 
-    mode: str = "ok"          # ok | http_500 | http_429 | hang | close | error_code
+    mode: str = "ok"  # ok | http_500 | http_429 | hang | close | error_code
     error_code: int = 0
-    delay: float = 0.0        # seconds to wait before answering, in every mode
+    delay: float = 0.0  # seconds to wait before answering, in every mode
     only_api: str | None = None  # misbehave only for this API, answer the others normally
     times: int | None = None  # misbehave this many times, then answer normally
     delays: tuple[float, ...] = ()  # per misbehaving request in turn, in place of delay
@@ -86,7 +86,7 @@ class FakeIm:
         self.server.stop_listening()
 
     async def handle(self, request: FakeRequest) -> FakeReply | None:
-        api = request.path[len(PREFIX):] if request.path.startswith(PREFIX) else ""
+        api = request.path[len(PREFIX) :] if request.path.startswith(PREFIX) else ""
         query, payload = request.query, request.json()
         behaviour = self.behaviour
         misbehave = behaviour.only_api in (None, api) and behaviour.times != 0
@@ -186,7 +186,9 @@ class FakeIm:
             ok = False
             if self.public_key is not None:
                 try:
-                    self.public_key.verify(base64.b64decode(payload.get("TLS.sig", "")), text.encode(), ec.ECDSA(hashes.SHA256()))
+                    self.public_key.verify(
+                        base64.b64decode(payload.get("TLS.sig", "")), text.encode(), ec.ECDSA(hashes.SHA256())
+                    )
                     ok = True
                 except (InvalidSignature, ValueError):
                     ok = False

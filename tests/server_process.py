@@ -45,9 +45,7 @@ def _environment(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     return environment
 
 
-async def failing_roomd(
-    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str
-) -> FailedStart:
+async def failing_roomd(tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str) -> FailedStart:
     """Run `roomd serve --port 0` that is expected to give up at start; its exit status and stderr."""
     started = time.monotonic()
     with trio.fail_after(START_TIMEOUT):

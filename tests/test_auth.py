@@ -17,11 +17,11 @@ from urllib.parse import quote
 import pytest
 import trio
 
-from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
 from roomd import durable_files
 from roomd.auth.revocations import RevocationLog
 from roomd.auth.secret_file import SECRET_FILE, ensure_secret
 from roomd.auth.tokens import RevocationNotDurable, TokenBook
+from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
 from tests.conftest import Api, Reply, make_settings, open_roomd
 from tests.fake_im import FakeIm, start_fake_im
 from tests.fake_wechat import FakeWechat, start_fake_wechat
@@ -64,7 +64,9 @@ class User:
     def __init__(self, api: Api, user_id: str, token: str) -> None:
         self.api, self.user_id, self.token = api, user_id, token
 
-    async def post(self, endpoint: str, body: dict[str, Any], *, as_user: str | None = None, token: str | None = None) -> Reply:
+    async def post(
+        self, endpoint: str, body: dict[str, Any], *, as_user: str | None = None, token: str | None = None
+    ) -> Reply:
         query = f"userID={as_user or self.user_id}&token={token or self.token}"
         return await self.api.raw(
             f"/weapp/multi_room/{endpoint}?{query}", json.dumps(body).encode(), "application/json"
@@ -128,7 +130,9 @@ def test_a_v2_usersig_built_by_the_published_algorithm_verifies() -> None:
         (lambda now: "eJyrVkrOz0nNzSxJ", "cannot be decoded"),
     ],
 )
-async def test_login_refuses_each_bad_usersig_with_its_reason(token_api: Api, clock: Clock, make: Any, reason: str) -> None:
+async def test_login_refuses_each_bad_usersig_with_its_reason(
+    token_api: Api, clock: Clock, make: Any, reason: str
+) -> None:
     sig = make(int(clock.now))
     reply = await token_api.raw(
         f"/weapp/multi_room/login?sdkAppID={SDK_APP_ID}&userID=alice&userSig={sig}", b"", "application/json"
@@ -187,7 +191,9 @@ async def test_nobody_acts_for_somebody_else(token_api: Api, clock: Clock) -> No
         assert reply.code == 7, (endpoint, reply.body)
         assert "mallory" in reply.body["detail"]
     # bob, with his own valid token, may not destroy alice's room either
-    assert (await bob.post("destroy_room", {"roomID": "r1", "userID": "bob"})).body["message"] == "不是房间主人，无法销毁房间"
+    assert (await bob.post("destroy_room", {"roomID": "r1", "userID": "bob"})).body[
+        "message"
+    ] == "不是房间主人，无法销毁房间"
     assert await pushers() == before == ["alice", "bob"]
     assert (await alice.post("get_pushers", {"roomID": "r2"})).code == 3
 
@@ -231,7 +237,9 @@ async def test_wechat_code_becomes_the_user_id(tmp_path: Path) -> None:
             no_code = await api.post("get_im_login_info", {"userIDPrefix": "weixin"})
             assert no_code.body["userID"].startswith("weixin_")
         assert [r.query["js_code"] for r in wechat.requests] == ["good-code", "stale-code"]
-        assert all(r.query["appid"] == "wx-app" and r.query["grant_type"] == "authorization_code" for r in wechat.requests)
+        assert all(
+            r.query["appid"] == "wx-app" and r.query["grant_type"] == "authorization_code" for r in wechat.requests
+        )
         wechat.server.stop_listening()  # type: ignore[union-attr]
         async with open_roomd(settings) as api:
             down = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "good-code"})
@@ -258,11 +266,14 @@ def _book(tmp_path: Path, **log_options: Any) -> TokenBook:
         lambda t: t.replace(".", "\uff0e", 1),
         lambda t: t[:-1] + "é",
         lambda t: t + "=",
-        lambda t: t[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(t[-1]) | 2
-        ],
+        lambda t: (
+            t[:-1]
+            + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(t[-1]) | 2
+            ]
+        ),
         lambda t: t.split(".")[0] + "." + t.split(".")[1].upper() + "." + t.split(".")[2],
-        lambda t: "9" * 13 + t[t.index("."):],
+        lambda t: "9" * 13 + t[t.index(".") :],
         lambda t: t + ".",
         lambda t: t.replace("_", "/").replace("-", "+") if ("_" in t or "-" in t) else t + "\n",
         lambda t: "",

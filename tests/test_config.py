@@ -61,7 +61,11 @@ def test_layers_in_order(tmp_path: Path) -> None:
         ("[kinds.multi_room]\nmax_members = 0\n", {}, "kinds.multi_room.max_members: must be at least 1"),
         ("[kinds.Bad-Name]\nmax_members = 3\n", {}, "kinds.Bad-Name: a kind name must be"),
         ("[kinds.multi_room]\ncolor = 1\n", {}, "kinds.multi_room.color: unknown key"),
-        ("", {"ROOMD_IM__TIMEOUT": "soon"}, "im.timeout: expected a number, got 'soon' (environment ROOMD_IM__TIMEOUT)"),
+        (
+            "",
+            {"ROOMD_IM__TIMEOUT": "soon"},
+            "im.timeout: expected a number, got 'soon' (environment ROOMD_IM__TIMEOUT)",
+        ),
         ("", {"ROOMD_PORT": "1"}, "ROOMD_PORT: not a setting"),
         ("", {"ROOMD_KINDS__MULTI_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "maybe"}, "expected true or false"),
         ('[im]\nbase_url = "ftp://x"\n', {}, "im.base_url: must be an http:// or https:// URL"),
@@ -85,29 +89,38 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path.write_text("[server]\nport = -1\n")
     result = subprocess.run(
         [sys.executable, "-m", "roomd.cli", "serve", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "roomd: configuration error: server.port: must be 0..65535, got -1"
-    ]
+    assert result.stderr.strip().splitlines() == ["roomd: configuration error: server.port: must be 0..65535, got -1"]
 
 
 def test_cli_usersig_prints_a_verifiable_sig() -> None:
     env = {"ROOMD_IM__SECRET_KEY": "k", "ROOMD_IM__SDK_APP_ID": "1400000001", "PATH": "/usr/bin:/bin"}
     made = subprocess.run(
         [sys.executable, "-m", "roomd.cli", "usersig", "alice"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert made.returncode == 0
     sig = made.stdout.strip()
     checked = subprocess.run(
         [sys.executable, "-m", "roomd.cli", "verify-usersig", sig, "alice"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert checked.returncode == 0 and checked.stdout.startswith("verifies")
     wrong = subprocess.run(
         [sys.executable, "-m", "roomd.cli", "verify-usersig", sig, "bob"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert wrong.returncode == 1 and "another userID" in wrong.stdout

@@ -25,8 +25,12 @@ FAILURE_LINE = "cannot accept connections"
 async def test_running_out_of_descriptors_is_logged_once_a_second_and_survived(tmp_path: Path) -> None:
     async with running_roomd(tmp_path, ROOMD_SERVER__KEEP_ALIVE_TIMEOUT="60") as server:
         pid = server.process.pid
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=5, limits=httpx.Limits(max_connections=1)) as kept:
-            room = (await kept.post("/weapp/multi_room/create_room", json={**member_fields("alice"), "roomName": "r"})).json()["roomID"]
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=5, limits=httpx.Limits(max_connections=1)
+        ) as kept:
+            room = (
+                await kept.post("/weapp/multi_room/create_room", json={**member_fields("alice"), "roomName": "r"})
+            ).json()["roomID"]
             assert (await kept.get("/metrics")).status_code == 200  # as served before: its lazy imports are done
             _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_fds(pid) + SPARE_FDS, hard))
@@ -36,7 +40,11 @@ async def test_running_out_of_descriptors_is_logged_once_a_second_and_survived(t
             heartbeats = []
             for _ in range(4):  # the connection it already has is still served
                 await trio.sleep(1)
-                heartbeats.append((await kept.post("/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": "alice"})).json()["code"])
+                heartbeats.append(
+                    (
+                        await kept.post("/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": "alice"})
+                    ).json()["code"]
+                )
             metrics = (await kept.get("/metrics")).text
             exhausted_for = trio.current_time() - exhausted_at
 

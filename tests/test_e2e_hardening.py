@@ -69,7 +69,9 @@ def _poisoned(body: dict[str, Any], field: str) -> str:
 
 @pytest.mark.parametrize("mode", ["open", "token"])
 @pytest.mark.parametrize("persist", ["true", "false"])
-async def test_lone_surrogates_in_any_field_are_code_1_and_change_nothing(tmp_path: Path, mode: str, persist: str) -> None:
+async def test_lone_surrogates_in_any_field_are_code_1_and_change_nothing(
+    tmp_path: Path, mode: str, persist: str
+) -> None:
     env = {"ROOMD_AUTH__MODE": mode, "ROOMD_SERVER__PERSIST": persist, "ROOMD_LIVE__BIZID": "8888", **NO_LIMITS}
     async with running_roomd(tmp_path, **env) as server, client(server) as http:
         login = await post(http, "get_im_login_info", {})
@@ -182,7 +184,9 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
     assert "Traceback" not in errors and "unexpected error" not in errors
     assert not server.lines_about("Traceback")
     admin_sigs = {call.query["usersig"] for call in fake.calls}
-    tx_secrets = {url.split("txSecret=")[1].split("&")[0] for url in [push, *(p["accelerateURL"] for p in pushers["pushers"])]}
+    tx_secrets = {
+        url.split("txSecret=")[1].split("&")[0] for url in [push, *(p["accelerateURL"] for p in pushers["pushers"])]
+    }
     assert admin_sigs and tx_secrets
     for secret in [IM_SECRET, "push-key-5e1f", token, *admin_sigs, *tx_secrets]:
         assert secret not in logs and secret not in console, secret
@@ -201,7 +205,10 @@ async def test_ops_routes_answer_only_allowed_addresses_or_the_admin_key(tmp_pat
     async with running_roomd(tmp_path / "a") as server, client(server) as http:
         for route in OPS_ROUTES:  # loopback is allowed by default
             assert (await http.get(route)).status_code == 200, route
-    async with running_roomd(tmp_path / "b", ROOMD_OPS__ALLOW="10.0.0.0/8,192.168.0.0/16") as server, client(server) as http:
+    async with (
+        running_roomd(tmp_path / "b", ROOMD_OPS__ALLOW="10.0.0.0/8,192.168.0.0/16") as server,
+        client(server) as http,
+    ):
         for route in OPS_ROUTES:
             reply = await http.get(route)
             assert reply.status_code == 403 and reply.json()["code"] == 7, route
@@ -215,8 +222,12 @@ async def test_ops_routes_answer_only_allowed_addresses_or_the_admin_key(tmp_pat
 
 
 async def test_debug_actors_shows_at_most_1000_rooms_per_kind(tmp_path: Path) -> None:
-    env = {**NO_LIMITS, "ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS": "0", "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "0",
-           "ROOMD_SERVER__PERSIST": "false"}
+    env = {
+        **NO_LIMITS,
+        "ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS": "0",
+        "ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_CREATOR": "0",
+        "ROOMD_SERVER__PERSIST": "false",
+    }
     async with running_roomd(tmp_path, **env) as server, client(server) as http:
         for _ in range(1005):
             assert (await post(http, "create_room", {"userID": "alice", "roomInfo": "x"}))["code"] == 0
@@ -250,11 +261,15 @@ async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp
             push = (await post(http, "get_push_url", {"userID": login["userID"]}, query))["pushURL"]
             users.append((login["userID"], query, push))
         (alice, alice_q, alice_push), (bob, bob_q, bob_push), (eve, eve_q, _) = users
-        room = (await post(http, "create_room", {**member_fields(alice), "pushURL": alice_push, "roomName": "r"}, alice_q))["roomID"]
+        room = (
+            await post(http, "create_room", {**member_fields(alice), "pushURL": alice_push, "roomName": "r"}, alice_q)
+        )["roomID"]
         # nobody joins with a pushURL for somebody else's stream (it would sign that stream)
         stolen = await post(http, "add_pusher", {**member_fields(bob), "pushURL": alice_push, "roomID": room}, bob_q)
         assert stolen["code"] == 1 and "pushURL" in stolen["detail"]
-        assert (await post(http, "add_pusher", {**member_fields(bob), "pushURL": bob_push, "roomID": room}, bob_q))["code"] == 0
+        assert (await post(http, "add_pusher", {**member_fields(bob), "pushURL": bob_push, "roomID": room}, bob_q))[
+            "code"
+        ] == 0
         as_member = await post(http, "get_pushers", {"roomID": room}, bob_q)
         urls = [p["accelerateURL"] for p in as_member["pushers"]]
         assert all(u.startswith("rtmp://8888.liveplay.myqcloud.com/live/8888_") for u in urls)
@@ -335,7 +350,9 @@ async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path:
         fake = await start_fake_im(nursery, FakeIm(SDK_APP_ID, "admin", secret_key=IM_SECRET))
         # around im.timeout: some confirmations land just before it, some just after; the
         # early ones make sure some rooms are made even on a loaded machine
-        fake.behave(mode="ok", delays=(0.5, 0.95, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.05, 0.7), only_api="create_group")
+        fake.behave(
+            mode="ok", delays=(0.5, 0.95, 0.98, 0.99, 0.995, 1.0, 1.005, 1.01, 1.05, 0.7), only_api="create_group"
+        )
         env = {
             "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID),
             "ROOMD_IM__SECRET_KEY": IM_SECRET,
@@ -347,6 +364,7 @@ async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path:
         async with running_roomd(tmp_path, **env) as server, client(server) as http:
             answers = []
             async with trio.open_nursery() as creators:
+
                 async def create(i: int) -> None:
                     answers.append(await post(http, "create_room", {**member_fields(f"u{i}"), "roomName": "r"}))
 
@@ -381,7 +399,7 @@ async def test_room_list_pages_are_cut_to_max_reply_bytes(tmp_path: Path) -> Non
             seen += [r["roomID"] for r in page["rooms"]]
             index += len(page["rooms"])
         assert seen == made  # cut pages lose nothing: the next index continues where one stopped
-        small = (await post(http, "get_room_list", {"cnt": 2}))
+        small = await post(http, "get_room_list", {"cnt": 2})
         assert "truncated" not in small and len(small["rooms"]) == 2
 
 

@@ -25,7 +25,9 @@ async def test_hostile_connections_do_not_starve_heartbeats(tmp_path: Path) -> N
         url = urlsplit(server.base_url)
         host, port = url.hostname or "127.0.0.1", url.port or 80
         async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as http:
-            room = (await http.post("/weapp/multi_room/create_room", json={**member_fields("alice"), "roomName": "r"})).json()["roomID"]
+            room = (
+                await http.post("/weapp/multi_room/create_room", json={**member_fields("alice"), "roomName": "r"})
+            ).json()["roomID"]
             closed_by_server = {"idle": 0, "slow": 0, "huge": 0}
             huge_statuses: list[bytes] = []
 
@@ -71,7 +73,9 @@ async def test_hostile_connections_do_not_starve_heartbeats(tmp_path: Path) -> N
                 end = trio.current_time() + 4
                 while trio.current_time() < end:  # a well-behaved client, meanwhile
                     started = trio.current_time()
-                    reply = await http.post("/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": "alice"})
+                    reply = await http.post(
+                        "/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": "alice"}
+                    )
                     latencies.append(trio.current_time() - started)
                     assert reply.json()["code"] == 0
                 with trio.fail_after(15):

@@ -49,7 +49,9 @@ async def test_a_large_head_in_one_write_is_refused_with_431(server: ServerProce
 async def test_a_large_head_in_several_writes_is_refused_with_431(server: ServerProcess) -> None:
     head = head_of(20_000)
     # two halves: each part is under h11's limit for an incomplete head, the whole is not
-    assert_refused_in_envelope(await exchange(server.base_url, head[:10_000], head[10_000:] + b"{}", pause=0.2), 431, "16384 bytes")
+    assert_refused_in_envelope(
+        await exchange(server.base_url, head[:10_000], head[10_000:] + b"{}", pause=0.2), 431, "16384 bytes"
+    )
     # many small pieces: refused while still incomplete (by h11: bare 431, no body)
     trickled = await exchange(server.base_url, *(head[i : i + 2000] for i in range(0, len(head), 2000)), pause=0.05)
     assert trickled.status == 431 and trickled.closed

@@ -74,11 +74,13 @@ async def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> No
             async with httpx.AsyncClient(base_url=first.base_url, timeout=5) as http:
                 async with trio.open_nursery() as workers:
                     for room in acked:
+
                         async def guarded(room: str = room) -> None:
                             try:
                                 await churn(http, room)
                             except (httpx.HTTPError, AssertionError):
                                 pass  # the kill came mid-request
+
                         workers.start_soon(guarded)
                     with trio.fail_after(60):
                         while operations[0] < ROOMS * 15:

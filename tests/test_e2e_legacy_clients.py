@@ -129,32 +129,29 @@ async def test_seed_era_clients(tmp_path: Path) -> None:
 
 
 async def test_later_clients_create_then_add_pusher(tmp_path: Path) -> None:
-    async with running_roomd(tmp_path, **SERVER_ENV) as server:
-        async with httpx.AsyncClient(base_url=server.base_url) as http:
-            host, guest = Client(http, "double_room"), Client(http, "double_room")
-            for client in (host, guest):
-                info = (await http.get("/weapp/utils/get_login_info", params={"userID": f"dev_{id(client)}"})).json()
-                assert info["code"] == 0 and info["userSig"]
-                client.user_id = info["userID"]
-            created = await host.call("create_room", userID=host.user_id, roomInfo='{"title":"1:1"}')
-            assert created["code"] == 0
-            room_id = created["roomID"]
-            waiting = await guest.call("get_pushers", roomID=room_id)
-            assert waiting["code"] == 0 and waiting["pushers"] == []
-            assert (await host.call("add_pusher", roomID=room_id, **host.me(await host.push_url())))["code"] == 0
-            assert (await guest.call("add_pusher", roomID=room_id, **guest.me(await guest.push_url())))["code"] == 0
-            late = Client(http, "double_room")
-            late.user_id = "late_user"
-            full = await late.call("add_pusher", roomID=room_id, **late.me(await late.push_url()))
-            assert full["code"] == 5001
-            rooms = (await guest.call("get_room_list"))["rooms"]
-            assert [(r["roomID"], r["roomInfo"], r["memberCount"]) for r in rooms] == [(room_id, '{"title":"1:1"}', 2)]
-            assert (await host.call("delete_pusher", roomID=room_id, userID=host.user_id))["code"] == 0
-            # the creator left: the room is closed for everyone
-            assert (await guest.call("pusher_heartbeat", roomID=room_id, userID=guest.user_id))["code"] == 3
-    assert any(
-        f"root/double_room/{room_id} | room closed reason=creator_left" in line for line in server.output
-    )
+    async with running_roomd(tmp_path, **SERVER_ENV) as server, httpx.AsyncClient(base_url=server.base_url) as http:
+        host, guest = Client(http, "double_room"), Client(http, "double_room")
+        for client in (host, guest):
+            info = (await http.get("/weapp/utils/get_login_info", params={"userID": f"dev_{id(client)}"})).json()
+            assert info["code"] == 0 and info["userSig"]
+            client.user_id = info["userID"]
+        created = await host.call("create_room", userID=host.user_id, roomInfo='{"title":"1:1"}')
+        assert created["code"] == 0
+        room_id = created["roomID"]
+        waiting = await guest.call("get_pushers", roomID=room_id)
+        assert waiting["code"] == 0 and waiting["pushers"] == []
+        assert (await host.call("add_pusher", roomID=room_id, **host.me(await host.push_url())))["code"] == 0
+        assert (await guest.call("add_pusher", roomID=room_id, **guest.me(await guest.push_url())))["code"] == 0
+        late = Client(http, "double_room")
+        late.user_id = "late_user"
+        full = await late.call("add_pusher", roomID=room_id, **late.me(await late.push_url()))
+        assert full["code"] == 5001
+        rooms = (await guest.call("get_room_list"))["rooms"]
+        assert [(r["roomID"], r["roomInfo"], r["memberCount"]) for r in rooms] == [(room_id, '{"title":"1:1"}', 2)]
+        assert (await host.call("delete_pusher", roomID=room_id, userID=host.user_id))["code"] == 0
+        # the creator left: the room is closed for everyone
+        assert (await guest.call("pusher_heartbeat", roomID=room_id, userID=guest.user_id))["code"] == 3
+    assert any(f"root/double_room/{room_id} | room closed reason=creator_left" in line for line in server.output)
 
 
 async def test_seed_era_clients_with_im_configured(tmp_path: Path) -> None:

@@ -82,14 +82,21 @@ async def test_clients_cannot_forge_log_lines(tmp_path: Path, log_format: str) -
                     content=b'{"index":0,"x":"' + raw + b'"}',
                     headers={"Content-Type": "application/json"},
                 )
-                await http.post("/weapp/double_room/get_room_list", content=b"x=" + raw,
-                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+                await http.post(
+                    "/weapp/double_room/get_room_list",
+                    content=b"x=" + raw,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
                 requests += 2
             for path in paths:
                 await http.post(path, json={})
                 requests += 1
             await http.post("/weapp/multi_room/get_room_list?x=%0d%0aFORGED&y=\u2028", json={})
-            hostile_headers = {"User-Agent": b"a\xc2\x85FORGED", "X-Forged": "x\u2028FORGED".encode(), "Referer": b"\x9b"}
+            hostile_headers = {
+                "User-Agent": b"a\xc2\x85FORGED",
+                "X-Forged": "x\u2028FORGED".encode(),
+                "Referer": b"\x9b",
+            }
             reply = await http.post("/weapp/multi_room/get_room_list", json={}, headers=hostile_headers)
             assert reply.json()["code"] == 0
             requests += 2
@@ -141,23 +148,44 @@ async def test_secrets_reach_neither_the_log_files_nor_the_console(tmp_path: Pat
             creator_url = str((await call("get_push_url", userID=str(creator["userID"])))["pushURL"])
             guest_url = str((await call("get_push_url", userID=str(guest["userID"])))["pushURL"])
             member = {"userName": "n", "userAvatar": "https://a.test/a.png"}
-            room = str((await call("create_room", userID=str(creator["userID"]), roomName="r", pushURL=creator_url, **member))["roomID"])
+            room = str(
+                (await call("create_room", userID=str(creator["userID"]), roomName="r", pushURL=creator_url, **member))[
+                    "roomID"
+                ]
+            )
             form = urlencode({"roomID": room, "userID": guest["userID"], "pushURL": guest_url, **member})
-            joined = await http.post("/weapp/multi_room/add_pusher", content=form,
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+            joined = await http.post(
+                "/weapp/multi_room/add_pusher",
+                content=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             assert joined.json()["code"] == 0
             pushers = (await call("get_pushers", roomID=room))["pushers"]
             accelerate_urls = [str(p["accelerateURL"]) for p in pushers]  # type: ignore[attr-defined]
             assert len(accelerate_urls) == 2
             # clients echoing what they were given, in every shape a request can take
             echo = accelerate_urls[0]
-            await http.post(f"/weapp/multi_room/pusher_heartbeat?url={quote(echo, safe='')}&userSig={guest['userSig']}",
-                            json={"roomID": room, "userID": guest["userID"]})
-            await http.post("/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": guest["userID"], "playURL": echo})
-            escaped_slashes = json.dumps({"roomID": room, "userID": creator["userID"], "pushURL": accelerate_urls[1],
-                                          "userSig": creator["userSig"], "token": "token-from-a-client"}).replace("/", "\\/")
-            await http.post("/weapp/multi_room/pusher_heartbeat", content=escaped_slashes,
-                            headers={"Content-Type": "application/json"})
+            await http.post(
+                f"/weapp/multi_room/pusher_heartbeat?url={quote(echo, safe='')}&userSig={guest['userSig']}",
+                json={"roomID": room, "userID": guest["userID"]},
+            )
+            await http.post(
+                "/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": guest["userID"], "playURL": echo}
+            )
+            escaped_slashes = json.dumps(
+                {
+                    "roomID": room,
+                    "userID": creator["userID"],
+                    "pushURL": accelerate_urls[1],
+                    "userSig": creator["userSig"],
+                    "token": "token-from-a-client",
+                }
+            ).replace("/", "\\/")
+            await http.post(
+                "/weapp/multi_room/pusher_heartbeat",
+                content=escaped_slashes,
+                headers={"Content-Type": "application/json"},
+            )
             await http.get("/weapp/utils/get_login_info", params={"userID": "visitor", "userSig": guest["userSig"]})
     secrets = [tx_secret(url) for url in (creator_url, guest_url, *accelerate_urls)]
     secrets += [str(creator["userSig"]), str(guest["userSig"]), "token-from-a-client", PUSH_KEY, IM_KEY]
@@ -178,8 +206,9 @@ async def test_response_files_stay_within_their_share_of_max_bytes(tmp_path: Pat
 
             async def client(count: int) -> None:
                 for _ in range(count):
-                    await http.post("/weapp/multi_room/get_room_list", content=body,
-                                    headers={"Content-Type": "application/json"})
+                    await http.post(
+                        "/weapp/multi_room/get_room_list", content=body, headers={"Content-Type": "application/json"}
+                    )
 
             async with trio.open_nursery() as nursery:
                 for _ in range(8):

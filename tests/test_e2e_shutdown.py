@@ -21,10 +21,14 @@ async def test_sigterm_during_a_stream_of_heartbeats(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=server.base_url) as setup:
             rooms = []
             for i in range(CLIENTS // 4):
-                reply = (await setup.post("/weapp/multi_room/create_room", json={**member_fields(f"c{i}"), "roomName": "r"})).json()
+                reply = (
+                    await setup.post("/weapp/multi_room/create_room", json={**member_fields(f"c{i}"), "roomName": "r"})
+                ).json()
                 rooms.append(reply["roomID"])
                 for j in range(3):
-                    await setup.post("/weapp/multi_room/add_pusher", json={"roomID": reply["roomID"], **member_fields(f"m{i}_{j}")})
+                    await setup.post(
+                        "/weapp/multi_room/add_pusher", json={"roomID": reply["roomID"], **member_fields(f"m{i}_{j}")}
+                    )
         members = [(room, f"c{i}") for i, room in enumerate(rooms)] + [
             (room, f"m{i}_{j}") for i, room in enumerate(rooms) for j in range(3)
         ]

@@ -46,34 +46,38 @@ def _other_spellings(token: str) -> list[str]:
 
 async def test_no_spelling_of_a_revoked_token_gets_past_logout_before_or_after_a_restart(tmp_path: Path) -> None:
     sig = HmacUserSigner(0, IM_SECRET).make("alice", now=int(time.time()), expire=3600)
-    async with running_roomd(tmp_path, **ENV) as first:
-        async with httpx.AsyncClient(base_url=first.base_url) as http:
-            login = (await http.post("/weapp/multi_room/login", params={"userID": "alice", "userSig": sig})).json()
-            token = login["token"]
-            other = (await http.post("/weapp/multi_room/login", params={"userID": "alice", "userSig": sig})).json()
-            auth = {"userID": "alice", "token": token}
-            assert (await http.post("/weapp/multi_room/logout", params=auth, json={})).json()["code"] == 0
-            for spelling in [token, *_other_spellings(token)]:
-                reply = (
-                    await http.post("/weapp/multi_room/get_room_list", params={"userID": "alice", "token": spelling}, json={})
-                ).json()
-                assert reply["code"] == 7 and reply["detail"], (spelling, reply)
-                logout = (await http.post("/weapp/multi_room/logout", params={"userID": "alice", "token": spelling})).json()
-                assert logout["code"] == 7, (spelling, logout)
-            # the other login of the same user is a token of its own, still valid
-            other_auth = {"userID": "alice", "token": other["token"]}
-            assert (await http.post("/weapp/multi_room/get_room_list", params=other_auth, json={})).json()["code"] == 0
+    async with running_roomd(tmp_path, **ENV) as first, httpx.AsyncClient(base_url=first.base_url) as http:
+        login = (await http.post("/weapp/multi_room/login", params={"userID": "alice", "userSig": sig})).json()
+        token = login["token"]
+        other = (await http.post("/weapp/multi_room/login", params={"userID": "alice", "userSig": sig})).json()
+        auth = {"userID": "alice", "token": token}
+        assert (await http.post("/weapp/multi_room/logout", params=auth, json={})).json()["code"] == 0
+        for spelling in [token, *_other_spellings(token)]:
+            reply = (
+                await http.post(
+                    "/weapp/multi_room/get_room_list", params={"userID": "alice", "token": spelling}, json={}
+                )
+            ).json()
+            assert reply["code"] == 7 and reply["detail"], (spelling, reply)
+            logout = (
+                await http.post("/weapp/multi_room/logout", params={"userID": "alice", "token": spelling})
+            ).json()
+            assert logout["code"] == 7, (spelling, logout)
+        # the other login of the same user is a token of its own, still valid
+        other_auth = {"userID": "alice", "token": other["token"]}
+        assert (await http.post("/weapp/multi_room/get_room_list", params=other_auth, json={})).json()["code"] == 0
 
     revoked = (tmp_path / "data" / "revoked_tokens").read_text().splitlines()
     assert len(revoked) == 1 and token not in revoked[0]
-    async with running_roomd(tmp_path, **ENV) as second:
-        async with httpx.AsyncClient(base_url=second.base_url) as http:
-            for spelling in [token, *_other_spellings(token)]:
-                reply = (
-                    await http.post("/weapp/multi_room/get_room_list", params={"userID": "alice", "token": spelling}, json={})
-                ).json()
-                assert reply["code"] == 7 and reply["detail"], (spelling, reply)
-            assert (await http.post("/weapp/multi_room/get_room_list", params=other_auth, json={})).json()["code"] == 0
+    async with running_roomd(tmp_path, **ENV) as second, httpx.AsyncClient(base_url=second.base_url) as http:
+        for spelling in [token, *_other_spellings(token)]:
+            reply = (
+                await http.post(
+                    "/weapp/multi_room/get_room_list", params={"userID": "alice", "token": spelling}, json={}
+                )
+            ).json()
+            assert reply["code"] == 7 and reply["detail"], (spelling, reply)
+        assert (await http.post("/weapp/multi_room/get_room_list", params=other_auth, json={})).json()["code"] == 0
     assert not any("Traceback" in line for line in first.output + second.output)
 
 
@@ -86,10 +90,9 @@ async def test_a_secret_that_cannot_be_written_stops_the_start_and_leaves_nothin
     assert not secret_path.exists()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["roomd.lock"]  # no temp file either
 
-    async with running_roomd(tmp_path, **ENV) as server:
-        async with httpx.AsyncClient(base_url=server.base_url) as http:
-            reply = (await http.post("/weapp/multi_room/get_im_login_info", json={})).json()
-            assert reply["code"] == 0 and reply["token"]
+    async with running_roomd(tmp_path, **ENV) as server, httpx.AsyncClient(base_url=server.base_url) as http:
+        reply = (await http.post("/weapp/multi_room/get_im_login_info", json={})).json()
+        assert reply["code"] == 0 and reply["token"]
     secret = secret_path.read_text()
     assert len(secret) == 64 and all(c in "0123456789abcdef" for c in secret)
     assert secret_path.stat().st_mode & 0o777 == 0o600
@@ -122,8 +125,7 @@ async def test_a_second_server_on_the_same_data_dir_is_refused_at_once(tmp_path:
         async with httpx.AsyncClient(base_url=first.base_url) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.post("/weapp/multi_room/get_im_login_info", json={})).json()["code"] == 0
-    async with running_roomd(tmp_path, **ENV) as third:
-        async with httpx.AsyncClient(base_url=third.base_url) as http:
-            assert (await http.get("/healthz")).status_code == 200
+    async with running_roomd(tmp_path, **ENV) as third, httpx.AsyncClient(base_url=third.base_url) as http:
+        assert (await http.get("/healthz")).status_code == 200
     lock_text = (tmp_path / "data" / "roomd.lock").read_text()
     assert lock_text.startswith(f"{third.process.pid} ")

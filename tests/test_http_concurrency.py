@@ -13,6 +13,7 @@ async def gather(*calls: object) -> list[Reply]:
 
     async with trio.open_nursery() as nursery:
         for call in calls:
+
             async def run(call: object = call) -> None:
                 replies.append(await call)  # type: ignore[misc]
 

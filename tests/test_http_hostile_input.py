@@ -62,15 +62,27 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("delete_pusher", {"roomID": ROOM, "userID": 5}, "userID must be a string"),
     ("pusher_heartbeat", {"userID": "alice"}, "roomID is required"),
     ("destroy_room", {"roomID": ROOM, "userID": None}, "userID is required"),
-    ("destroy_room", {"roomID": ROOM, "userID": "alice x"}, "userID must be printable, without whitespace or any of / ? # &"),
+    (
+        "destroy_room",
+        {"roomID": ROOM, "userID": "alice x"},
+        "userID must be printable, without whitespace or any of / ? # &",
+    ),
     ("get_pushers", {"roomID": 12}, "roomID must be a string"),
     ("create_room", {"userID": "carol"}, "roomInfo or roomName is required"),
     ("create_room", {"userID": "carol", "roomInfo": 3}, "roomInfo must be a string"),
-    ("create_room", {"userID": "carol", "roomInfo": "a", "roomName": "b"}, "roomInfo and roomName are the same value and must not differ"),
+    (
+        "create_room",
+        {"userID": "carol", "roomInfo": "a", "roomName": "b"},
+        "roomInfo and roomName are the same value and must not differ",
+    ),
     ("create_room", {"userID": "carol", "roomInfo": "i", "roomID": "x" * 65}, "roomID is longer than 64 characters"),
     ("create_room", {"userID": "carol", "roomName": "n", "pushURL": "rtmp://p/live/s"}, "userName is required"),
     ("get_push_url", {"userID": 1}, "userID must be a string"),
-    ("get_im_login_info", {"userIDPrefix": "a/b"}, "userIDPrefix must be printable, without whitespace or any of / ? # &"),
+    (
+        "get_im_login_info",
+        {"userIDPrefix": "a/b"},
+        "userIDPrefix must be printable, without whitespace or any of / ? # &",
+    ),
     ("get_room_list", {"index": -1}, "index must be a non-negative integer"),
 ]
 

@@ -70,9 +70,9 @@ async def test_non_member_leave_and_heartbeat_are_code_5(api: Api) -> None:
 
 
 async def test_full_room_is_code_5001(api: Api) -> None:
-    room_id = (
-        await api.post("create_room", {**member_fields("alice"), "roomName": "r"}, kind="double_room")
-    ).body["roomID"]
+    room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"}, kind="double_room")).body[
+        "roomID"
+    ]
     assert (await api.post("add_pusher", {**member_fields("bob"), "roomID": room_id}, kind="double_room")).code == 0
     full = await api.post("add_pusher", {**member_fields("carol"), "roomID": room_id}, kind="double_room")
     assert full.code == 5001 and full.body["detail"] == f"room {room_id} is full (2/2)"

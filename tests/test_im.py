@@ -27,7 +27,9 @@ def ordered_as_a_room_life(calls: list[str]) -> bool:
 
 async def test_the_three_calls_on_the_wire() -> None:
     async with open_im_world() as (api, fake):
-        created = await api.post("create_room", {"userID": "alice", "roomInfo": "一个很长的房间名字，超过三十个字节的那种"})
+        created = await api.post(
+            "create_room", {"userID": "alice", "roomInfo": "一个很长的房间名字，超过三十个字节的那种"}
+        )
         room_id = created.body["roomID"]
         assert created.code == 0
         assert (await api.post("add_pusher", joining("alice", room_id))).code == 0
@@ -62,6 +64,7 @@ async def test_scripted_room_lives_reach_im_in_order() -> None:
         "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "0.4",
     }
     async with open_im_world(**env) as (api, fake):
+
         async def create(creator: str, *, join: bool = True) -> str:
             body: dict[str, Any] = {"userID": creator, "roomInfo": f"{creator}'s"}
             if join:
@@ -132,7 +135,9 @@ async def test_transient_failures_are_retried() -> None:
             fake.behave(mode=mode, times=1, **extra)
             before = len(fake.calls)
             await api.post("add_pusher", joining(f"u_{mode}", room_id))
-            await eventually(lambda: fake.calls[-1:] and fake.calls[-1].answered == "ok" and len(fake.calls) == before + 2)
+            await eventually(
+                lambda: fake.calls[-1:] and fake.calls[-1].answered == "ok" and len(fake.calls) == before + 2
+            )
         stats = api.system.im.stats  # type: ignore[attr-defined]
         await eventually(lambda: stats.outcomes[("send_group_system_notification", "ok")] == 3)
         assert stats.outcomes[("send_group_system_notification", "failed")] == 0
@@ -283,8 +288,11 @@ async def test_im_faults_during_churn_lose_no_call() -> None:
         assert im.stats.outcomes[("destroy_group", "failed")] == 0  # type: ignore[attr-defined]
         assert set(fake.groups) == set(rooms) - destroyed
         for room_id in set(rooms) - destroyed:
-            delivered = [c.at for c in fake.calls if c.body.get("GroupId") == room_id
-                         and c.api == "send_group_system_notification" and c.answered == "ok"]
+            delivered = [
+                c.at
+                for c in fake.calls
+                if c.body.get("GroupId") == room_id and c.api == "send_group_system_notification" and c.answered == "ok"
+            ]
             # the room's last change reached its group: a notification went out after it
             assert delivered and max(delivered) >= last_change[room_id], room_id
         assert any(c.answered != "ok" for c in fake.calls)  # the faults did happen

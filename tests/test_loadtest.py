@@ -14,7 +14,17 @@ from tests.server_process import running_roomd
 
 async def _roomd_load(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
-        [sys.executable, "-m", "roomd.loadtest.cli", "--url", base_url, "--report", str(report), "--no-progress", *extra],
+        [
+            sys.executable,
+            "-m",
+            "roomd.loadtest.cli",
+            "--url",
+            base_url,
+            "--report",
+            str(report),
+            "--no-progress",
+            *extra,
+        ],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -25,10 +35,30 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
     report_file = tmp_path / "report.json"
     async with running_roomd(tmp_path, ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT="4") as server:
         result = await _roomd_load(
-            server.base_url, report_file,
-            "--rooms", "20", "--members", "4", "--duration", "15", "--heartbeat", "1",
-            "--heartbeat-timeout", "4", "--tolerance", "1.5", "--churn", "2", "--rejoin-after", "0.5",
-            "--crash-fraction", "0.2", "--ramp", "2", "--seed", "7",
+            server.base_url,
+            report_file,
+            "--rooms",
+            "20",
+            "--members",
+            "4",
+            "--duration",
+            "15",
+            "--heartbeat",
+            "1",
+            "--heartbeat-timeout",
+            "4",
+            "--tolerance",
+            "1.5",
+            "--churn",
+            "2",
+            "--rejoin-after",
+            "0.5",
+            "--crash-fraction",
+            "0.2",
+            "--ramp",
+            "2",
+            "--seed",
+            "7",
         )
     assert result.returncode == 0, result.stdout.decode()[-3000:]
     report = json.loads(report_file.read_text())
@@ -36,7 +66,9 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
     assert evictions["crashed"] == 12 and evictions["evicted_in_time"] == 12
     assert evictions["wrong_evictions"] == 0 and evictions["passed"] is True
     assert report["transport_failures"] == 0 and report["churned"] > 5
-    assert report["endpoints"]["pusher_heartbeat"]["codes"] == {"0": report["endpoints"]["pusher_heartbeat"]["requests"]}
+    assert report["endpoints"]["pusher_heartbeat"]["codes"] == {
+        "0": report["endpoints"]["pusher_heartbeat"]["requests"]
+    }
     assert report["endpoints"]["create_room"]["codes"] == {"0": 20}
     assert "PASS" in result.stdout.decode() and "eviction checks" in result.stdout.decode()
     assert sum("reason=timeout" in line for line in server.output) == 12
@@ -46,8 +78,19 @@ async def test_token_mode(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     async with running_roomd(tmp_path, ROOMD_AUTH__MODE="token") as server:
         result = await _roomd_load(
-            server.base_url, report_file,
-            "--rooms", "4", "--members", "3", "--duration", "5", "--heartbeat", "1", "--ramp", "1", "--token",
+            server.base_url,
+            report_file,
+            "--rooms",
+            "4",
+            "--members",
+            "3",
+            "--duration",
+            "5",
+            "--heartbeat",
+            "1",
+            "--ramp",
+            "1",
+            "--token",
         )
     assert result.returncode == 0, result.stdout.decode()[-3000:]
     report = json.loads(report_file.read_text())

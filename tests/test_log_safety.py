@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import pytest
 import trio
+import trio.lowlevel
 from loguru import logger
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -132,7 +133,7 @@ def test_text_records_are_one_line_each_and_tracebacks_are_escaped(
             "\\u2028FORGED\\x85FORGED"
         )
         assert not any(line.startswith("FORGED") for line in lines)
-        trace = lines[lines.index(records[1]) + 1:]
+        trace = lines[lines.index(records[1]) + 1 :]
         assert trace[0] == "Traceback (most recent call last):"
         assert any(line.startswith("ValueError: bad input \\x0d\\x0a2026-01-01 00:00:00.000 | INFO") for line in trace)
         assert "The above exception was the direct cause of the following exception:" in trace
@@ -178,7 +179,7 @@ async def test_batched_response_lines_keep_one_line_per_request(
     response_log = ResponseLog(as_json=False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(response_log.run_flusher)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         response_log.add("POST /weapp/a\r\nFORGED | INFO body=x\u2028FORGED\x85y status=404")
         response_log.add("POST /weapp/b body={}\x00\x7f status=200")
         await trio.sleep(0.25)  # virtual time: the flusher writes the batch
@@ -187,7 +188,9 @@ async def test_batched_response_lines_keep_one_line_per_request(
     text = next((configured / "response").glob("response-*.log")).read_text()
     lines = text.splitlines()
     assert len(lines) == 3 and all(RECORD_START.match(line) for line in lines)
-    assert lines[0].endswith("| INFO    | http | POST /weapp/a\\x0d\\x0aFORGED | INFO body=x\\u2028FORGED\\x85y status=404")
+    assert lines[0].endswith(
+        "| INFO    | http | POST /weapp/a\\x0d\\x0aFORGED | INFO body=x\\u2028FORGED\\x85y status=404"
+    )
     assert lines[1].endswith("body={}\\x00\\x7f status=200")
     assert ANY_CONTROL_BUT_LF.search(text) is None
 
@@ -208,18 +211,36 @@ PUSH_URL = "rtmp://h/live/8888_u?bizid=8888&txSecret=0a1b2c3d4e5f&txTime=5F5E0FF
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("/weapp/multi_room/logout?userID=u&token=1700.ab12.cdef", "/weapp/multi_room/logout?userID=u&token=<redacted>"),
-        ("/weapp/multi_room/login?userSig=eJy*-_A%2Bb&sdkAppID=1", "/weapp/multi_room/login?userSig=<redacted>&sdkAppID=1"),
-        (f'{{"pushURL":"{PUSH_URL}"}}', '{"pushURL":"rtmp://h/live/8888_u?bizid=8888&txSecret=<redacted>&txTime=5F5E0FF"}'),
+        (
+            "/weapp/multi_room/logout?userID=u&token=1700.ab12.cdef",
+            "/weapp/multi_room/logout?userID=u&token=<redacted>",
+        ),
+        (
+            "/weapp/multi_room/login?userSig=eJy*-_A%2Bb&sdkAppID=1",
+            "/weapp/multi_room/login?userSig=<redacted>&sdkAppID=1",
+        ),
+        (
+            f'{{"pushURL":"{PUSH_URL}"}}',
+            '{"pushURL":"rtmp://h/live/8888_u?bizid=8888&txSecret=<redacted>&txTime=5F5E0FF"}',
+        ),
         ('{"pushURL":"rtmp://h/s?txSecret=0a1b2c"}', '{"pushURL":"rtmp://h/s?txSecret=<redacted>"}'),
-        ('{"u":"rtmp:\\/\\/h?txSecret=0a1b\\u0026txTime=1"}', '{"u":"rtmp:\\/\\/h?txSecret=<redacted>\\u0026txTime=1"}'),
+        (
+            '{"u":"rtmp:\\/\\/h?txSecret=0a1b\\u0026txTime=1"}',
+            '{"u":"rtmp:\\/\\/h?txSecret=<redacted>\\u0026txTime=1"}',
+        ),
         (
             "pushURL=rtmp%3A%2F%2Fh%2Flive%2Fs%3Fbizid%3D1%26txSecret%3D0a1b2c%26txTime%3D5F",
             "pushURL=rtmp%3A%2F%2Fh%2Flive%2Fs%3Fbizid%3D1%26txSecret%3D<redacted>%26txTime%3D5F",
         ),
-        ("u=rtmp%253A%252F%252Fh%253Fa%253D1%2526txSecret%253D0a1b%2526b%253D2", "u=rtmp%253A%252F%252Fh%253Fa%253D1%2526txSecret%253D<redacted>%2526b%253D2"),
+        (
+            "u=rtmp%253A%252F%252Fh%253Fa%253D1%2526txSecret%253D0a1b%2526b%253D2",
+            "u=rtmp%253A%252F%252Fh%253Fa%253D1%2526txSecret%253D<redacted>%2526b%253D2",
+        ),
         ('{"userSig": "eJy\\"quoted\\"rest", "userID":"u"}', '{"userSig":"<redacted>", "userID":"u"}'),
-        ('{"TOKEN":"t","TxSecret":"s","usersig":"x"}', '{"TOKEN":"<redacted>","TxSecret":"<redacted>","usersig":"<redacted>"}'),
+        (
+            '{"TOKEN":"t","TxSecret":"s","usersig":"x"}',
+            '{"TOKEN":"<redacted>","TxSecret":"<redacted>","usersig":"<redacted>"}',
+        ),
         ('{"secret_key":"k","accessToken" : "a"}', '{"secret_key":"<redacted>","accessToken":"<redacted>"}'),
         ('{"userID":"u","roomInfo":"no secrets here"}', '{"userID":"u","roomInfo":"no secrets here"}'),
     ],
@@ -247,8 +268,15 @@ def test_a_request_line_is_redacted_before_the_body_is_cut() -> None:
     padding = "x" * (MAX_LOGGED_BODY_CHARS - 30)  # the userSig value starts 9 characters before the cut
     body = f'{{"pad":"{padding}","userSig":"SIG-SPANNING-THE-CUT-{"s" * 40}","pushURL":"{PUSH_URL}"}}'
     record_request(
-        ctx, route="multi_room/add_pusher", method="POST", target="/weapp/multi_room/add_pusher?token=T0KEN",
-        client="127.0.0.1", body=body, status=200, code=0, seconds=0.001,
+        ctx,
+        route="multi_room/add_pusher",
+        method="POST",
+        target="/weapp/multi_room/add_pusher?token=T0KEN",
+        client="127.0.0.1",
+        body=body,
+        status=200,
+        code=0,
+        seconds=0.001,
     )
     [line] = recorder.lines
     assert "T0KEN" not in line and "SIG-SPANNING" not in line and "0a1b2c3d4e5f" not in line
@@ -302,7 +330,11 @@ def test_a_rotation_shorter_than_an_hour_numbers_the_files_of_the_hour(tmp_path:
         sink.write(f"at {minute}\n")
     clock.now = datetime(2026, 11, 30, 2, 5)
     sink.write("at 2:05\n")
-    assert _names(tmp_path) == ["response-2026-11-30-01.1.log", "response-2026-11-30-01.log", "response-2026-11-30-02.log"]
+    assert _names(tmp_path) == [
+        "response-2026-11-30-01.1.log",
+        "response-2026-11-30-01.log",
+        "response-2026-11-30-02.log",
+    ]
     assert (tmp_path / "response-2026-11-30-01.log").read_text() == "at 10\nat 29\n"
     assert (tmp_path / "response-2026-11-30-01.1.log").read_text() == "at 30\nat 59\n"
 
@@ -343,7 +375,10 @@ def test_files_older_than_retention_are_deleted_and_other_files_kept(tmp_path: P
     _make_file(tmp_path, "error-2026-11-20-10.log", 10, now - 30 * DAY)  # another sink's
     _sink(tmp_path, FakeClock(now)).write("now\n")
     assert _names(tmp_path) == [
-        "error-2026-11-20-10.log", "notes.txt", "response-2026-11-23-13.log", "response-2026-11-30-12.log"
+        "error-2026-11-20-10.log",
+        "notes.txt",
+        "response-2026-11-23-13.log",
+        "response-2026-11-30-12.log",
     ]
 
 
@@ -481,14 +516,26 @@ def test_a_failing_console_is_counted_and_reported_by_the_metric() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1 hour", 3600), ("30 minutes", 1800), ("2 days", 172800), ("90 seconds", 90), ("1 week", 604800),
-     ("1.5 hours", 5400), ("10s", 10), ("7 DAYS", 604800), (" 1 min ", 60)],
+    [
+        ("1 hour", 3600),
+        ("30 minutes", 1800),
+        ("2 days", 172800),
+        ("90 seconds", 90),
+        ("1 week", 604800),
+        ("1.5 hours", 5400),
+        ("10s", 10),
+        ("7 DAYS", 604800),
+        (" 1 min ", 60),
+    ],
 )
 def test_durations_parse(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["x", "", "1", "hour", "0 hours", "-1 hour", "0.5 seconds", "1 fortnight", "500 MB", "00:00", "9" * 20 + " weeks"])
+@pytest.mark.parametrize(
+    "text",
+    ["x", "", "1", "hour", "0 hours", "-1 hour", "0.5 seconds", "1 fortnight", "500 MB", "00:00", "9" * 20 + " weeks"],
+)
 def test_non_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -505,12 +552,13 @@ def test_a_bad_rotation_or_retention_stops_the_start_with_one_line(key: str) -> 
 def test_no_object_holding_a_key_shows_it_in_its_repr() -> None:
     import dataclasses
 
-    from roomd.config import Settings
-    from roomd.qcloud.usersig import EcdsaUserSigner
-    from roomd.auth.signers import choose_user_signer, live_signer
-    from roomd.auth.tokens import TokenBook
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from roomd.auth.signers import choose_user_signer, live_signer
+    from roomd.auth.tokens import TokenBook
+    from roomd.config import Settings
+    from roomd.qcloud.usersig import EcdsaUserSigner
 
     pem = (
         ec.generate_private_key(ec.SECP256R1())

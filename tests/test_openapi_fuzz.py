@@ -40,7 +40,10 @@ def live_server() -> Iterator[str]:
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "roomd.cli", "serve", "--port", str(port)],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -50,8 +53,14 @@ def live_server() -> Iterator[str]:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.05)
-            body = {"userID": "owner", "userName": "o", "userAvatar": "", "pushURL": "rtmp://p/live/s",
-                    "roomName": "fuzz", "roomID": ROOM_ID}
+            body = {
+                "userID": "owner",
+                "userName": "o",
+                "userAvatar": "",
+                "pushURL": "rtmp://p/live/s",
+                "roomName": "fuzz",
+                "roomID": ROOM_ID,
+            }
             assert httpx.post(f"{base}/weapp/multi_room/create_room", json=body).json()["code"] == 0
             yield base
         finally:

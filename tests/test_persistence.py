@@ -97,6 +97,8 @@ async def test_heartbeats_are_never_written(tmp_path: Path) -> None:
         for _ in range(50):
             assert await directory.call_room(room, Heartbeat("alice")) == Ok(None)
         assert store.changes_written == written  # type: ignore[attr-defined]
-        same = MemberInfo("alice", "name of alice", "https://example.test/alice.png", "rtmp://push.example.test/live/0_alice?x=1")
+        same = MemberInfo(
+            "alice", "name of alice", "https://example.test/alice.png", "rtmp://push.example.test/live/0_alice?x=1"
+        )
         assert (await directory.call_room(room, Join(same))).value.changed is False  # type: ignore[union-attr]
         assert store.changes_written == written  # type: ignore[attr-defined]

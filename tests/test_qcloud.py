@@ -29,12 +29,10 @@ def test_live_signature_known_answer() -> None:
 def test_push_and_play_urls() -> None:
     signer = LiveSigner(1234, "abc", 100, "push.test", "play.test", accelerate_valid_time=100)
     assert signer.push_url("user_1", now=1600000000 - 100) == (
-        "rtmp://push.test/live/1234_user_1?bizid=1234"
-        "&txSecret=24c16afd3f6f05fd7db09c04dbf8543b&txTime=5F5E1000"
+        "rtmp://push.test/live/1234_user_1?bizid=1234&txSecret=24c16afd3f6f05fd7db09c04dbf8543b&txTime=5F5E1000"
     )
     assert signer.accelerate_url("1234_user_1", now=1600000000 - 100) == (
-        "rtmp://play.test/live/1234_user_1?bizid=1234"
-        "&txSecret=24c16afd3f6f05fd7db09c04dbf8543b&txTime=5F5E1000"
+        "rtmp://play.test/live/1234_user_1?bizid=1234&txSecret=24c16afd3f6f05fd7db09c04dbf8543b&txTime=5F5E1000"
     )
     assert signer.mixed_play_url("1234_user_1") == "https://play.test/live/1234_user_1.flv"
 
@@ -105,17 +103,19 @@ def test_usersig_v1_is_signed_with_ecdsa_p256(v1_key: ec.EllipticCurvePrivateKey
         "TLS.expire_after": "15552000",
     }
     signed = (
-        "TLS.appid_at_3rd:1400000000\nTLS.account_type:8888\nTLS.identifier:xiaojun\n"
-        "TLS.sdk_appid:1400000000\nTLS.time:1600000000\nTLS.expire_after:15552000\n"
-    ).encode()
+        b"TLS.appid_at_3rd:1400000000\nTLS.account_type:8888\nTLS.identifier:xiaojun\n"
+        b"TLS.sdk_appid:1400000000\nTLS.time:1600000000\nTLS.expire_after:15552000\n"
+    )
     # verified with the public key alone, independently of roomd's own verifier
     v1_key.public_key().verify(base64.b64decode(str(payload["TLS.sig"])), signed, ec.ECDSA(hashes.SHA256()))
 
 
 def test_usersig_v1_verification_reasons(v1_key: ec.EllipticCurvePrivateKey) -> None:
-    public_pem = v1_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        v1_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     maker = EcdsaUserSigner(1400000000, "0", v1_key, v1_key.public_key())
     checker = EcdsaUserSigner.from_pem(1400000000, "0", public_pem=public_pem)
     sig = maker.make("xiaojun", now=1600000000, expire=100)

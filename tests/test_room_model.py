@@ -114,7 +114,12 @@ _advance = st.tuples(
     st.one_of(st.integers(1, 40), st.integers(1, 40), st.integers(180, 230)).map(lambda tenths: tenths / 10),
 )
 operation = st.one_of(
-    _user_operation, _user_operation, _user_operation, _user_operation, _advance, _advance,
+    _user_operation,
+    _user_operation,
+    _user_operation,
+    _user_operation,
+    _advance,
+    _advance,
     st.tuples(st.just("restart"), st.none()),
     st.tuples(st.just("create"), st.none()),
 )
@@ -126,7 +131,9 @@ async def _observe(directory: Directory, room_id: str) -> list[str] | None:
 
 
 async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, data_dir: Path) -> None:
-    base = settings_with(max_members=CAPACITY, heartbeat_timeout=TIMEOUT, creator_leave_closes_room=creator_leave_closes)
+    base = settings_with(
+        max_members=CAPACITY, heartbeat_timeout=TIMEOUT, creator_leave_closes_room=creator_leave_closes
+    )
     config = dataclasses.replace(base, server=dataclasses.replace(base.server, persist=True, data_dir=str(data_dir)))
     model: RoomModel | None = None
     room_id = "model_room"
@@ -160,11 +167,15 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
                     )
                     assert _kind(created) == model.create(now)
                 elif name == "join":
-                    assert _kind(await directory.call_room(room_id, Join(member(argument)))) == model.join(argument, now)
+                    assert _kind(await directory.call_room(room_id, Join(member(argument)))) == model.join(
+                        argument, now
+                    )
                 elif name == "leave":
                     assert _kind(await directory.call_room(room_id, Leave(argument))) == model.leave(argument)
                 elif name == "heartbeat":
-                    assert _kind(await directory.call_room(room_id, Heartbeat(argument))) == model.heartbeat(argument, now)
+                    assert _kind(await directory.call_room(room_id, Heartbeat(argument))) == model.heartbeat(
+                        argument, now
+                    )
                 elif name == "destroy":
                     assert _kind(await directory.call_room(room_id, Destroy(argument))) == model.destroy(argument)
                 observed = await _observe(directory, room_id)
@@ -178,11 +189,15 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
 @given(operations=st.lists(operation, min_size=10, max_size=60), creator_leave_closes=st.booleans())
 def test_room_actor_matches_the_model(operations: list[tuple[str, Any]], creator_leave_closes: bool) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
-        trio.run(_play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(
+            _play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0)
+        )
 
 
 @pytest.mark.parametrize("creator_leave_closes", [True, False])
 def test_capacity_is_never_exceeded_under_any_order_of_joins(creator_leave_closes: bool) -> None:
     operations = [("join", user) for user in USERS * 3]
     with tempfile.TemporaryDirectory() as data_dir:
-        trio.run(_play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(
+            _play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0)
+        )

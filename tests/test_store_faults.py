@@ -110,6 +110,7 @@ async def test_a_create_whose_caller_gave_up_leaves_no_room(tmp_path: Path) -> N
             assert directory is not None
             replies = []
             async with trio.open_nursery() as creators:
+
                 async def one(i: int) -> None:
                     request = CreateRoom(f"u{i}", "r", room_id=f"r{i}", first_member=member(f"u{i}"))
                     replies.append((f"r{i}", await directory.create_room(request)))

@@ -43,7 +43,9 @@ async def test_a_crashing_room_is_closed_alone_and_its_im_group_destroyed(log_li
     assert any(f"root/multi_room/{doomed} | room closed reason=crashed" in line for line in log_lines)
 
 
-async def test_a_crashing_directory_is_restarted_and_keeps_its_rooms(log_lines: list[str], autojump_clock: trio.abc.Clock) -> None:
+async def test_a_crashing_directory_is_restarted_and_keeps_its_rooms(
+    log_lines: list[str], autojump_clock: trio.abc.Clock
+) -> None:
     from tests.conftest import open_roomd
 
     async with open_roomd(make_settings()) as api:
@@ -56,7 +58,9 @@ async def test_a_crashing_directory_is_restarted_and_keeps_its_rooms(log_lines: 
         assert created.code == 0
         assert (await api.post("pusher_heartbeat", {"roomID": kept, "userID": "alice"})).code == 0
         assert len((await api.post("get_room_list")).body["rooms"]) == 2
-    restarts = [line for line in log_lines if line.startswith("root/multi_room | directory multi_room crashed; restarting")]
+    restarts = [
+        line for line in log_lines if line.startswith("root/multi_room | directory multi_room crashed; restarting")
+    ]
     assert len(restarts) == 3 and "Traceback" in restarts[0]
 
 

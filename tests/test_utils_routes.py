@@ -97,10 +97,21 @@ def test_check_config_command(tmp_path: Path) -> None:
         '[im]\nsdk_app_id = 1400000000\nsecret_key = "s"\n'
         '[auth]\nadmin_key = "a"\n'
     )
-    ok = subprocess.run([sys.executable, "-m", "roomd.cli", "check-config", "--config", str(clean)],
-                        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    ok = subprocess.run(
+        [sys.executable, "-m", "roomd.cli", "check-config", "--config", str(clean)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert ok.returncode == 0 and "no problems found" in ok.stdout
-    bare = subprocess.run([sys.executable, "-m", "roomd.cli", "check-config"],
-                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    bare = subprocess.run(
+        [sys.executable, "-m", "roomd.cli", "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
     assert bare.returncode == 1
     assert "im.sdk_app_id: is 0" in bare.stdout and "live.push_secret_key: is empty" in bare.stdout

@@ -81,7 +81,9 @@ class Directory:
         """Serve creations until the mailbox is closed, then close every room."""
         self.log.info(
             "directory started max_members={} heartbeat_timeout={:g}s max_idle_duration={:g}s",
-            self.kind.max_members, self.kind.heartbeat_timeout, self.kind.max_idle_duration,
+            self.kind.max_members,
+            self.kind.heartbeat_timeout,
+            self.kind.max_idle_duration,
         )
         async with self._inbox, trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -261,7 +263,9 @@ class Directory:
         """Start a room whose creation is durable, and let what its first join did follow."""
         self.log.info(
             "room created room={} creator={} with_first_member={}",
-            room.room_id, request.creator, request.first_member is not None,
+            room.room_id,
+            request.creator,
+            request.first_member is not None,
         )
         self._run_room(room)
         room.run_effects()

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import collections
 import math
-from functools import partial
 import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 import trio
@@ -37,11 +37,11 @@ from roomd.qcloud import im_api
 from roomd.qcloud.im_api import ImApi, ImRequest, Judgement, Verdict
 from roomd.qcloud.usersig import UserSigner
 
-NOTIFY_INTERVAL = 0.5        # seconds between two notifications to one group
-MAX_CONCURRENT_CALLS = 16    # HTTP requests to IM in flight at once
-QUEUE_LIMIT = 100_000        # queued calls; beyond it notifications are dropped (logged, counted)
-MAX_BACKOFF = 30.0           # seconds, the longest wait between two attempts
-ADMIN_SIG_REFRESH = 86_400   # make a new admin UserSig this long before the old one expires
+NOTIFY_INTERVAL = 0.5  # seconds between two notifications to one group
+MAX_CONCURRENT_CALLS = 16  # HTTP requests to IM in flight at once
+QUEUE_LIMIT = 100_000  # queued calls; beyond it notifications are dropped (logged, counted)
+MAX_BACKOFF = 30.0  # seconds, the longest wait between two attempts
+ADMIN_SIG_REFRESH = 86_400  # make a new admin UserSig this long before the old one expires
 
 
 class SkippedIm:
@@ -57,8 +57,13 @@ class SkippedIm:
         self.started_at = trio.current_time()
 
     def describe(self) -> dict[str, object]:
-        return {"path": self.path, "kind": "im", "state": "not configured", "queue_depth": 0,
-                "uptime": round(trio.current_time() - self.started_at, 3)}
+        return {
+            "path": self.path,
+            "kind": "im",
+            "state": "not configured",
+            "queue_depth": 0,
+            "uptime": round(trio.current_time() - self.started_at, 3),
+        }
 
     async def create_group(self, group_id: str, name: str) -> Refused | None:
         await trio.lowlevel.checkpoint()
@@ -185,9 +190,10 @@ class ImActor:
         async def incarnation() -> None:
             nonlocal started
             try:
-                async with httpx.AsyncClient(
-                    base_url=self.settings.base_url, timeout=self.settings.timeout
-                ) as client, trio.open_nursery() as nursery:
+                async with (
+                    httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout) as client,
+                    trio.open_nursery() as nursery,
+                ):
                     self._client, self._nursery = client, nursery
                     for group_id, line in self._lines.items():  # calls queued before a restart
                         nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
@@ -328,7 +334,10 @@ class ImActor:
             self.stats.record(api, "failed")
             self.log.error(
                 "IM {} failed group={} attempts={} last_error={}",
-                api.value, group_id, attempts, judgement.error,
+                api.value,
+                group_id,
+                attempts,
+                judgement.error,
             )
         return judgement
 

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 
 
 class CloseReason(enum.Enum):
-    IDLE = "idle"                  # nobody joined within max_idle_duration
-    EMPTY = "empty"                # the last member left or timed out
+    IDLE = "idle"  # nobody joined within max_idle_duration
+    EMPTY = "empty"  # the last member left or timed out
     CREATOR_LEFT = "creator_left"  # the creator left or timed out
-    DESTROYED = "destroyed"        # destroy_room by the creator
-    SHUTDOWN = "shutdown"          # the server is stopping
-    CRASHED = "crashed"            # the room actor failed; see its stack trace
+    DESTROYED = "destroyed"  # destroy_room by the creator
+    SHUTDOWN = "shutdown"  # the server is stopping
+    CRASHED = "crashed"  # the room actor failed; see its stack trace
 
 
 class LeaveReason(enum.Enum):
-    LEFT = "left"                  # delete_pusher
-    TIMEOUT = "timeout"            # no heartbeat within heartbeat_timeout
-    ROOM_CLOSED = "room_closed"    # the room closed around the member
+    LEFT = "left"  # delete_pusher
+    TIMEOUT = "timeout"  # no heartbeat within heartbeat_timeout
+    ROOM_CLOSED = "room_closed"  # the room closed around the member
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class JoinResult:
-    joined: bool   # a new member, not an update
+    joined: bool  # a new member, not an update
     changed: bool  # something others can see changed
 
 

@@ -14,15 +14,15 @@ T = TypeVar("T")
 
 
 class DomainError(enum.Enum):
-    NO_ROOM = "no_room"                  # the room does not exist (or no longer)
-    NOT_CREATOR = "not_creator"          # only the creator may destroy a room
-    NOT_MEMBER = "not_member"            # the caller is not a member of the room
-    ROOM_FULL = "room_full"              # the room already holds max_members
-    ROOM_EXISTS = "room_exists"          # create_room with a roomID already in use
+    NO_ROOM = "no_room"  # the room does not exist (or no longer)
+    NOT_CREATOR = "not_creator"  # only the creator may destroy a room
+    NOT_MEMBER = "not_member"  # the caller is not a member of the room
+    ROOM_FULL = "room_full"  # the room already holds max_members
+    ROOM_EXISTS = "room_exists"  # create_room with a roomID already in use
     UPSTREAM_FAILED = "upstream_failed"  # Tencent IM refused or could not be reached
-    BUSY = "busy"                        # a mailbox is full, an actor too slow, storage failing, or shutting down
-    LIMITED = "limited"                  # a per-client or per-kind limit on rooms was reached
-    INTERNAL = "internal"                # an actor failed while handling the request
+    BUSY = "busy"  # a mailbox is full, an actor too slow, storage failing, or shutting down
+    LIMITED = "limited"  # a per-client or per-kind limit on rooms was reached
+    INTERNAL = "internal"  # an actor failed while handling the request
 
 
 @dataclass(frozen=True)

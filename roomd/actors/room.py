@@ -51,15 +51,14 @@ from roomd.actors.store import Change, MemberRemoved, MemberSaved, RoomRemoved, 
 from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
 
-
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
 STORE_BEHIND = "the server's storage is behind; nothing was changed, retry shortly"
 
 
 class RoomState(enum.Enum):
     WAITING = "waiting"  # created, nobody has joined yet
-    ACTIVE = "active"    # at least one member
-    CLOSED = "closed"    # gone from the directory; answers 'no such room'
+    ACTIVE = "active"  # at least one member
+    CLOSED = "closed"  # gone from the directory; answers 'no such room'
 
 
 @dataclass(slots=True)
@@ -124,7 +123,9 @@ class Room:
         """Serve messages until closed; a crash closes this room only."""
         self.log.info(
             "room started state={} creator={} members={}",
-            self.state.value, self.creator, len(self.members),
+            self.state.value,
+            self.creator,
+            len(self.members),
         )
         async with inbox:
             try:
@@ -154,9 +155,7 @@ class Room:
                     try:
                         result = await self._step(envelope.message)
                     except Exception:
-                        envelope.answer(
-                            Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request")
-                        )
+                        envelope.answer(Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request"))
                         raise
                     envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
@@ -254,9 +253,7 @@ class Room:
                 f"room {self.room_id} is full ({len(self.members)}/{self.kind.max_members})",
             )
         deadline = trio.current_time() + self.kind.heartbeat_timeout
-        info_changed = (
-            room_info is not None and info.user_id == self.creator and room_info != self.room_info
-        )
+        info_changed = room_info is not None and info.user_id == self.creator and room_info != self.room_info
         if info_changed:
             assert room_info is not None
             self.room_info = room_info
@@ -278,7 +275,9 @@ class Room:
             partial(
                 self.log.info,
                 "member joined user={} members={}/{}",
-                info.user_id, len(self.members), self.kind.max_members,
+                info.user_id,
+                len(self.members),
+                self.kind.max_members,
             )
         )
         self._changed()
@@ -307,9 +306,7 @@ class Room:
             if now >= self._idle_deadline:
                 self.close(CloseReason.IDLE)
             return
-        expired = sorted(
-            (m for m in self.members.values() if m.deadline <= now), key=lambda m: m.deadline
-        )
+        expired = sorted((m for m in self.members.values() if m.deadline <= now), key=lambda m: m.deadline)
         for member in expired:
             if self.state is RoomState.CLOSED:
                 return
@@ -325,7 +322,10 @@ class Room:
             partial(
                 self.log.info,
                 "member left user={} reason={} members={}/{}",
-                user_id, reason.value, len(self.members), self.kind.max_members,
+                user_id,
+                reason.value,
+                len(self.members),
+                self.kind.max_members,
             )
         )
         if user_id == self.creator and self.kind.creator_leave_closes_room:
@@ -358,7 +358,9 @@ class Room:
                 partial(
                     self.log.info,
                     "member left user={} reason={} members=0/{}",
-                    user_id, LeaveReason.ROOM_CLOSED.value, self.kind.max_members,
+                    user_id,
+                    LeaveReason.ROOM_CLOSED.value,
+                    self.kind.max_members,
                 )
             )
         self.members = {}

@@ -129,9 +129,7 @@ class _Gone:
 GONE = _Gone()
 
 
-def open_mailbox(
-    name: str, size: int
-) -> tuple[Mailbox[Any], trio.MemoryReceiveChannel[Envelope[Any]]]:
+def open_mailbox(name: str, size: int) -> tuple[Mailbox[Any], trio.MemoryReceiveChannel[Envelope[Any]]]:
     send, receive = trio.open_memory_channel[Envelope[Any]](size)
     return Mailbox(name, send), receive
 
@@ -152,7 +150,7 @@ def refuse_pending(inbox: trio.MemoryReceiveChannel[Envelope[Any]], refusal: Ref
 class RestartPolicy:
     """How often a permanent actor may crash before its supervisor gives up."""
 
-    max_restarts: int = 5      # within `window` seconds; one more and the crash propagates
+    max_restarts: int = 5  # within `window` seconds; one more and the crash propagates
     window: float = 30.0
     first_backoff: float = 0.1  # doubles with each restart inside the window
     max_backoff: float = 5.0

@@ -134,9 +134,12 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(SCHEMA)
-        self._seq = self._db.execute(
-            "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members)"
-        ).fetchone()[0] or 0
+        self._seq = (
+            self._db.execute(
+                "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members)"
+            ).fetchone()[0]
+            or 0
+        )
         self._queue: deque[_Submission] = deque()
         self.max_queued = MAX_QUEUED
         self._wake = trio.Event()

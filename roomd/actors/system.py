@@ -10,10 +10,10 @@ Leaving the block stops every directory; their rooms close with reason
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio

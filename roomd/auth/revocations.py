@@ -43,9 +43,7 @@ class _Batch:
 
 
 class RevocationLog:
-    def __init__(
-        self, path: Path | None, *, now: int, compact_min_lines: int = COMPACT_MIN_LINES
-    ) -> None:
+    def __init__(self, path: Path | None, *, now: int, compact_min_lines: int = COMPACT_MIN_LINES) -> None:
         self._path = path
         self._compact_min_lines = compact_min_lines
         self._live: dict[str, int] = {}  # token id -> expires
@@ -80,9 +78,7 @@ class RevocationLog:
                     self._open = _Batch()  # later logouts gather in the next batch meanwhile
                 await self._write(batch, now)
         if batch.error is not None:
-            raise RevocationNotDurable(
-                f"the logout could not be written to {self._path} ({batch.error.strerror})"
-            )
+            raise RevocationNotDurable(f"the logout could not be written to {self._path} ({batch.error.strerror})")
 
     def _remember(self, token_id: str, expires: int) -> None:
         self._live[token_id] = expires

@@ -46,9 +46,7 @@ def read_secret(path: Path) -> bytes:
     secret = raw.strip()
     usable = MIN_SECRET_BYTES <= len(secret) <= MAX_SECRET_BYTES and all(0x21 <= b <= 0x7E for b in secret)
     if not usable:
-        raise SecretFileError(
-            f"the token secret {path} is corrupt ({len(raw)} bytes); remove it to make a new one"
-        )
+        raise SecretFileError(f"the token secret {path} is corrupt ({len(raw)} bytes); remove it to make a new one")
     return secret
 
 

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from roomd.config import Settings
 from roomd.auth.revocations import LEGACY_ID_CHARS, REVOKED_FILE, RevocationLog, RevocationNotDurable
 from roomd.auth.secret_file import SECRET_FILE, SecretFileError, read_secret
+from roomd.config import Settings
 
 __all__ = ["IssuedToken", "ParsedToken", "RevocationNotDurable", "TokenBook", "parse_token"]
 
@@ -128,9 +128,7 @@ class TokenBook:
             return f"the token was not issued to {user_id}"
         if parsed.expires < now:
             return "the token has expired; log in again"
-        if parsed.token_id in self._revoked or (
-            self._revoked.has_legacy_ids and _legacy_id(token) in self._revoked
-        ):
+        if parsed.token_id in self._revoked or (self._revoked.has_legacy_ids and _legacy_id(token) in self._revoked):
             return "the token was revoked by logout"
         return None
 
@@ -147,7 +145,7 @@ class TokenBook:
     def _mac(self, user_id: str, expires: int, nonce: str) -> bytes:
         if self._secret is None:
             raise SecretFileError(self._no_secret)
-        message = f"{user_id}\n{expires}\n{nonce}".encode("utf-8")
+        message = f"{user_id}\n{expires}\n{nonce}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
 

@@ -67,7 +67,7 @@ def _environment_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) == 2 and parts[0] != "kinds":
             layer.setdefault(parts[0], {})[parts[1]] = (value, f"environment {name}")
         elif len(parts) == 3 and parts[0] == "kinds":
@@ -76,10 +76,7 @@ def _environment_layer(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"environment {name}",
             )
         else:
-            raise ConfigError(
-                f"{name}: not a setting; use ROOMD_<SECTION>__<KEY> "
-                "or ROOMD_KINDS__<KIND>__<KEY>"
-            )
+            raise ConfigError(f"{name}: not a setting; use ROOMD_<SECTION>__<KEY> or ROOMD_KINDS__<KIND>__<KEY>")
     return layer
 
 
@@ -107,10 +104,7 @@ def _build(merged: dict[str, dict[str, Any]]) -> Settings:
     for section, table in merged.items():
         if section not in section_types:
             first_source = next(iter(table.values()), (None, "?"))[1] if table else "?"
-            raise ConfigError(
-                f"{section}: unknown section (known: {', '.join(section_types)}) "
-                f"({first_source})"
-            )
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(section_types)}) ({first_source})")
     for name in section_types:
         table = merged.get(name, {})
         current = getattr(defaults, name)
@@ -131,9 +125,7 @@ def _apply(base: Any, table: Mapping[str, RawValue], prefix: str) -> Any:
     changes: dict[str, Any] = {}
     for key, (value, source) in table.items():
         if key not in hints:
-            raise ConfigError(
-                f"{prefix}.{key}: unknown key (known: {', '.join(known)}) ({source})"
-            )
+            raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(known)}) ({source})")
         changes[key] = _coerce(value, hints[key], f"{prefix}.{key}", source)
     return dataclasses.replace(base, **changes)
 
@@ -265,8 +257,7 @@ def _validate(s: Settings) -> None:
     for name, kind in s.kinds.items():
         require(
             bool(KIND_NAME.match(name)) and name not in RESERVED_KIND_NAMES,
-            f"kinds.{name}: a kind name must be lowercase letters, digits and '_' "
-            "(at most 32) and not 'utils'",
+            f"kinds.{name}: a kind name must be lowercase letters, digits and '_' (at most 32) and not 'utils'",
         )
         require(kind.max_members >= 1, f"kinds.{name}.max_members: must be at least 1")
         require(kind.heartbeat_timeout > 0, f"kinds.{name}.heartbeat_timeout: must be positive")

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from roomd.config import ConfigError, Settings
 from roomd.auth.signers import choose_user_signer
+from roomd.config import ConfigError, Settings
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,15 @@ def config_problems(settings: Settings) -> list[Problem]:
         problems.append(Problem(key, problem))
 
     if not im.configured:
-        add("im.sdk_app_id", "is 0: IM is not configured, so rooms get no IM groups and clients are not told of member changes")
+        add(
+            "im.sdk_app_id",
+            "is 0: IM is not configured, so rooms get no IM groups and clients are not told of member changes",
+        )
     if not im.secret_key and not im.private_key and not im.private_key_file:
-        add("im.secret_key", "is empty and no v1 private key is set: userSigs are made with a development key Tencent rejects")
+        add(
+            "im.secret_key",
+            "is empty and no v1 private key is set: userSigs are made with a development key Tencent rejects",
+        )
     if im.secret_key and (im.private_key or im.private_key_file):
         add("im.private_key", "is set together with im.secret_key: the v2 secret key is used")
     if im.private_key and im.private_key_file:

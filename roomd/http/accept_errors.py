@@ -47,7 +47,10 @@ class AcceptErrorLog:
         self._last_line, self._unlogged = now, 0
         log.error(
             "cannot accept connections: {} ({}); retrying every {:g} s, serving the open ones{}",
-            errno.errorcode.get(error.errno or 0, error.errno), os.strerror(error.errno or 0), RETRY_SECONDS, left_out,
+            errno.errorcode.get(error.errno or 0, error.errno),
+            os.strerror(error.errno or 0),
+            RETRY_SECONDS,
+            left_out,
         )
 
     def accepted(self) -> None:

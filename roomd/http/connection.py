@@ -33,8 +33,8 @@ from hypercorn.utils import parse_socket_addr
 from loguru import logger
 
 from roomd.http.connection_limit import ConnectionsPerAddress
-from roomd.http.protocol import HTTP11Only, RoomdH11
 from roomd.http.memory_return import MemoryReturn
+from roomd.http.protocol import HTTP11Only, RoomdH11
 
 log = logger.bind(actor="http")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops what is unsent
@@ -96,7 +96,9 @@ class Connection(TCPServer):
         if not self.policy.h2c:
             return HTTP11Only(*args, self.protocol_send)
         switcher = ProtocolWrapper(*args, self.protocol_send, "http/1.1")
-        switcher.protocol = RoomdH11(*args, self.protocol_send)  # it switches to HTTP/2 from whatever h11 protocol it has
+        switcher.protocol = RoomdH11(
+            *args, self.protocol_send
+        )  # it switches to HTTP/2 from whatever h11 protocol it has
         return switcher
 
     async def _close(self) -> None:
@@ -122,7 +124,9 @@ class Connection(TCPServer):
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         if not written:
-            log.debug("dropping a connection whose client is gone or has not read for {:g} s", self.policy.write_timeout)
+            log.debug(
+                "dropping a connection whose client is gone or has not read for {:g} s", self.policy.write_timeout
+            )
             self._abort()
             self.memory.reply_dropped(len(event.data))
             self._lifetime.cancel()

@@ -57,7 +57,9 @@ class ConnectionsPerAddress:
         also = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
         log.warning(
             "refused a connection from {}: it has {} open, the most allowed (server.max_connections_per_address){}",
-            address, self.limit, also,
+            address,
+            self.limit,
+            also,
         )
         self._last_line = now
         self._unlogged = 0

@@ -76,7 +76,10 @@ class MemoryReturn:
             self._trim(0)
         log.info(
             "{} connections dropped with {:.0f} MB of replies unsent: freed {} unreachable objects{} in {:.0f} ms",
-            self._connections, self._unsent / 1e6, found, " and trimmed the heap" if self._trim else "",
+            self._connections,
+            self._unsent / 1e6,
+            found,
+            " and trimmed the heap" if self._trim else "",
             (time.perf_counter() - started) * 1000,
         )
         self._unsent = self._connections = 0

@@ -66,13 +66,22 @@ def _progress(stats: LoadStats, settings: LoadSettings, elapsed: float, rate: fl
 
 
 def _summary(report: dict[str, Any]) -> Table:
-    table = Table(title=f"{report['requests']} requests in {report['elapsed_s']:.1f} s ({report['requests_per_second']:.0f}/s)")
+    table = Table(
+        title=f"{report['requests']} requests in {report['elapsed_s']:.1f} s ({report['requests_per_second']:.0f}/s)"
+    )
     for column in ("endpoint", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "replies by code"):
         table.add_column(column, justify="left" if column in ("endpoint", "replies by code") else "right")
     for name, s in report["endpoints"].items():
         codes = ", ".join(f"{code}: {n}" for code, n in s["codes"].items())
-        table.add_row(name, f"{s['per_second']:.1f}", f"{s['p50_ms']:.1f}", f"{s['p90_ms']:.1f}",
-                      f"{s['p99_ms']:.1f}", f"{s['max_ms']:.1f}", codes)
+        table.add_row(
+            name,
+            f"{s['per_second']:.1f}",
+            f"{s['p50_ms']:.1f}",
+            f"{s['p90_ms']:.1f}",
+            f"{s['p99_ms']:.1f}",
+            f"{s['max_ms']:.1f}",
+            codes,
+        )
     return table
 
 

@@ -24,16 +24,16 @@ class LoadSettings:
     rooms: int = 10
     members: int = 4
     duration: float = 60.0
-    heartbeat: float = 5.0          # seconds between a member's heartbeats
-    jitter: float = 0.2             # +/- this fraction of `heartbeat`
+    heartbeat: float = 5.0  # seconds between a member's heartbeats
+    jitter: float = 0.2  # +/- this fraction of `heartbeat`
     heartbeat_timeout: float = 20.0  # the server's, for the eviction checks
-    tolerance: float = 2.0          # seconds past heartbeat_timeout a crashed member may still be seen
-    churn: float = 0.0              # leave-and-rejoin events per second, across all rooms
+    tolerance: float = 2.0  # seconds past heartbeat_timeout a crashed member may still be seen
+    churn: float = 0.0  # leave-and-rejoin events per second, across all rooms
     rejoin_after: float = 2.0
-    crash_fraction: float = 0.0     # share of non-creator members that stop heartbeating without leaving
+    crash_fraction: float = 0.0  # share of non-creator members that stop heartbeating without leaving
     token: bool = False
     connections: int = 32
-    ramp: float = 5.0               # seconds over which the rooms are started
+    ramp: float = 5.0  # seconds over which the rooms are started
     seed: int | None = None
 
 
@@ -45,7 +45,9 @@ class Session:
         self.http = http
         self.stats = stats
 
-    async def call(self, endpoint: str, body: dict[str, Any], auth: dict[str, str] | None = None) -> dict[str, Any] | None:
+    async def call(
+        self, endpoint: str, body: dict[str, Any], auth: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
         return (await self.timed_call(endpoint, body, auth))[0]
 
     async def timed_call(
@@ -123,7 +125,9 @@ class Member:
 
     async def _join(self) -> bool:
         if self.is_creator:
-            reply = await self.session.call("create_room", {**self._me(), "roomName": f"load room {self.room.index}"}, self.auth)
+            reply = await self.session.call(
+                "create_room", {**self._me(), "roomName": f"load room {self.room.index}"}, self.auth
+            )
             if not reply or reply.get("code") != 0:
                 self.room.created.set()  # nobody waits forever on a room that failed
                 return False
@@ -232,7 +236,9 @@ async def churn_driver(members: list[Member], settings: LoadSettings, end: trio.
     while not end.is_set():
         with trio.move_on_after(random.expovariate(settings.churn)):
             await end.wait()
-        eligible = [m for m in members if m.joined and not m.is_creator and m.crash_at is None and not m.churn_requested]
+        eligible = [
+            m for m in members if m.joined and not m.is_creator and m.crash_at is None and not m.churn_requested
+        ]
         if eligible and not end.is_set():
             random.choice(eligible).churn_requested = True
 
@@ -264,15 +270,14 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
         end = trio.Event()
         if started is not None:
             started.set()
-        async with trio.open_nursery() as watchers:
-            async with trio.open_nursery() as nursery:
-                for member in members:
-                    if member.is_creator and settings.rooms > 1:
-                        await trio.sleep(settings.ramp / settings.rooms)
-                    nursery.start_soon(member.run, end, watchers)
-                nursery.start_soon(churn_driver, members, settings, end)
-                await trio.sleep_until(start + settings.duration)
-                end.set()
+        async with trio.open_nursery() as watchers, trio.open_nursery() as nursery:
+            for member in members:
+                if member.is_creator and settings.rooms > 1:
+                    await trio.sleep(settings.ramp / settings.rooms)
+                nursery.start_soon(member.run, end, watchers)
+            nursery.start_soon(churn_driver, members, settings, end)
+            await trio.sleep_until(start + settings.duration)
+            end.set()
         return trio.current_time() - start
     finally:
         await http.aclose()

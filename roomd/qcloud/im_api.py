@@ -32,7 +32,7 @@ class ImApi(enum.Enum):
 
 # Error codes that count as success for an API: the wanted state already holds.
 _ALREADY_DONE: dict[ImApi, frozenset[int]] = {
-    ImApi.CREATE_GROUP: frozenset({10025}),         # the group exists and we own it
+    ImApi.CREATE_GROUP: frozenset({10025}),  # the group exists and we own it
     ImApi.DESTROY_GROUP: frozenset({10010, 10015}),  # the group is gone
     ImApi.SEND_NOTIFICATION: frozenset(),
 }
@@ -67,9 +67,7 @@ def destroy_group(group_id: str) -> ImRequest:
 
 
 def pusher_change_notification(group_id: str) -> ImRequest:
-    return ImRequest(
-        ImApi.SEND_NOTIFICATION, group_id, {"GroupId": group_id, "Content": PUSHER_CHANGE_CONTENT}
-    )
+    return ImRequest(ImApi.SEND_NOTIFICATION, group_id, {"GroupId": group_id, "Content": PUSHER_CHANGE_CONTENT})
 
 
 def group_name(name: str) -> str:
@@ -89,7 +87,7 @@ def query_params(*, sdk_app_id: int, administrator: str, admin_sig: str, random:
 
 
 class Verdict(enum.Enum):
-    DONE = "done"    # the call succeeded (or its effect already held)
+    DONE = "done"  # the call succeeded (or its effect already held)
     RETRY = "retry"  # worth another attempt after a backoff
     FAILED = "failed"  # another attempt would fail the same way
 

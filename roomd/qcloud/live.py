@@ -56,5 +56,5 @@ def stream_name_from_push_url(push_url: str) -> str | None:
     at = path.find(marker)
     if at < 0:
         return None
-    stream = path[at + len(marker):].split("/", 1)[0]
+    stream = path[at + len(marker) :].split("/", 1)[0]
     return stream or None

@@ -126,12 +126,7 @@ class HmacUserSigner:
     version: str = "v2"
 
     def _sign(self, identifier: str, now: int, expire: int) -> str:
-        text = (
-            f"TLS.identifier:{identifier}\n"
-            f"TLS.sdkappid:{self.sdk_app_id}\n"
-            f"TLS.time:{now}\n"
-            f"TLS.expire:{expire}\n"
-        )
+        text = f"TLS.identifier:{identifier}\nTLS.sdkappid:{self.sdk_app_id}\nTLS.time:{now}\nTLS.expire:{expire}\n"
         digest = hmac.new(self.secret_key.encode("utf-8"), text.encode("utf-8"), hashlib.sha256)
         return base64.b64encode(digest.digest()).decode("ascii")
 

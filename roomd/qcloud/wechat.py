@@ -1,7 +1,7 @@
 """WeChat mini-program login: jscode2session turns a login code into an openid.
 
-    GET <base>/sns/jscode2session?appid=&secret=&js_code=&grant_type=authorization_code
-    -> {"openid": ..., "session_key": ...}  or  {"errcode": N, "errmsg": ...}
+GET <base>/sns/jscode2session?appid=&secret=&js_code=&grant_type=authorization_code
+-> {"openid": ..., "session_key": ...}  or  {"errcode": N, "errmsg": ...}
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from roomd.web import ops, utils_routes
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, RequestError, draining_reply, envelope, error_reply, to_response
 from roomd.web.http_guard import guarded
-from roomd.web.room_asgi import ASGIApp, with_room_routes
 from roomd.web.request_log import log_response, start_timer
+from roomd.web.room_asgi import ASGIApp, with_room_routes
 
 ALWAYS_SERVED = frozenset({"/healthz", "/readyz", "/metrics", "/debug/actors", "/openapi.json"})
 log = logger.bind(actor="http")
@@ -40,9 +40,7 @@ def create_quart_app(ctx: AppContext) -> QuartTrio:
     app.add_url_rule("/debug/actors", view_func=ops.debug_actors, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=ops.openapi, methods=["GET"])
     for name in ("get_login_info", "logfilelist", "getlogfile", "check_config"):
-        app.add_url_rule(
-            f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"]
-        )
+        app.add_url_rule(f"{prefix}/utils/{name}", view_func=getattr(utils_routes, name), methods=["GET"])
 
     @app.before_request
     async def refuse_while_draining() -> Response | None:

@@ -12,14 +12,14 @@ from quart import current_app
 
 from roomd.actors.messages import RoomSnapshot
 from roomd.actors.system import RoomSystem
+from roomd.auth.signers import live_signer
+from roomd.auth.tokens import IssuedToken, TokenBook
 from roomd.config import Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
-from roomd.auth.signers import live_signer
 from roomd.web.metrics import Metrics
 from roomd.web.rate_limit import CreationLimits, TokenBuckets
 from roomd.web.response_log import ResponseLog
-from roomd.auth.tokens import IssuedToken, TokenBook
 from roomd.web.wechat_login import WechatLogin
 
 
@@ -85,9 +85,7 @@ class AppContext:
         return user_id == im.administrator or user_id in im.reserved_identifiers
 
     def user_sig(self, user_id: str) -> str:
-        return self.user_signer.make(
-            user_id, now=self.now(), expire=self.settings.im.usersig_expire
-        )
+        return self.user_signer.make(user_id, now=self.now(), expire=self.settings.im.usersig_expire)
 
     def issue_token(self, user_id: str) -> IssuedToken:
         return self.tokens.issue(user_id, now=self.now())

@@ -101,8 +101,16 @@ class ActorCollector(Collector):
         )
         store_failures.add_metric([], getattr(self._system.store, "failed_writes", 0))
         yield from (
-            rooms, members, closes, departures, directory_depth, room_depth_max, room_depth_sum,
-            im_calls, im_queue, store_failures,
+            rooms,
+            members,
+            closes,
+            departures,
+            directory_depth,
+            room_depth_max,
+            room_depth_sum,
+            im_calls,
+            im_queue,
+            store_failures,
         )
 
 

@@ -25,32 +25,71 @@ PUSHER = {
 ROOM = {
     "type": "object",
     "properties": {
-        "roomID": ID, "roomName": {"type": "string"}, "roomInfo": {"type": "string"}, "roomCreator": ID,
-        "mixedPlayURL": {"type": "string"}, "memberCount": COUNT, "pushers": {"type": "array", "items": PUSHER},
+        "roomID": ID,
+        "roomName": {"type": "string"},
+        "roomInfo": {"type": "string"},
+        "roomCreator": ID,
+        "mixedPlayURL": {"type": "string"},
+        "memberCount": COUNT,
+        "pushers": {"type": "array", "items": PUSHER},
     },
 }
 
 # endpoint -> (summary, request body properties, required, reply fields)
 ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]] = {
-    "get_im_login_info": ("A fresh userID and its userSig", {"userIDPrefix": {**ID, "maxLength": 32}, "code": {"type": "string"}}, [],
-                          {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}}),
+    "get_im_login_info": (
+        "A fresh userID and its userSig",
+        {"userIDPrefix": {**ID, "maxLength": 32}, "code": {"type": "string"}},
+        [],
+        {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}},
+    ),
     "get_push_url": ("A signed push URL", {"userID": ID, "roomID": ID}, ["userID"], {"pushURL": {"type": "string"}}),
-    "create_room": ("Create a room (seed era: the creator joins at once when pushURL is given)",
-                    {"userID": ID, "roomID": ID, "roomInfo": INFO, "roomName": INFO, "userName": NAME,
-                     "userAvatar": AVATAR, "pushURL": URL}, ["userID"], {"roomID": ID}),
+    "create_room": (
+        "Create a room (seed era: the creator joins at once when pushURL is given)",
+        {
+            "userID": ID,
+            "roomID": ID,
+            "roomInfo": INFO,
+            "roomName": INFO,
+            "userName": NAME,
+            "userAvatar": AVATAR,
+            "pushURL": URL,
+        },
+        ["userID"],
+        {"roomID": ID},
+    ),
     "destroy_room": ("Close a room (its creator only)", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
-    "add_pusher": ("Join a room, or update one's name/avatar/pushURL",
-                   {"roomID": ID, "userID": ID, "userName": NAME, "userAvatar": AVATAR, "pushURL": URL, "roomInfo": INFO},
-                   ["roomID", "userID", "userName", "pushURL"], {}),
+    "add_pusher": (
+        "Join a room, or update one's name/avatar/pushURL",
+        {"roomID": ID, "userID": ID, "userName": NAME, "userAvatar": AVATAR, "pushURL": URL, "roomInfo": INFO},
+        ["roomID", "userID", "userName", "pushURL"],
+        {},
+    ),
     "delete_pusher": ("Leave a room", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
     "pusher_heartbeat": ("Stay in a room", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
-    "get_pushers": ("A room and its members", {"roomID": ID}, ["roomID"],
-                    {k: v for k, v in ROOM["properties"].items() if k != "memberCount"}),
-    "get_room_list": ("Rooms with members, in creation order", {"index": COUNT, "cnt": {**COUNT, "maximum": 100}}, [],
-                      {"rooms": {"type": "array", "items": ROOM}}),
-    "login": ("Trade a userSig for a token", {"sdkAppID": {"type": "string"}, "accountType": {"type": "string"},
-              "userID": ID, "userSig": {"type": "string"}}, ["userID", "userSig"],
-              {"userID": ID, "token": {"type": "string"}, "expires": COUNT}),
+    "get_pushers": (
+        "A room and its members",
+        {"roomID": ID},
+        ["roomID"],
+        {k: v for k, v in ROOM["properties"].items() if k != "memberCount"},
+    ),
+    "get_room_list": (
+        "Rooms with members, in creation order",
+        {"index": COUNT, "cnt": {**COUNT, "maximum": 100}},
+        [],
+        {"rooms": {"type": "array", "items": ROOM}},
+    ),
+    "login": (
+        "Trade a userSig for a token",
+        {
+            "sdkAppID": {"type": "string"},
+            "accountType": {"type": "string"},
+            "userID": ID,
+            "userSig": {"type": "string"},
+        },
+        ["userID", "userSig"],
+        {"userID": ID, "token": {"type": "string"}, "expires": COUNT},
+    ),
     "logout": ("Revoke the token in the query", {}, [], {}),
 }
 
@@ -99,9 +138,17 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                 }
             }
     utils = {
-        "get_login_info": ({"userID": ID}, ["userID"], {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}}),
+        "get_login_info": (
+            {"userID": ID},
+            ["userID"],
+            {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}},
+        ),
         "logfilelist": ({}, [], {"files": {"type": "array", "items": {"type": "object"}}}),
-        "check_config": ({}, [], {"problems": {"type": "array", "items": {"type": "object"}}, "clean": {"type": "boolean"}}),
+        "check_config": (
+            {},
+            [],
+            {"problems": {"type": "array", "items": {"type": "object"}}, "clean": {"type": "boolean"}},
+        ),
     }
     for name, (query, required, reply) in utils.items():
         paths[f"{prefix}/utils/{name}"] = {
@@ -126,15 +173,33 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         }
     }
     for path, description in (("/healthz", "the process is up"), ("/readyz", "ready, or 503")):
-        paths[path] = {"get": {"operationId": path.strip("/"), "responses": {
-            "200": _json_reply(description, {"status": {"type": "string"}}),
-            "503": _json_reply("starting or shutting down", {}),
-        }}}
-    paths["/debug/actors"] = {"get": {"operationId": "debug_actors", "parameters": [
-        {"name": "limit", "in": "query", "required": False, "schema": COUNT}],
-        "responses": {"200": _json_reply("the actor tree", {"tree": {"type": "object"}})}}}
-    paths["/metrics"] = {"get": {"operationId": "metrics", "responses": {"200": {
-        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+        paths[path] = {
+            "get": {
+                "operationId": path.strip("/"),
+                "responses": {
+                    "200": _json_reply(description, {"status": {"type": "string"}}),
+                    "503": _json_reply("starting or shutting down", {}),
+                },
+            }
+        }
+    paths["/debug/actors"] = {
+        "get": {
+            "operationId": "debug_actors",
+            "parameters": [{"name": "limit", "in": "query", "required": False, "schema": COUNT}],
+            "responses": {"200": _json_reply("the actor tree", {"tree": {"type": "object"}})},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {

@@ -19,9 +19,7 @@ MAX_LOGGED_BODY_CHARS = 2048
 _SECRET_NAME = r"(?=[A-Za-z0-9_]*?(?:token|usersig|secret))[A-Za-z0-9_]++"  # possessive: no backtracking
 # `=` may be percent-encoded, once or twice (a push URL inside a form-encoded body); a value
 # ends at `&`, whitespace, a quote, a backslash (JSON escapes), `#` or an encoded `&`
-_SECRET_QUERY = re.compile(
-    rf"(?i)\b({_SECRET_NAME})(=|%3D|%253D)(?:[^&\s\"'\\#%]|%(?!26|2526)[0-9A-Fa-f]{{2}})*+"
-)
+_SECRET_QUERY = re.compile(rf"(?i)\b({_SECRET_NAME})(=|%3D|%253D)(?:[^&\s\"'\\#%]|%(?!26|2526)[0-9A-Fa-f]{{2}})*+")
 _SECRET_JSON = re.compile(rf'(?i)"({_SECRET_NAME})"\s*:\s*"(?:[^"\\]|\\.)*+"')
 
 
@@ -58,8 +56,7 @@ def record_request(
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
     ctx.response_log.add(  # control characters are escaped there
-        f"{method} {redact(target)} ip={client} body={body} status={status} code={code} "
-        f"latency_ms={seconds * 1000:.1f}"
+        f"{method} {redact(target)} ip={client} body={body} status={status} code={code} latency_ms={seconds * 1000:.1f}"
     )
 
 

@@ -43,7 +43,7 @@ def with_room_routes(ctx: AppContext, fallback: ASGIApp) -> ASGIApp:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(prefix):
-                kind, slash, endpoint = path[len(prefix):].partition("/")
+                kind, slash, endpoint = path[len(prefix) :].partition("/")
                 if slash and endpoint and "/" not in endpoint and kind != "utils":
                     await serve_room_request(ctx, scope, receive, send, kind, endpoint)
                     return

@@ -14,10 +14,10 @@ from typing import Any
 
 from loguru import logger
 
+from roomd.auth.tokens import RevocationNotDurable
 from roomd.qcloud.usersig import VerifyFailure
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, ok_reply
-from roomd.auth.tokens import RevocationNotDurable
 from roomd.web.validation import Params, check_ident
 
 OPEN_ENDPOINTS = frozenset({"get_im_login_info", "login"})

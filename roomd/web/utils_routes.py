@@ -16,8 +16,8 @@ from pathlib import Path
 
 from quart import Response, request
 
-from roomd.web import token_auth
 from roomd.config.report import config_problems
+from roomd.web import token_auth
 from roomd.web.context import current_context
 from roomd.web.envelope import Code, RequestError, ok
 from roomd.web.ops_access import require_ops_caller
@@ -81,4 +81,3 @@ def log_file_path(log_dir: Path, name: str) -> Path:
     if not target.is_file():
         raise RequestError(Code.BAD_PARAMETER, f"there is no log file {name}", status=404)
     return target
-

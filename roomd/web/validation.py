@@ -38,9 +38,7 @@ def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
         try:
             return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
         except ValueError:
-            raise RequestError(
-                Code.BAD_PARAMETER, "request body is not valid form encoding", status=400
-            ) from None
+            raise RequestError(Code.BAD_PARAMETER, "request body is not valid form encoding", status=400) from None
     try:
         body = json.loads(text)
     except RecursionError:
