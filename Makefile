@@ -1,15 +1,22 @@
-# The two set-up commands: `make serve` and `make test`. Both create .venv and install on first use.
+# The set-up commands: `make serve`, `make test` and `make lint`. Each creates .venv and installs on first use,
+# from requirements.lock (every runtime, test and dev dependency pinned, with hashes); `make lock` remakes the lock.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 INSTALLED := $(VENV)/.installed
+PIP := $(VENV)/bin/python -m pip --disable-pip-version-check
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+LINT_PATHS := roomd tests bench
 
-.PHONY: serve test bench clean
+.PHONY: serve test test-fast lint lock bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): pyproject.toml | $(VENV)/bin/python
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+$(INSTALLED): $(LOCK) pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check  # a dependency pyproject.toml names but the lock lacks: run `make lock`
 	touch $@
 
 serve: $(INSTALLED)
@@ -18,8 +25,27 @@ serve: $(INSTALLED)
 test: $(INSTALLED)
 	$(VENV)/bin/python -m pytest
 
+test-fast: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -m "not slow"
+
+# All three run, so that one run shows every finding; it fails if any of them does.
+# mypy: strict, on roomd/ (see [tool.mypy] in pyproject.toml).
+lint: $(INSTALLED)
+	@status=0; \
+	for check in 'ruff check $(LINT_PATHS)' 'ruff format --check $(LINT_PATHS)' mypy; do \
+		echo "$(VENV)/bin/$$check"; \
+		$(VENV)/bin/$$check || status=1; \
+	done; \
+	exit $$status
+
+# Re-resolves the newest versions that pyproject.toml allows, for Python 3.11 and later on any platform.
+lock: | $(VENV)/bin/python
+	$(PIP) install --quiet 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command 'make lock' --quiet --output-file $(LOCK)
+
 bench: $(INSTALLED)
 	$(VENV)/bin/python bench/room_list.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -206,12 +206,14 @@ def main() -> None:
     runs = measure(args.duration, args.runs)
     for i, r in enumerate(runs, 1):
         print(
-            f"pair {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}"
+            f"pair {i}: roomd {r['roomd_rps']:.0f} req/s (p99 {r['roomd_p99']:.1f} ms), "
+            f"echo {r['echo_rps']:.0f} req/s, ratio {r['ratio']:.2f}"
         )
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"heartbeat, {CONNECTIONS} connections, {args.duration} s slices, median of {args.runs} pairs:")
     print(
-        f"  roomd   {med['roomd_rps']:8.0f} req/s   p50 {med['roomd_p50']:6.1f} ms   p99 {med['roomd_p99']:6.1f} ms   non-ok replies {med['roomd_bad']:.0f}"
+        f"  roomd   {med['roomd_rps']:8.0f} req/s   p50 {med['roomd_p50']:6.1f} ms   "
+        f"p99 {med['roomd_p99']:6.1f} ms   non-ok replies {med['roomd_bad']:.0f}"
     )
     print(f"  echo    {med['echo_rps']:8.0f} req/s   p99 {med['echo_p99']:6.1f} ms   (bare ASGI on hypercorn-trio)")
     print(f"  ratio roomd/echo {med['ratio']:.2f} (median of per-run ratios)")

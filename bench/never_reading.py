@@ -17,6 +17,7 @@ took meanwhile, and roomd's own lines about giving memory back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import socket
@@ -85,10 +86,8 @@ async def attack(port: int, pid: int, connections: int, requests: int, hold: flo
         except OSError:  # reset at once: over server.max_connections_per_address
             return
         streams.append(stream)
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(one * requests)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     fresh: list[float] = []
     refused_fresh: list[int] = []
@@ -173,11 +172,13 @@ def main() -> None:
                 )
                 print("    RSS each second after the attack: " + " ".join(f"{r / mb:.0f}" for r in settling))
                 print(
-                    f"    closed or refused by the server: {result['closed_by_server']:.0f} of {args.connections}; all gone "
+                    f"    closed or refused by the server: {result['closed_by_server']:.0f} of {args.connections}; "
+                    f"all gone "
                     f"{result['all_closed_after']:.1f} s after the attack began (nan: not within --hold)"
                 )
                 print(
-                    f"    meanwhile a new client's GET /healthz (new connection each): {result['fresh_count']:.0f} done, "
+                    f"    meanwhile a new client's GET /healthz (new connection each): "
+                    f"{result['fresh_count']:.0f} done, "
                     f"slowest {result['fresh_max'] * 1000:.0f} ms"
                 )
         finally:

@@ -23,7 +23,7 @@ from loguru import logger
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import choose_user_signer
 from roomd.config import load_settings
-from roomd.web.app import create_app
+from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
 
@@ -32,7 +32,7 @@ async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
         settings = load_settings(environ={"ROOMD_SERVER__PERSIST": str(persist).lower(), "ROOMD_SERVER__DATA_DIR": tmp})
         signer = choose_user_signer(settings.im).signer
         async with open_room_system(settings, user_signer=signer) as system:
-            app = create_app(AppContext.build(settings, system, signer))
+            app = create_app(AppContext.build(settings, system.router, signer))
 
             async def call(endpoint: str, body: dict[str, str]) -> dict[str, object]:
                 data = json.dumps(body).encode()

@@ -1,6 +1,6 @@
 """How much a get_room_list page costs with 5 rooms and with 5,000 (and 50,000).
 
-Runs roomd in-process (actor tree + Quart app) on the embedded defaults,
+Runs roomd in-process (actor tree + ASGI app) on the embedded defaults,
 fills each kind with rooms of two members, then times get_room_list over
 the app for the first page and for a page deep in the list. Prints medians
 in microseconds and the ratio of the large directory to the small one.
@@ -23,7 +23,7 @@ from roomd.actors.messages import CreateRoom, Join, MemberInfo
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import choose_user_signer
 from roomd.config import load_settings
-from roomd.web.app import create_app
+from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
 SIZES = (5, 5_000, 50_000)
@@ -44,7 +44,7 @@ async def _time_pages(rooms: int, rounds: int) -> dict[str, float]:
                 CreateRoom(creator=f"c{i}", room_info=f"room {i}", first_member=_member(f"c{i}"))
             )
             await directory.call_room(reply.value, Join(_member(f"g{i}")))  # type: ignore[union-attr]
-        ctx = AppContext.build(settings, system, choose_user_signer(settings.im).signer)
+        ctx = AppContext.build(settings, system.router, choose_user_signer(settings.im).signer)
         transport = httpx.ASGITransport(app=create_app(ctx))
         client = httpx.AsyncClient(transport=transport, base_url="http://roomd.bench")
         results: dict[str, float] = {}

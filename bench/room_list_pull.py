@@ -125,7 +125,8 @@ def main() -> None:
             server.wait(timeout=60)
     for i, r in enumerate(results, 1):
         print(
-            f"run {i}: heartbeat p50 {r['idle_p50']:.2f} ms idle -> {r['busy_p50']:.2f} ms under {args.pullers} pullers "
+            f"run {i}: heartbeat p50 {r['idle_p50']:.2f} ms idle -> "
+            f"{r['busy_p50']:.2f} ms under {args.pullers} pullers "
             f"(x{r['busy_p50'] / r['idle_p50']:.1f}); p99 {r['idle_p99']:.2f} -> {r['busy_p99']:.2f} ms; "
             f"{r['pages_per_s']:.0f} pages/s of {r['page_bytes']} bytes"
         )

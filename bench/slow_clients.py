@@ -27,7 +27,10 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from roomd_process import free_port, start_roomd
 
-HEAD = b"POST /weapp/multi_room/add_pusher HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+HEAD = (
+    b"POST /weapp/multi_room/add_pusher HTTP/1.1\r\n"
+    b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+)
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 

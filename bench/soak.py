@@ -85,7 +85,8 @@ def main() -> None:
     print(f"soak: {args.rooms} rooms x 4 members, {args.minutes:g} min, churn 10/s, 2 % crashed")
     print(
         f"  load: {result['requests']} requests ({result['requests_per_second']:.0f}/s), "
-        f"eviction checks passed: {result['evictions']['passed']}, wrong evictions {result['evictions']['wrong_evictions']}, "
+        f"eviction checks passed: {result['evictions']['passed']}, "
+        f"wrong evictions {result['evictions']['wrong_evictions']}, "
         f"transport failures {result['transport_failures']}"
     )
     print("  RSS (MB) every 30 s: " + ", ".join(f"{rss / 2**20:.0f}" for _, rss in samples))

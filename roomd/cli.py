@@ -22,7 +22,7 @@ from roomd.auth.signers import choose_user_signer
 from roomd.config import ConfigError, Settings, load_settings
 from roomd.config.report import config_problems
 from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
-from roomd.logs.setup import configure_logging
+from roomd.logs.setup import configure_logging, flush_logs
 from roomd.qcloud.usersig import VerifyFailure
 
 CONFIG_ERROR_STATUS = 2
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(serve, settings, signer)
     finally:
+        flush_logs()  # the log threads write every queued line before the process exits
         data_dir_lock.release()
     return 0
 

@@ -7,6 +7,7 @@ to with a line that is either all on disk or cut off again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -39,10 +40,8 @@ def replace_durably(path: Path, data: bytes) -> None:
             os.close(descriptor)
         os.replace(temporary, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temporary)
-        except OSError:
-            pass
         raise
     fsync_directory(path.parent)
 
@@ -57,10 +56,8 @@ def append_durably(path: Path, data: bytes) -> None:
             write_all(descriptor, data)
             os.fsync(descriptor)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(descriptor, size)
-            except OSError:
-                pass
             raise
     finally:
         os.close(descriptor)

@@ -28,7 +28,7 @@ from roomd.http.accept_errors import AcceptErrorLog
 from roomd.http.connection import ConnectionPolicy
 from roomd.http.connection_limit import ConnectionsPerAddress
 from roomd.http.server import serve as serve_http
-from roomd.web.app import create_app
+from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
 log = logger.bind(actor="root")
@@ -46,7 +46,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
     async with httpx.AsyncClient() as http, open_room_system(settings, user_signer=signer.signer) as system:
-        ctx = AppContext.build(settings, system, signer.signer, http=http)
+        ctx = AppContext.build(settings, system.router, signer.signer, http=http)
         ctx.ready = False
         stop = trio.Event()
 
@@ -102,7 +102,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.graceful_timeout = settings.server.shutdown_timeout
     # hostile clients: idle connections, slow senders and huge headers cost them, not others.
     # The keep-alive timer also runs while a request head arrives: a head has that long in all.
-    # Whole-body deadline, write timeout, head size and protocol checks: http_guard, http_connection.
+    # Whole-body deadline, write timeout, head size and protocol checks: request_checks, body_deadline, http.connection.
     config.keep_alive_timeout = settings.server.keep_alive_timeout
     config.read_timeout = math.ceil(settings.server.read_timeout)
     config.h11_max_incomplete_size = settings.server.max_header_bytes

@@ -1,4 +1,4 @@
-"""Shared fixtures: an in-process roomd (actor system + Quart app) and a client for it."""
+"""Shared fixtures: an in-process roomd (actor system + ASGI app) and a client for it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import trio
 from roomd.actors.system import RoomSystem, open_room_system
 from roomd.auth.signers import choose_user_signer
 from roomd.config import Settings, load_settings
-from roomd.web.app import create_app
+from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 from tests.fake_im import FakeIm, start_fake_im
 
@@ -55,15 +55,16 @@ class Reply:
 class Api:
     """Calls roomd's whole ASGI app in-process, the way clients call it over the network."""
 
-    def __init__(self, app: Any, ctx: AppContext, http: httpx.AsyncClient) -> None:
+    def __init__(self, app: Any, ctx: AppContext, http: httpx.AsyncClient, system: RoomSystem) -> None:
         self.app = app
         self.ctx = ctx
+        self._system = system
         self.http = http
         self.prefix = ctx.settings.server.route_prefix
 
     @property
     def system(self) -> RoomSystem:
-        return self.ctx.system
+        return self._system
 
     async def post(self, endpoint: str, body: Any = None, *, kind: str = "multi_room") -> Reply:
         return await self.raw(
@@ -92,17 +93,17 @@ def settings() -> Settings:
 
 @asynccontextmanager
 async def open_roomd(settings: Settings, *, wall_clock: Callable[[], float] = time.time) -> AsyncIterator[Api]:
-    """roomd in-process: its actor tree and its Quart app, with a client for the app."""
+    """roomd in-process: its actor tree and its ASGI app, with a client for the app."""
     signer = choose_user_signer(settings.im).signer
     async with (
         httpx.AsyncClient() as http,
         open_room_system(settings, user_signer=signer, wall_clock=wall_clock) as system,
     ):
-        ctx = AppContext.build(settings, system, signer, http=http, wall_clock=wall_clock)
+        ctx = AppContext.build(settings, system.router, signer, http=http, wall_clock=wall_clock)
         app = create_app(ctx)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://roomd.test") as client:
-            yield Api(app, ctx, client)
+            yield Api(app, ctx, client, system)
 
 
 @pytest.fixture
@@ -138,5 +139,12 @@ async def open_im_world(**env: str) -> AsyncIterator[tuple[Api, FakeIm]]:
 async def eventually(predicate: Callable[[], bool], *, within: float = 20.0) -> None:
     """Wait (in real time: real sockets are involved) until `predicate()` holds."""
     with trio.fail_after(within):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110  # the state is another process's or a socket's: no event to wait on
             await trio.sleep(0.01)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: starts a real roomd process or takes more than a few seconds; `pytest -m 'not slow'` leaves it out",
+    )

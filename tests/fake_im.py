@@ -3,8 +3,13 @@
 It implements create_group, destroy_group and send_group_system_notification,
 checks sdkappid, identifier and the admin usersig (v2 by its own HMAC, v1 with
 the public key), records every call, and can be told to misbehave: answer
-HTTP 500, hang, close the connection, answer a given ErrorCode, be slow, or
-refuse connections altogether (stop listening).
+any HTTP status, hang, close the connection, take the call and lose the
+reply, answer a given ErrorCode, be slow, or refuse connections altogether
+(stop listening).
+
+The same fake also answers in process, without sockets: `transport()` is an
+`httpx.MockTransport` for the IM actor, so that actor tests run under
+trio's mock clock and see exact times.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import trio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -34,17 +40,19 @@ class RecordedCall:
     query: dict[str, str]
     body: dict[str, Any]
     at: float  # trio.current_time() when it arrived
-    answered: str  # "ok", an ErrorCode, "http 500", "hang", "close"
+    # "ok", an ErrorCode, "http 500", "hang", "close", "refused" (in process only), "lost" (done, see `reply_lost`)
+    answered: str
 
 
 @dataclass
 class Behaviour:
     """What the fake does with the next requests."""
 
-    mode: str = "ok"  # ok | http_500 | http_429 | hang | close | error_code
+    mode: str = "ok"  # ok | http_<status> | hang | close | refuse | lose_reply | error_code
     error_code: int = 0
     delay: float = 0.0  # seconds to wait before answering, in every mode
     only_api: str | None = None  # misbehave only for this API, answer the others normally
+    only_group: str | None = None  # misbehave only for this GroupId
     times: int | None = None  # misbehave this many times, then answer normally
     delays: tuple[float, ...] = ()  # per misbehaving request in turn, in place of delay
 
@@ -60,6 +68,8 @@ class FakeIm:
     behaviour: Behaviour = field(default_factory=Behaviour)
     rejected_auth: int = 0
     server: LoopbackServer | None = None
+    refusing: bool = False  # in process (no server): every connection is refused
+    reply_lost: list[str] = field(default_factory=list)  # what IM answered to the calls recorded "lost"
     _release_hung: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -77,19 +87,54 @@ class FakeIm:
             self._release_hung = trio.Event()
 
     async def start_listening(self) -> None:
-        assert self.server is not None
-        await self.server.start_listening()
+        self.refusing = False
+        if self.server is not None:
+            await self.server.start_listening()
 
     def stop_listening(self) -> None:
         """Drop every open connection and refuse new ones until start_listening."""
-        assert self.server is not None
-        self.server.stop_listening()
+        if self.server is None:
+            self.refusing = True  # in process: calls in flight carry on
+        else:
+            self.server.stop_listening()
+
+    def transport(self) -> httpx.MockTransport:
+        """This fake in process, for `ImActor(transport=...)`: no sockets, so trio's mock clock works."""
+        return httpx.MockTransport(self._handle_in_process)
+
+    async def _handle_in_process(self, request: httpx.Request) -> httpx.Response:
+        answer = await self._answer(
+            FakeRequest(request.method, request.url.path, dict(request.url.params), request.content)
+        )
+        if answer == "refuse":
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        if answer == "close":  # what httpx raises when a server closes the connection without a reply
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        assert isinstance(answer, FakeReply)
+        return httpx.Response(answer.status, json=answer.body)
 
     async def handle(self, request: FakeRequest) -> FakeReply | None:
+        """The loopback server's handler: None closes the connection unanswered."""
+        answer = await self._answer(request)
+        return answer if isinstance(answer, FakeReply) else None
+
+    async def _answer(self, request: FakeRequest) -> FakeReply | str:
+        """A reply, or "close" (the connection is closed unanswered) or "refuse" (in process: refused)."""
         api = request.path[len(PREFIX) :] if request.path.startswith(PREFIX) else ""
         query, payload = request.query, request.json()
+
+        def record(answered: str) -> None:
+            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), answered))
+
+        if self.refusing:
+            record("refused")
+            return "refuse"
         behaviour = self.behaviour
-        misbehave = behaviour.only_api in (None, api) and behaviour.times != 0
+        misbehave = (
+            behaviour.only_api in (None, api)
+            and behaviour.only_group in (None, payload.get("GroupId"))
+            and behaviour.times != 0
+        )
         if misbehave and behaviour.times is not None:
             behaviour.times -= 1
         delay = behaviour.delay
@@ -98,19 +143,20 @@ class FakeIm:
         if delay:
             await trio.sleep(delay)
         mode = behaviour.mode if misbehave else "ok"
-
-        def record(answered: str) -> None:
-            self.calls.append(RecordedCall(api, query, payload, trio.current_time(), answered))
-
         if mode == "hang":
             record("hang")
             await self._release_hung.wait()
-            return None
-        if mode == "close":
-            record("close")
-            return None
-        if mode in ("http_500", "http_429"):
-            status = 500 if mode == "http_500" else 429
+            return "close"
+        if mode in ("close", "refuse"):  # a refusal on loopback: the connection was accepted, so closed
+            record("close" if self.server is not None else "refused")
+            return "close" if self.server is not None else mode
+        if mode == "lose_reply":  # IM does the call; its reply never arrives
+            _, answered = self._handle_api(api, query, payload)
+            record("lost")
+            self.reply_lost.append(answered)
+            return "close"
+        if mode.startswith("http_"):
+            status = int(mode.removeprefix("http_"))
             record(f"http {status}")
             return FakeReply(status, {"error": "fake failure"})
         if mode == "error_code":

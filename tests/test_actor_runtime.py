@@ -6,7 +6,7 @@ import dataclasses
 
 import trio
 
-from roomd.actors.messages import CloseReason, Heartbeat
+from roomd.actors.messages import CloseReason, GetRoom, Heartbeat
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.runtime import GONE, open_mailbox
 from roomd.actors.system import open_room_system
@@ -36,10 +36,10 @@ async def test_a_full_mailbox_answers_busy_at_once() -> None:
 
 async def test_an_actor_that_does_not_answer_in_time_is_busy(autojump_clock: trio.abc.Clock) -> None:
     mailbox, inbox = open_mailbox("slow actor", 4)
-    reply = await mailbox.call("anything", timeout=2.5)
+    reply = await mailbox.call(GetRoom(), deadline=trio.current_time() + 2.5)
     assert reply == Refused(DomainError.BUSY, "slow actor did not answer within 2.5 s")
     inbox.close()
-    assert await mailbox.call("anything", timeout=1) is GONE
+    assert await mailbox.call(GetRoom(), deadline=trio.current_time() + 1) is GONE
 
 
 async def test_a_crashing_room_closes_alone() -> None:

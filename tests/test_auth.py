@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 import trio
 
 from roomd import durable_files
+from roomd.auth import revocations
 from roomd.auth.revocations import RevocationLog
 from roomd.auth.secret_file import SECRET_FILE, ensure_secret
 from roomd.auth.tokens import RevocationNotDurable, TokenBook
@@ -262,7 +264,7 @@ def _book(tmp_path: Path, **log_options: Any) -> TokenBook:
     [
         lambda t: "0" + t,
         lambda t: "²" + t,
-        lambda t: "１" + t[1:],
+        lambda t: "１" + t[1:],  # noqa: RUF001 -- a fullwidth digit, on purpose
         lambda t: t.replace(".", "\uff0e", 1),
         lambda t: t[:-1] + "é",
         lambda t: t + "=",
@@ -330,19 +332,79 @@ async def test_a_failed_write_keeps_the_token_revoked_and_is_retried_with_the_ne
     assert reopened.check("alice", first, now=NOW) is not None and reopened.check("bob", second, now=NOW) is not None
 
 
-async def test_expired_revocations_are_dropped_at_start_and_when_the_file_grows(tmp_path: Path) -> None:
+async def test_expired_revocations_are_dropped_by_the_first_write_after_start_and_when_the_file_grows(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "revoked_tokens"
     live, expired = "a" * 64, "b" * 64
-    path.write_text(f"{expired} {NOW - 1}\n{live} {NOW + 10}\nnot a line\n{'c' * 40}")  # cut by a crash
+    found = f"{expired} {NOW - 1}\n{live} {NOW + 10}\nnot a line\n{'c' * 40}"  # the last line cut by a crash
+    path.write_text(found)
     log = RevocationLog(path, now=NOW, compact_min_lines=8)
-    assert path.read_text() == f"{live} {NOW + 10}\n"
+    assert path.read_text() == found  # the start only reads: the rewrite waits for a worker thread
     assert live in log and expired not in log
-    for i in range(6):
+    await log.add("0" * 64, NOW + 5, now=NOW)
+    assert path.read_text() == f"{live} {NOW + 10}\n{'0' * 64} {NOW + 5}\n"
+    for i in range(1, 6):
         await log.add(f"{i:064x}", NOW + 5, now=NOW)
     assert path.read_text().count("\n") == 7
     await log.add("d" * 64, NOW + 100, now=NOW + 20)  # the other 7 have expired by now
     assert path.read_text() == f"{'d' * 64} {NOW + 100}\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["revoked_tokens"]
+    assert [p.name for p in tmp_path.iterdir()] == ["revoked_tokens"]  # noqa: ASYNC240 -- a test's own directory
+
+
+async def test_a_logout_appends_one_line_and_never_rewrites_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rewrites: list[Path] = []
+    real_replace = revocations.replace_durably
+    monkeypatch.setattr(revocations, "replace_durably", lambda p, d: (rewrites.append(p), real_replace(p, d))[1])
+    path = tmp_path / "revoked_tokens"
+    path.write_text(f"{'a' * 64} {NOW + 10}\n")
+    log = RevocationLog(path, now=NOW)
+    inode = path.stat().st_ino
+    for i in range(50):
+        await log.add(f"{i:064x}", NOW + 60, now=NOW)
+    assert rewrites == [] and path.stat().st_ino == inode
+    assert path.read_text().splitlines()[-1] == f"{49:064x} {NOW + 60}" and path.read_text().count("\n") == 51
+
+
+async def test_a_line_cut_by_a_crash_gets_no_line_glued_to_it_even_when_compaction_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_room_for_a_temporary_file(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(revocations, "replace_durably", no_room_for_a_temporary_file)
+    path = tmp_path / "revoked_tokens"
+    path.write_text(f"{'a' * 64} {NOW + 10}\n{'b' * 64} {str(NOW)[:4]}")  # the last line cut within its expiry
+    log = RevocationLog(path, now=NOW)
+    await log.add("c" * 64, NOW + 30, now=NOW)  # the compaction fails: the line is appended after all
+    reopened = RevocationLog(path, now=NOW)
+    assert "a" * 64 in reopened and "c" * 64 in reopened
+
+
+async def test_revocation_files_are_written_and_compacted_off_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trio_thread = threading.get_ident()
+    threads: list[tuple[str, int]] = []
+
+    def recorded(name: str, write: Callable[[Path, bytes], None]) -> Callable[[Path, bytes], None]:
+        def on_some_thread(path: Path, data: bytes) -> None:
+            threads.append((name, threading.get_ident()))
+            write(path, data)
+
+        return on_some_thread
+
+    monkeypatch.setattr(revocations, "append_durably", recorded("append", revocations.append_durably))
+    monkeypatch.setattr(revocations, "replace_durably", recorded("replace", revocations.replace_durably))
+    path = tmp_path / "revoked_tokens"
+    path.write_text(f"{'e' * 64} {NOW - 1}\n")  # expired: the first write compacts
+    log = RevocationLog(path, now=NOW, compact_min_lines=4)
+    for i in range(6):
+        await log.add(f"{i:064x}", NOW + (1 if i < 3 else 60), now=NOW + (2 if i >= 3 else 0))
+    assert {name for name, _ in threads} == {"append", "replace"}
+    assert all(ident != trio_thread for _, ident in threads)
 
 
 def test_a_revocation_written_before_strict_tokens_still_holds(tmp_path: Path) -> None:
@@ -366,7 +428,7 @@ async def test_logout_that_cannot_be_written_answers_12_and_the_token_stays_refu
 
 async def test_tokens_with_non_ascii_or_padded_spellings_are_code_7_not_a_crash(token_api: Api, clock: Clock) -> None:
     alice = await login(token_api, "alice", clock)
-    for token in ("²" + alice.token, "１" + alice.token[1:], "0" + alice.token):
+    for token in ("²" + alice.token, "１" + alice.token[1:], "0" + alice.token):  # noqa: RUF001 -- fullwidth, on purpose
         reply = await alice.post("get_room_list", {}, token=quote(token))
         assert reply.code == 7 and reply.body["detail"].startswith("the token is malformed"), reply.body
 

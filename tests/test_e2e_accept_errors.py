@@ -11,11 +11,14 @@ from itertools import pairwise
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.bodies import member_fields
 from tests.raw_http import address, open_fds
 from tests.server_process import running_roomd
+
+pytestmark = pytest.mark.slow
 
 SPARE_FDS = 20
 EXTRA_CONNECTIONS = 60

@@ -19,6 +19,8 @@ from tests.bodies import member_fields
 from tests.fake_im import FakeIm, start_fake_im
 from tests.server_process import ServerProcess, failing_roomd, running_roomd
 
+pytestmark = pytest.mark.slow
+
 SDK_APP_ID = 1400000009
 IM_SECRET = "e2e-im-secret-7d1c"
 PREFIX = "/weapp/multi_room"
@@ -260,7 +262,7 @@ async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp
             query = f"?userID={login['userID']}&token={login['token']}"
             push = (await post(http, "get_push_url", {"userID": login["userID"]}, query))["pushURL"]
             users.append((login["userID"], query, push))
-        (alice, alice_q, alice_push), (bob, bob_q, bob_push), (eve, eve_q, _) = users
+        (alice, alice_q, alice_push), (bob, bob_q, bob_push), (_eve, eve_q, _) = users
         room = (
             await post(http, "create_room", {**member_fields(alice), "pushURL": alice_push, "roomName": "r"}, alice_q)
         )["roomID"]

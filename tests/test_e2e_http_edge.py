@@ -12,6 +12,8 @@ import trio
 from tests.raw_http import RawReply, exchange
 from tests.server_process import ServerProcess, running_roomd
 
+pytestmark = pytest.mark.slow
+
 ROOM_LIST = b"POST /weapp/multi_room/get_room_list HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2C_UPGRADE = (

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.bodies import joining, member_fields
 from tests.server_process import running_roomd
+
+pytestmark = pytest.mark.slow
 
 ENV = {"ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "30"}  # outlives the restart
 ROOMS = 6
@@ -21,6 +25,7 @@ async def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> No
     base = {"url": ""}
     heartbeat_codes: list[int] = []
     operations = [0]  # acknowledged joins and leaves
+    enough_operations = trio.Event()
 
     async def keep_creators_alive(stop: trio.Event) -> None:
         async with httpx.AsyncClient(timeout=2) as http:
@@ -51,6 +56,8 @@ async def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> No
             assert reply.json()["code"] == 0
             uncertain[room].discard(user)
             operations[0] += 1
+            if operations[0] >= ROOMS * 15:
+                enough_operations.set()
             if leave:
                 acked[room].discard(user)
             else:
@@ -71,22 +78,18 @@ async def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> No
                     assert created.json()["code"] == 0
                     acked[room], uncertain[room] = {f"creator_{room}"}, set()
             outer.start_soon(keep_creators_alive, stop_heartbeats)
-            async with httpx.AsyncClient(base_url=first.base_url, timeout=5) as http:
-                async with trio.open_nursery() as workers:
-                    for room in acked:
+            async with httpx.AsyncClient(base_url=first.base_url, timeout=5) as http, trio.open_nursery() as workers:
+                for room in acked:
 
-                        async def guarded(room: str = room) -> None:
-                            try:
-                                await churn(http, room)
-                            except (httpx.HTTPError, AssertionError):
-                                pass  # the kill came mid-request
+                    async def guarded(room: str = room) -> None:
+                        with contextlib.suppress(httpx.HTTPError, AssertionError):  # the kill came mid-request
+                            await churn(http, room)
 
-                        workers.start_soon(guarded)
-                    with trio.fail_after(60):
-                        while operations[0] < ROOMS * 15:
-                            await trio.sleep(0.05)
-                    first.process.kill()  # SIGKILL: no chance to flush anything
-                    await first.process.wait()
+                    workers.start_soon(guarded)
+                with trio.fail_after(60):
+                    await enough_operations.wait()
+                first.process.kill()  # SIGKILL: no chance to flush anything
+                await first.process.wait()
         assert first.process.returncode == -9
 
         async with running_roomd(tmp_path, **ENV) as second:

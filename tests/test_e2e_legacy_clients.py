@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.fake_im import FakeIm, start_fake_im
 from tests.server_process import ServerProcess, running_roomd
+
+pytestmark = pytest.mark.slow
 
 SERVER_ENV = {
     "ROOMD_LIVE__BIZID": "7777",
@@ -81,13 +84,13 @@ async def _seed_era_flow(server: ServerProcess) -> str:
         assert room["roomCreator"] == creator.user_id
         assert room["mixedPlayURL"] == f"https://7777.liveplay.myqcloud.com/live/7777_{creator.user_id}.flv"
         assert [p["userID"] for p in room["pushers"]] == [creator.user_id, second.user_id, third.user_id]
-        for p, client in zip(room["pushers"], (creator, second, third)):
+        for p, client in zip(room["pushers"], (creator, second, third), strict=True):
             assert p["userName"] == f"name-{client.user_id}"
             assert p["userAvatar"] == f"https://avatars.test/{client.user_id}.png"
             assert p["accelerateURL"] == ""  # a listing never carries signed URLs
             assert "pushURL" not in p
         pushers = await third.call("get_pushers", roomID=room_id)
-        for p, client in zip(pushers["pushers"], (creator, second, third)):
+        for p, client in zip(pushers["pushers"], (creator, second, third), strict=True):
             assert p["accelerateURL"].startswith(
                 f"rtmp://7777.liveplay.myqcloud.com/live/7777_{client.user_id}?bizid=7777&txSecret="
             )
@@ -124,8 +127,8 @@ async def test_seed_era_clients(tmp_path: Path) -> None:
     response_logs = list((server.log_dir / "response").glob("response-*.log"))
     assert len(response_logs) == 1
     lines = response_logs[0].read_text().splitlines()
-    assert any("POST /weapp/multi_room/create_room" in l and "status=200 code=0" in l for l in lines)
-    assert any("POST /weapp/multi_room/get_pushers" in l and "code=3" in l for l in lines)
+    assert any("POST /weapp/multi_room/create_room" in line and "status=200 code=0" in line for line in lines)
+    assert any("POST /weapp/multi_room/get_pushers" in line and "code=3" in line for line in lines)
 
 
 async def test_later_clients_create_then_add_pusher(tmp_path: Path) -> None:
@@ -166,7 +169,7 @@ async def test_seed_era_clients_with_im_configured(tmp_path: Path) -> None:
         async with running_roomd(tmp_path, **SERVER_ENV, **im_env) as server:
             room_id = await _seed_era_flow(server)
             with trio.fail_after(20):
-                while fake.calls_for(room_id)[-1:] != ["destroy_group"]:
+                while fake.calls_for(room_id)[-1:] != ["destroy_group"]:  # noqa: ASYNC110 -- FakeIm has no event for it
                     await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
     calls = fake.calls_for(room_id)

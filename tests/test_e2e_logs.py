@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server_process import ServerProcess, running_roomd
 
+pytestmark = pytest.mark.slow
+
 ANY_CONTROL_BUT_LF = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -53,7 +55,7 @@ def message_of(line: str, log_format: str) -> str:
 async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
     """Wait in real time (a real process is involved) until `predicate()` holds."""
     with trio.fail_after(within):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 -- another process's files: no event to wait on
             await trio.sleep(0.05)
 
 
@@ -73,33 +75,35 @@ async def test_clients_cannot_forge_log_lines(tmp_path: Path, log_format: str) -
         "/weapp/utils/nothing%E2%80%A8FORGED",  # a route Quart answers
         "/nothing%0a2026-01-01%2000:00:00.000%20|%20INFO%20FORGED",
     ]
-    async with running_roomd(tmp_path, ROOMD_LOG__FORMAT=log_format, **SECRETS_ENV) as server:
-        async with httpx.AsyncClient(base_url=base_url(server)) as http:
-            requests = 0
-            for raw in bodies:
-                await http.post(
-                    "/weapp/multi_room/get_room_list",
-                    content=b'{"index":0,"x":"' + raw + b'"}',
-                    headers={"Content-Type": "application/json"},
-                )
-                await http.post(
-                    "/weapp/double_room/get_room_list",
-                    content=b"x=" + raw,
-                    headers={"Content-Type": "application/x-www-form-urlencoded"},
-                )
-                requests += 2
-            for path in paths:
-                await http.post(path, json={})
-                requests += 1
-            await http.post("/weapp/multi_room/get_room_list?x=%0d%0aFORGED&y=\u2028", json={})
-            hostile_headers = {
-                "User-Agent": b"a\xc2\x85FORGED",
-                "X-Forged": "x\u2028FORGED".encode(),
-                "Referer": b"\x9b",
-            }
-            reply = await http.post("/weapp/multi_room/get_room_list", json={}, headers=hostile_headers)
-            assert reply.json()["code"] == 0
+    async with (
+        running_roomd(tmp_path, ROOMD_LOG__FORMAT=log_format, **SECRETS_ENV) as server,
+        httpx.AsyncClient(base_url=base_url(server)) as http,
+    ):
+        requests = 0
+        for raw in bodies:
+            await http.post(
+                "/weapp/multi_room/get_room_list",
+                content=b'{"index":0,"x":"' + raw + b'"}',
+                headers={"Content-Type": "application/json"},
+            )
+            await http.post(
+                "/weapp/double_room/get_room_list",
+                content=b"x=" + raw,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             requests += 2
+        for path in paths:
+            await http.post(path, json={})
+            requests += 1
+        await http.post("/weapp/multi_room/get_room_list?x=%0d%0aFORGED&y=\u2028", json={})
+        hostile_headers = {
+            "User-Agent": b"a\xc2\x85FORGED",
+            "X-Forged": "x\u2028FORGED".encode(),
+            "Referer": b"\x9b",
+        }
+        reply = await http.post("/weapp/multi_room/get_room_list", json={}, headers=hostile_headers)
+        assert reply.json()["code"] == 0
+        requests += 2
     assert server.process.returncode == 0
     files = log_texts(server)
     assert files and all(SAFE_FILE_NAME.match(path.name) for path in files)
@@ -135,58 +139,57 @@ def tx_secret(url: str) -> str:
 
 
 async def test_secrets_reach_neither_the_log_files_nor_the_console(tmp_path: Path) -> None:
-    async with running_roomd(tmp_path, **SECRETS_ENV) as server:
-        async with httpx.AsyncClient(base_url=base_url(server)) as http:
+    async with running_roomd(tmp_path, **SECRETS_ENV) as server, httpx.AsyncClient(base_url=base_url(server)) as http:
 
-            async def call(endpoint: str, **body: str) -> dict[str, object]:
-                reply: dict[str, object] = (await http.post(f"/weapp/multi_room/{endpoint}", json=body)).json()
-                assert reply["code"] == 0, reply
-                return reply
+        async def call(endpoint: str, **body: str) -> dict[str, object]:
+            reply: dict[str, object] = (await http.post(f"/weapp/multi_room/{endpoint}", json=body)).json()
+            assert reply["code"] == 0, reply
+            return reply
 
-            creator = await call("get_im_login_info", userIDPrefix="weixin")
-            guest = await call("get_im_login_info", userIDPrefix="android")
-            creator_url = str((await call("get_push_url", userID=str(creator["userID"])))["pushURL"])
-            guest_url = str((await call("get_push_url", userID=str(guest["userID"])))["pushURL"])
-            member = {"userName": "n", "userAvatar": "https://a.test/a.png"}
-            room = str(
-                (await call("create_room", userID=str(creator["userID"]), roomName="r", pushURL=creator_url, **member))[
-                    "roomID"
-                ]
-            )
-            form = urlencode({"roomID": room, "userID": guest["userID"], "pushURL": guest_url, **member})
-            joined = await http.post(
-                "/weapp/multi_room/add_pusher",
-                content=form,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            assert joined.json()["code"] == 0
-            pushers = (await call("get_pushers", roomID=room))["pushers"]
-            accelerate_urls = [str(p["accelerateURL"]) for p in pushers]  # type: ignore[attr-defined]
-            assert len(accelerate_urls) == 2
-            # clients echoing what they were given, in every shape a request can take
-            echo = accelerate_urls[0]
-            await http.post(
-                f"/weapp/multi_room/pusher_heartbeat?url={quote(echo, safe='')}&userSig={guest['userSig']}",
-                json={"roomID": room, "userID": guest["userID"]},
-            )
-            await http.post(
-                "/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": guest["userID"], "playURL": echo}
-            )
-            escaped_slashes = json.dumps(
-                {
-                    "roomID": room,
-                    "userID": creator["userID"],
-                    "pushURL": accelerate_urls[1],
-                    "userSig": creator["userSig"],
-                    "token": "token-from-a-client",
-                }
-            ).replace("/", "\\/")
-            await http.post(
-                "/weapp/multi_room/pusher_heartbeat",
-                content=escaped_slashes,
-                headers={"Content-Type": "application/json"},
-            )
-            await http.get("/weapp/utils/get_login_info", params={"userID": "visitor", "userSig": guest["userSig"]})
+        creator = await call("get_im_login_info", userIDPrefix="weixin")
+        guest = await call("get_im_login_info", userIDPrefix="android")
+        creator_url = str((await call("get_push_url", userID=str(creator["userID"])))["pushURL"])
+        guest_url = str((await call("get_push_url", userID=str(guest["userID"])))["pushURL"])
+        member = {"userName": "n", "userAvatar": "https://a.test/a.png"}
+        room = str(
+            (await call("create_room", userID=str(creator["userID"]), roomName="r", pushURL=creator_url, **member))[
+                "roomID"
+            ]
+        )
+        form = urlencode({"roomID": room, "userID": guest["userID"], "pushURL": guest_url, **member})
+        joined = await http.post(
+            "/weapp/multi_room/add_pusher",
+            content=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert joined.json()["code"] == 0
+        pushers = (await call("get_pushers", roomID=room))["pushers"]
+        accelerate_urls = [str(p["accelerateURL"]) for p in pushers]  # type: ignore[attr-defined]
+        assert len(accelerate_urls) == 2
+        # clients echoing what they were given, in every shape a request can take
+        echo = accelerate_urls[0]
+        await http.post(
+            f"/weapp/multi_room/pusher_heartbeat?url={quote(echo, safe='')}&userSig={guest['userSig']}",
+            json={"roomID": room, "userID": guest["userID"]},
+        )
+        await http.post(
+            "/weapp/multi_room/pusher_heartbeat", json={"roomID": room, "userID": guest["userID"], "playURL": echo}
+        )
+        escaped_slashes = json.dumps(
+            {
+                "roomID": room,
+                "userID": creator["userID"],
+                "pushURL": accelerate_urls[1],
+                "userSig": creator["userSig"],
+                "token": "token-from-a-client",
+            }
+        ).replace("/", "\\/")
+        await http.post(
+            "/weapp/multi_room/pusher_heartbeat",
+            content=escaped_slashes,
+            headers={"Content-Type": "application/json"},
+        )
+        await http.get("/weapp/utils/get_login_info", params={"userID": "visitor", "userSig": guest["userSig"]})
     secrets = [tx_secret(url) for url in (creator_url, guest_url, *accelerate_urls)]
     secrets += [str(creator["userSig"]), str(guest["userSig"]), "token-from-a-client", PUSH_KEY, IM_KEY]
     response_text = "".join(log_texts(server, "response").values())
@@ -201,18 +204,20 @@ async def test_response_files_stay_within_their_share_of_max_bytes(tmp_path: Pat
     budget, per_file = max_bytes // 2, max_bytes // 2 // 8
     requests = 1000
     body = json.dumps({"index": 0, "pad": "p" * 1000})
-    async with running_roomd(tmp_path, ROOMD_LOG__MAX_BYTES=str(max_bytes)) as server:
-        async with httpx.AsyncClient(base_url=base_url(server)) as http:
+    async with (
+        running_roomd(tmp_path, ROOMD_LOG__MAX_BYTES=str(max_bytes)) as server,
+        httpx.AsyncClient(base_url=base_url(server)) as http,
+    ):
 
-            async def client(count: int) -> None:
-                for _ in range(count):
-                    await http.post(
-                        "/weapp/multi_room/get_room_list", content=body, headers={"Content-Type": "application/json"}
-                    )
+        async def client(count: int) -> None:
+            for _ in range(count):
+                await http.post(
+                    "/weapp/multi_room/get_room_list", content=body, headers={"Content-Type": "application/json"}
+                )
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(8):
-                    nursery.start_soon(client, requests // 8)
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(client, requests // 8)
     files = log_texts(server, "response")
     sizes = [path.stat().st_size for path in files]
     assert sum(sizes) <= budget + per_file, sizes

@@ -6,9 +6,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from roomd.qcloud.usersig import HmacUserSigner
 from tests.server_process import running_roomd
+
+pytestmark = pytest.mark.slow
 
 ENV = {"ROOMD_AUTH__MODE": "token", "ROOMD_IM__SECRET_KEY": "restart-secret"}
 

@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from roomd.qcloud.usersig import HmacUserSigner
 from tests.server_process import failing_roomd, running_roomd
+
+pytestmark = pytest.mark.slow
 
 IM_SECRET = "hardening-im-secret"
 ENV = {"ROOMD_AUTH__MODE": "token", "ROOMD_IM__SECRET_KEY": IM_SECRET}
@@ -27,13 +30,13 @@ def _other_spellings(token: str) -> list[str]:
     expires, nonce, mac = token.split(".")
     last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     unused_bits_set = last[last.index(mac[-1]) | 1]  # decodes to the same MAC
-    fullwidth = "".join(chr(ord(c) - ord("0") + ord("０")) for c in expires)
+    fullwidth = "".join(chr(ord(c) - ord("0") + ord("０")) for c in expires)  # noqa: RUF001 -- fullwidth digits, on purpose
     return [
         "0" + token,
         "00" + token,
         "²" + token,
         f"{fullwidth}.{nonce}.{mac}",
-        f"{expires[:-1]}{chr(ord(expires[-1]) - ord('0') + ord('０'))}.{nonce}.{mac}",
+        f"{expires[:-1]}{chr(ord(expires[-1]) - ord('0') + ord('０'))}.{nonce}.{mac}",  # noqa: RUF001 -- a fullwidth digit, on purpose
         f"{expires}.{nonce.upper()}.{mac}",
         f"{expires}.{nonce}.{mac}=",
         f"{expires}.{nonce}.{mac[:-1]}{unused_bits_set}",
@@ -59,9 +62,7 @@ async def test_no_spelling_of_a_revoked_token_gets_past_logout_before_or_after_a
                 )
             ).json()
             assert reply["code"] == 7 and reply["detail"], (spelling, reply)
-            logout = (
-                await http.post("/weapp/multi_room/logout", params={"userID": "alice", "token": spelling})
-            ).json()
+            logout = (await http.post("/weapp/multi_room/logout", params={"userID": "alice", "token": spelling})).json()
             assert logout["code"] == 7, (spelling, logout)
         # the other login of the same user is a token of its own, still valid
         other_auth = {"userID": "alice", "token": other["token"]}

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.server_process import running_roomd
+
+pytestmark = pytest.mark.slow
 
 
 async def _roomd_load(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:

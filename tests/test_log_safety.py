@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import pytest
@@ -30,10 +29,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from roomd.config import ConfigError, LogSettings, load_settings
 from roomd.config.durations import parse_duration
 from roomd.logs.files import DROPPED_WRITES, DroppedWrites, RotatingFile, open_for_append
-from roomd.logs.setup import Console, configure_logging, escape_controls
+from roomd.logs.setup import Console, configure_logging, escape_controls, flush_logs
 from roomd.web.metrics import LogWritesCollector
-from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, record_request, redact
-from roomd.web.response_log import ResponseLog
+from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, ResponseLog, redact, request_line
 
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LINE_BREAKS_BUT_LF = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -121,6 +119,7 @@ def test_text_records_are_one_line_each_and_tracebacks_are_escaped(
 ) -> None:
     configured = configure("text")
     _log_hostile_records()
+    assert flush_logs()  # the sinks write on threads of their own
     console = capsys.readouterr().err
     error_file = next((configured / "error").glob("error-*.log")).read_text()
     for text in (console, error_file):
@@ -146,6 +145,7 @@ def test_json_records_are_one_object_per_line_with_escaped_text(
 ) -> None:
     configured = configure("json")
     _log_hostile_records()
+    assert flush_logs()  # the sinks write on threads of their own
     console = capsys.readouterr().err
     error_file = next((configured / "error").glob("error-*.log")).read_text()
     for text in (console, error_file):
@@ -165,6 +165,7 @@ def test_libraries_logging_through_the_standard_module_are_escaped_too(
 ) -> None:
     configure("text")
     logging.getLogger("hypercorn.error").warning("bad request: %s", "GET /\r\nFORGED")
+    assert flush_logs()
     console = capsys.readouterr().err.splitlines()
     assert len(console) == 1 and console[0].endswith("| hypercorn.error | bad request: GET /\\x0d\\x0aFORGED")
 
@@ -185,6 +186,7 @@ async def test_batched_response_lines_keep_one_line_per_request(
         await trio.sleep(0.25)  # virtual time: the flusher writes the batch
         response_log.add("POST /weapp/c body={} status=200")
         nursery.cancel_scope.cancel()  # the flusher writes what is left on the way out
+    assert flush_logs()
     text = next((configured / "response").glob("response-*.log")).read_text()
     lines = text.splitlines()
     assert len(lines) == 3 and all(RECORD_START.match(line) for line in lines)
@@ -199,6 +201,7 @@ def test_json_response_lines_are_escaped_before_encoding(configure: Callable[[st
     configured = configure("json")
     response_log = ResponseLog(as_json=True)
     response_log.add("POST /x body=\u2028\x85\x7f")
+    assert flush_logs()
     [line] = next((configured / "response").glob("response-*.log")).read_text().splitlines()
     assert json.loads(line)["message"] == "POST /x body=\\u2028\\x85\\x7f"
 
@@ -254,22 +257,10 @@ def test_redaction_stays_linear_on_hostile_bodies() -> None:
         assert redact(hostile)  # each would take minutes with a backtracking pattern
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.lines.append(message)
-
-
 def test_a_request_line_is_redacted_before_the_body_is_cut() -> None:
-    recorder = _Recorder()
-    ctx: Any = SimpleNamespace(metrics=SimpleNamespace(observe=lambda *args: None), response_log=recorder)
     padding = "x" * (MAX_LOGGED_BODY_CHARS - 30)  # the userSig value starts 9 characters before the cut
     body = f'{{"pad":"{padding}","userSig":"SIG-SPANNING-THE-CUT-{"s" * 40}","pushURL":"{PUSH_URL}"}}'
-    record_request(
-        ctx,
-        route="multi_room/add_pusher",
+    line = request_line(
         method="POST",
         target="/weapp/multi_room/add_pusher?token=T0KEN",
         client="127.0.0.1",
@@ -278,7 +269,6 @@ def test_a_request_line_is_redacted_before_the_body_is_cut() -> None:
         code=0,
         seconds=0.001,
     )
-    [line] = recorder.lines
     assert "T0KEN" not in line and "SIG-SPANNING" not in line and "0a1b2c3d4e5f" not in line
     assert "token=<redacted>" in line and '"userSig":"<redacted' in line
 

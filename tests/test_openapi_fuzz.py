@@ -18,6 +18,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+pytestmark = pytest.mark.slow
+
 ROOM_ID = "fuzz_room"
 
 

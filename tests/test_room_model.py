@@ -3,8 +3,10 @@ give the room actor the same observable state as a plain-Python model of SPEC §
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from roomd.actors.directory import Directory
 from roomd.actors.messages import CreateRoom, Destroy, GetRoom, Heartbeat, Join, Leave
 from roomd.actors.replies import DomainError, Ok, Refused
+from roomd.actors.store import SqliteStore
 from roomd.actors.system import open_room_system
 from tests.actor_helpers import member, settings_with
 
@@ -130,6 +133,16 @@ async def _observe(directory: Directory, room_id: str) -> list[str] | None:
     return [m.user_id for m in reply.value.members] if isinstance(reply, Ok) else None
 
 
+@contextlib.contextmanager
+def writes_on_the_event_loop() -> Iterator[None]:
+    """The store writes on the event loop: a mock clock would jump over time spent in its thread."""
+    SqliteStore.write_in_thread = False
+    try:
+        yield
+    finally:
+        SqliteStore.write_in_thread = True
+
+
 async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, data_dir: Path) -> None:
     base = settings_with(
         max_members=CAPACITY, heartbeat_timeout=TIMEOUT, creator_leave_closes_room=creator_leave_closes
@@ -139,7 +152,7 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
     room_id = "model_room"
     index = 0
     while index <= len(operations):
-        async with open_room_system(config, store_writes_in_thread=False) as system:
+        async with open_room_system(config) as system:
             directory = system.directory("multi_room")
             assert directory is not None
             if model is None:
@@ -185,10 +198,11 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
                 return
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=st.lists(operation, min_size=10, max_size=60), creator_leave_closes=st.booleans())
 def test_room_actor_matches_the_model(operations: list[tuple[str, Any]], creator_leave_closes: bool) -> None:
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory() as data_dir, writes_on_the_event_loop():
         trio.run(
             _play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0)
         )
@@ -197,7 +211,7 @@ def test_room_actor_matches_the_model(operations: list[tuple[str, Any]], creator
 @pytest.mark.parametrize("creator_leave_closes", [True, False])
 def test_capacity_is_never_exceeded_under_any_order_of_joins(creator_leave_closes: bool) -> None:
     operations = [("join", user) for user in USERS * 3]
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory() as data_dir, writes_on_the_event_loop():
         trio.run(
             _play, operations, creator_leave_closes, Path(data_dir), clock=trio.testing.MockClock(autojump_threshold=0)
         )

@@ -71,6 +71,7 @@ async def test_a_failed_write_fails_one_request_and_the_next_succeeds(tmp_path: 
         assert await members_of(directory, "r-dave") == ["dave"]
 
 
+@pytest.mark.slow
 async def test_an_eviction_happens_on_time_even_when_it_cannot_be_saved(tmp_path: Path) -> None:
     settings = persistent(tmp_path, heartbeat_timeout=1.0, creator_leave_closes_room=False)
     async with open_room_system(settings) as system:
@@ -91,6 +92,7 @@ async def test_an_eviction_happens_on_time_even_when_it_cannot_be_saved(tmp_path
         assert trio.current_time() - restored_at >= 0.9  # evicted again, after a fresh deadline
 
 
+@pytest.mark.slow
 async def test_a_create_whose_caller_gave_up_leaves_no_room(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
+from roomd.web import utils_routes
 from tests.conftest import Api, make_settings, open_roomd
 
 ADMIN = {"Authorization": "Bearer let-me-in"}
@@ -44,6 +47,91 @@ async def test_log_file_list_and_a_normal_file_is_served(ops_api: Api) -> None:
     assert [f["file"] for f in files] == ["error/error-2026-11-29-10.log", "response/response-2026-11-29-10.log"]
     status, body = await get(ops_api, "/weapp/utils/getlogfile?file=response/response-2026-11-29-10.log", ADMIN)
     assert status == 200 and body == b"POST /weapp/multi_room/create_room ...\n"
+
+
+class ThreadRecorder:
+    """Wraps the route's file system calls and records the thread each one ran on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, after_first_read: Callable[[], None] = lambda: None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self._after_first_read = after_first_read
+        for name in ("log_files", "log_file_path"):
+            monkeypatch.setattr(utils_routes, name, self._recorded(name, getattr(utils_routes, name)))
+        open_with_size = utils_routes._open_with_size
+        monkeypatch.setattr(utils_routes, "_open_with_size", lambda *args: self._opened(*open_with_size(*args)))
+
+    def _recorded(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def on_some_thread(*args: Any) -> Any:
+            self.calls.append((name, threading.get_ident()))
+            return function(*args)
+
+        return on_some_thread
+
+    def _opened(self, file: BinaryIO, size: int) -> tuple[Any, int]:
+        self.calls.append(("open", threading.get_ident()))
+        recorder = self
+
+        class RecordedFile:
+            def read(self, size: int) -> bytes:
+                recorder.calls.append(("read", threading.get_ident()))
+                data = file.read(size)
+                if [name for name, _ in recorder.calls].count("read") == 1:
+                    recorder._after_first_read()
+                return data
+
+            def close(self) -> None:
+                recorder.calls.append(("close", threading.get_ident()))
+                file.close()
+
+        return RecordedFile(), size
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def threads(self) -> set[int]:
+        return {ident for _, ident in self.calls}
+
+
+async def test_log_files_are_listed_checked_opened_and_read_off_the_trio_thread(
+    ops_api: Api, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = b"".join(b"POST /weapp/multi_room/pusher_heartbeat line %06d\n" % i for i in range(20_000))
+    (log_dir / "response" / "response-2026-11-29-11.log").write_bytes(content)  # about 1 MB: many chunks
+    recorder = ThreadRecorder(monkeypatch)
+    listing = await ops_api.http.get("/weapp/utils/logfilelist", headers=ADMIN)
+    assert "response/response-2026-11-29-11.log" in [f["file"] for f in listing.json()["files"]]
+    status, body = await get(ops_api, "/weapp/utils/getlogfile?file=response/response-2026-11-29-11.log", ADMIN)
+    assert status == 200 and body == content
+    names = recorder.names()
+    assert names[:3] == ["log_files", "log_file_path", "open"] and names[-1] == "close"
+    assert names.count("read") >= len(content) // utils_routes.CHUNK_BYTES  # in chunks, not whole
+    assert threading.get_ident() not in recorder.threads()
+
+
+async def test_a_log_file_still_being_written_is_sent_as_it_was_when_opened(
+    ops_api: Api, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = log_dir / "response" / "response-2026-11-29-12.log"
+    content = b"x" * (3 * utils_routes.CHUNK_BYTES + 5) + b"\n"
+    path.write_bytes(content)
+
+    def more_lines() -> None:
+        with path.open("ab") as file:
+            file.write(b"written while the file was being sent\n" * 10_000)
+
+    ThreadRecorder(monkeypatch, after_first_read=more_lines)
+    status, body = await get(ops_api, "/weapp/utils/getlogfile?file=response/response-2026-11-29-12.log", ADMIN)
+    assert status == 200 and body == content
+    assert path.stat().st_size > len(content)  # the file did grow meanwhile
+
+
+async def test_head_of_a_log_file_opens_nothing(ops_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = ThreadRecorder(monkeypatch)
+    response = await ops_api.http.head(
+        "/weapp/utils/getlogfile?file=response/response-2026-11-29-10.log", headers=ADMIN
+    )
+    assert response.status_code == 200 and response.content == b""
+    assert recorder.names() == ["log_file_path"]
 
 
 @pytest.mark.parametrize(

@@ -1,30 +1,61 @@
-"""One directory per room kind: roomID -> room, room creation, and listing summaries.
+"""One directory per room kind: roomID -> room mailbox, room creation, and listing summaries.
 
 The directory is the only place that knows where a room lives. Creation is
 serialised through its mailbox: a roomID is reserved the moment the
 request is read, so two creations of one roomID give one room. Requests
 for a room are routed straight to the room's own mailbox; listings are
 answered from the `RoomIndex` and never message a room.
+
+The directory holds no room's state: a room is made with its first members,
+and tells the directory what changed (`RoomReport` messages: new summary,
+member gone, room closed), which the directory applies to its index and
+counts. Reports are applied as they come and, before any creation or
+listing, whatever is still queued, so a closed room is never listed and
+its roomID is free at once.
 """
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import trio
 from loguru import logger
 
 from roomd.actors.ids import new_room_id
-from roomd.actors.messages import CloseReason, CreateRoom, LeaveReason, RoomMessage, RoomSnapshot
+from roomd.actors.messages import (
+    Ask,
+    Change,
+    CloseReason,
+    CreateRoom,
+    Describe,
+    GroupDestroyed,
+    LeaveReason,
+    MemberDeparted,
+    MemberInfo,
+    MemberSaved,
+    RoomChanged,
+    RoomClosed,
+    RoomDescription,
+    RoomMessage,
+    RoomRemoved,
+    RoomReport,
+    RoomSaved,
+    RoomSnapshot,
+)
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.room import NOT_SAVED, STORE_BEHIND, Room
 from roomd.actors.room_index import RoomIndex
 from roomd.actors.runtime import GONE, Envelope, Mailbox, open_mailbox, refuse_pending, supervised
-from roomd.actors.store import RoomRemoved, RoomSaved, SavedRoom
+from roomd.actors.stats import KindStats
+from roomd.actors.store import SavedRoom
 from roomd.config import KindSettings
+
+R = TypeVar("R")
+DESCRIBE_WAIT = 0.5  # seconds /debug/actors waits for one room's description
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +64,6 @@ class _Owner:
 
     creator: str
     address: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _RoomEntry:
-    mailbox: Mailbox[RoomMessage]
-    room: Room  # read only by describe(); the room's own task is its only writer
 
 
 class Directory:
@@ -57,14 +82,14 @@ class Directory:
         self.kind = kind
         self.path = path
         self.index = RoomIndex()
-        self.closes: dict[CloseReason, int] = {}
-        self.departures: dict[LeaveReason, int] = {}
+        self._closes: dict[CloseReason, int] = {}
+        self._departures: dict[LeaveReason, int] = {}
         self.started_at = trio.current_time()
         self._im = im
         self._store = store
         self._mailbox_size = mailbox_size
         self._call_timeout = call_timeout
-        self._rooms: dict[str, _RoomEntry] = {}
+        self._rooms: dict[str, Mailbox[RoomMessage]] = {}
         self._pending: set[str] = set()
         self._pending_waiting = 0  # creations in progress of rooms that will wait for a member
         self._owners: dict[str, _Owner] = {}  # open and pending rooms
@@ -73,6 +98,9 @@ class Directory:
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self.mailbox, self._inbox = open_mailbox(f"directory {kind_name}", mailbox_size)
+        # reports from rooms, one per change; applied as soon as the directory's task runs
+        self._reports: collections.deque[RoomReport] = collections.deque()
+        self._reports_waiting = trio.Event()
         self.log = logger.bind(actor=path)
 
     # --- the actor loop -----------------------------------------------------
@@ -85,25 +113,28 @@ class Directory:
             self.kind.heartbeat_timeout,
             self.kind.max_idle_duration,
         )
-        async with self._inbox, trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for saved in self._store.load(self.kind_name):
-                try:
-                    self._restore_room(saved)
-                except Exception:  # one room that cannot come back must not keep the others out
-                    self.log.exception("room could not be restored room={}; it stays in the store", saved.room_id)
-            task_status.started(self)
-            await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
-            self._stopping = True
-            refuse_pending(self._inbox, Refused(DomainError.BUSY, "the server is shutting down"))
-            for entry in list(self._rooms.values()):
-                entry.mailbox.close()
-            self.log.info("directory stopping rooms={}", len(self._rooms))
+        async with self._inbox, trio.open_nursery() as reports:
+            reports.start_soon(self._apply_reports_as_they_come)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                restored = self._restore_rooms()
+                if restored:
+                    nursery.start_soon(self._make_groups_again, restored)
+                task_status.started(self)
+                await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
+                self._stopping = True
+                refuse_pending(self._inbox, Refused(DomainError.BUSY, "the server is shutting down"))
+                for mailbox in list(self._rooms.values()):
+                    mailbox.close()
+                self.log.info("directory stopping rooms={}", len(self._rooms))
+            self._apply_queued_reports()
+            reports.cancel_scope.cancel()
         self.log.info("directory stopped")
 
     async def _serve_creations(self) -> None:
         async for envelope in self._inbox:
             try:
+                self._apply_queued_reports()
                 self._begin_create(envelope)
             except Exception:
                 envelope.answer(Refused(DomainError.INTERNAL, "the room directory failed on this request"))
@@ -115,8 +146,11 @@ class Directory:
 
     # --- creation -----------------------------------------------------------
 
-    async def create_room(self, request: CreateRoom) -> Ok[str] | Refused:
-        result = await self.mailbox.call(request, timeout=self._call_timeout)
+    async def create_room(self, request: CreateRoom, *, deadline: float | None = None) -> Ok[str] | Refused:
+        """Create a room; the answer comes by `deadline` (default: server.call_timeout from now)."""
+        if deadline is None:
+            deadline = trio.current_time() + self._call_timeout
+        result = await self.mailbox.call(request, deadline=deadline)
         if result is GONE:
             return Refused(DomainError.BUSY, "the server is shutting down")
         return result
@@ -186,51 +220,66 @@ class Directory:
                     del counts[key]
 
     async def _finish_create(self, room_id: str, envelope: Envelope[Any]) -> None:
+        """Create the room; a failure here (a bug) fails this creation only and undoes what it made."""
+        request: CreateRoom = envelope.message
+        made: set[str] = set()  # "group", "saved": what exists of the room so far
         try:
-            await self._create(room_id, envelope)
-        except Exception:  # a bug: it fails this creation, never the directory
+            await self._create(room_id, envelope, made)
+        except Exception:
             self.log.exception("room creation failed room={}", room_id)
             envelope.answer(Refused(DomainError.INTERNAL, "the room directory failed on this request"))
-
-    async def _create(self, room_id: str, envelope: Envelope[Any]) -> None:
-        request: CreateRoom = envelope.message
-        started = False
-        try:
-            refusal = await self._im.create_group(room_id, request.room_info)
-            if refusal is not None:
-                self.log.warning("room not created room={} because {}", room_id, refusal.detail)
-                envelope.answer(refusal)
-                return
-            if self._stopping or envelope.abandoned:
-                self._im.destroy_group(room_id)
-                self._not_created(room_id, envelope, "the server is shutting down" if self._stopping else None)
-                return
-            room = self._new_room(room_id, request.creator, request.room_info)
-            if request.first_member is not None:
-                room.join(request.first_member)
-            saved = RoomSaved(self.kind_name, room_id, request.creator, request.room_info)
-            failure = await self._store.write([saved, *room.take_changes()])
-            if failure is not None:
-                self._im.destroy_group(room_id)
-                self.log.warning("room not created room={} because it could not be saved: {}", room_id, failure.reason)
-                envelope.answer(Refused(DomainError.BUSY, NOT_SAVED))
-                return
-            if envelope.abandoned:  # the caller gave up while the room was being saved: undo it
-                removal = await self._store.write([RoomRemoved(self.kind_name, room_id)])
-                if removal is not None:
-                    self.log.error("room {} stays in the store until the next start: {}", room_id, removal.reason)
-                self._im.destroy_group(room_id)
-                self._not_created(room_id, envelope, None)
-                return
-            self._start_room(room, request)
-            started = True
-            envelope.answer(Ok(room_id))
+            if room_id not in self._rooms:
+                if "saved" in made:
+                    self._store.write_later([RoomRemoved(self.kind_name, room_id)], about=f"{self.path}/{room_id}")
+                if "group" in made:
+                    self._destroy_group(room_id)
         finally:
             self._pending.discard(room_id)
             if request.first_member is None:
                 self._pending_waiting -= 1
-            if not started:
+            if room_id not in self._rooms:
                 self._forget_owner(room_id)
+
+    async def _create(self, room_id: str, envelope: Envelope[Any], made: set[str]) -> None:
+        request: CreateRoom = envelope.message
+        refusal = await self._im.create_group(room_id, request.room_info, deadline=envelope.deadline)
+        if refusal is not None:
+            self.log.warning("room not created room={} because {}", room_id, refusal.detail)
+            envelope.answer(refusal)
+            return
+        made.add("group")
+        if self._stopping or envelope.abandoned:
+            self._destroy_group(room_id)
+            self._not_created(room_id, envelope, "the server is shutting down" if self._stopping else None)
+            return
+        first = (request.first_member,) if request.first_member is not None else ()
+        changes: list[Change] = [
+            RoomSaved(self.kind_name, room_id, request.creator, request.room_info),
+            *(MemberSaved(self.kind_name, room_id, member) for member in first),
+        ]
+        failure = await self._store.write(changes, deadline=envelope.deadline)
+        if failure is not None:
+            self._destroy_group(room_id)
+            self.log.warning("room not created room={} because it could not be saved: {}", room_id, failure.reason)
+            envelope.answer(Refused(DomainError.BUSY, NOT_SAVED))
+            return
+        made.add("saved")
+        if envelope.abandoned:  # the caller gave up while the room was being saved: undo it
+            removal = await self._store.write([RoomRemoved(self.kind_name, room_id)])
+            if removal is not None:
+                self.log.error("room {} stays in the store until the next start: {}", room_id, removal.reason)
+            self._destroy_group(room_id)
+            self._not_created(room_id, envelope, None)
+            return
+        self._start_room(self._new_room(room_id, request.creator, request.room_info, first), request)
+        envelope.answer(Ok(room_id))
+
+    def _destroy_group(self, room_id: str) -> None:
+        """Destroy the room's IM group; once IM confirms, forget the room in the store."""
+        done = partial(
+            self._store.write_later, [GroupDestroyed(self.kind_name, room_id)], about=f"{self.path}/{room_id}"
+        )
+        self._im.destroy_group(room_id, on_done=done)
 
     def _not_created(self, room_id: str, envelope: Envelope[Any], why: str | None) -> None:
         if why is not None:
@@ -239,25 +288,35 @@ class Directory:
             "room not created room={} because {}", room_id, why or "its creator stopped waiting for the answer"
         )
 
-    def _new_room(self, room_id: str, creator: str, room_info: str) -> Room:
+    def _new_room(self, room_id: str, creator: str, room_info: str, members: tuple[MemberInfo, ...]) -> Room:
         return Room(
             room_id=room_id,
             kind_name=self.kind_name,
             kind=self.kind,
             creator=creator,
             room_info=room_info,
-            host=self,
+            members=members,
+            report=self._report,
             im=self._im,
             store=self._store,
             path=f"{self.path}/{room_id}",
+            mailbox_capacity=self._mailbox_size,
         )
 
-    def _run_room(self, room: Room) -> None:
+    def _run_room(self, room: Room, *, first_join: bool) -> None:
         mailbox, inbox = open_mailbox(f"room {room.room_id}", self._mailbox_size)
-        self._rooms[room.room_id] = _RoomEntry(mailbox, room)
+        self._rooms[room.room_id] = mailbox
         self.index.upsert(room.snapshot())
         assert self._nursery is not None
-        self._nursery.start_soon(room.run, inbox, name=f"room {room.room_id}")
+        self._nursery.start_soon(self._room_task, room, inbox, first_join, name=f"room {room.room_id}")
+
+    async def _room_task(self, room: Room, inbox: Any, first_join: bool) -> None:
+        """The room's life; whatever escapes it closes that room only."""
+        try:
+            await room.run(inbox, first_join=first_join)
+        except Exception:
+            self.log.exception("room task failed room={}", room.room_id)
+            self._apply(RoomClosed(room.room_id, CloseReason.CRASHED))
 
     def _start_room(self, room: Room, request: CreateRoom) -> None:
         """Start a room whose creation is durable, and let what its first join did follow."""
@@ -267,39 +326,102 @@ class Directory:
             request.creator,
             request.first_member is not None,
         )
-        self._run_room(room)
-        room.run_effects()
+        self._run_room(room, first_join=request.first_member is not None)
+
+    def _restore_rooms(self) -> list[SavedRoom]:
+        """The rooms of the last run: open ones run again, closing ones lose their IM group."""
+        restored = []
+        for saved in self._store.load(self.kind_name):
+            if saved.closing:
+                self.log.info("room closed before the restart; destroying its IM group room={}", saved.room_id)
+                self._destroy_group(saved.room_id)
+                continue
+            try:
+                self._restore_room(saved)
+            except Exception:  # one room that cannot come back must not keep the others out
+                self.log.exception("room could not be restored room={}; it stays in the store", saved.room_id)
+                continue
+            restored.append(saved)
+        return restored
+
+    async def _make_groups_again(self, rooms: list[SavedRoom]) -> None:
+        """Create the IM groups of restored rooms (IM answers "already yours" for those that exist),
+        one at a time so that a restart does not flood IM; a refusal is logged, the room stays."""
+        for saved in rooms:
+            refusal = await self._im.create_group(saved.room_id, saved.room_info)
+            if refusal is not None:
+                self.log.warning("IM group of a restored room not made room={}: {}", saved.room_id, refusal.detail)
 
     def _restore_room(self, saved: SavedRoom) -> None:
-        room = self._new_room(saved.room_id, saved.creator, saved.room_info)
-        room.restore(saved.members)
+        room = self._new_room(saved.room_id, saved.creator, saved.room_info, saved.members)
+        room.log.info("room restored members={}", len(saved.members))
         self._count_owner(saved.room_id, _Owner(saved.creator, None))
-        self._run_room(room)
+        self._run_room(room, first_join=False)
 
     # --- routing --------------------------------------------------------------
 
-    async def call_room(self, room_id: str, message: RoomMessage) -> Any:
+    async def call_room(self, room_id: str, message: Ask[R], *, deadline: float | None = None) -> R | Refused:
         """Send `message` to the room and return its reply (a Refused when it is gone)."""
-        entry = self._rooms.get(room_id)
-        if entry is None:
+        mailbox = self._rooms.get(room_id)
+        if mailbox is None:
             return no_such_room(room_id)
-        result = await entry.mailbox.call(message, timeout=self._call_timeout)
+        if deadline is None:
+            deadline = trio.current_time() + self._call_timeout
+        result = await mailbox.call(message, deadline=deadline)
         return no_such_room(room_id) if result is GONE else result
 
     def page(self, index: int, count: int) -> list[RoomSnapshot]:
+        self._apply_queued_reports()
         return self.index.page(index, count)
 
     @property
+    def closes(self) -> dict[CloseReason, int]:
+        """Rooms closed, by reason."""
+        self._apply_queued_reports()
+        return dict(self._closes)
+
+    @property
+    def departures(self) -> dict[LeaveReason, int]:
+        """Members gone, by reason."""
+        self._apply_queued_reports()
+        return dict(self._departures)
+
+    @property
     def room_count(self) -> int:
+        self._apply_queued_reports()
         return len(self._rooms)
 
     def room_mailboxes(self) -> dict[str, Mailbox[RoomMessage]]:
-        return {room_id: entry.mailbox for room_id, entry in self._rooms.items()}
+        self._apply_queued_reports()
+        return dict(self._rooms)
 
-    def describe(self, *, limit: int) -> dict[str, Any]:
+    def stats(self) -> KindStats:
+        self._apply_queued_reports()
+        index = self.index
+        depths = [mailbox.depth for mailbox in self._rooms.values()]
+        return KindStats(
+            waiting_rooms=index.room_count - index.listed_count,
+            active_rooms=index.listed_count,
+            members=index.member_count,
+            closes=dict(self._closes),
+            departures=dict(self._departures),
+            directory_mailbox_depth=self.mailbox.depth,
+            room_mailbox_depth_max=max(depths, default=0),
+            room_mailbox_depth_sum=sum(depths),
+        )
+
+    async def describe(self, *, limit: int) -> dict[str, Any]:
         """The directory and up to `limit` of its rooms, for /debug/actors (reads, never changes)."""
         now = trio.current_time()
-        rooms = list(self._rooms.values())
+        rooms = list(self._rooms.items())
+        children: list[dict[str, Any]] = []
+        for room_id, mailbox in rooms[:limit]:
+            found = await mailbox.call(Describe(), deadline=trio.current_time() + DESCRIBE_WAIT)
+            if isinstance(found, Ok):
+                children.append(describe_room(found.value, delivered=mailbox.delivered))
+            else:
+                why = "gone" if found is GONE else found.detail
+                children.append({"path": f"{self.path}/{room_id}", "kind": "room", "state": "unknown", "why": why})
         return {
             "path": self.path,
             "kind": "directory",
@@ -307,23 +429,49 @@ class Directory:
             "mailbox": {"depth": self.mailbox.depth, "capacity": self._mailbox_size},
             "uptime": round(now - self.started_at, 3),
             "rooms": len(rooms),
-            "children": [
-                {**entry.room.describe(now), "mailbox": {"depth": entry.mailbox.depth, "capacity": self._mailbox_size}}
-                for entry in rooms[:limit]
-            ],
+            "children": children,
         }
 
-    # --- RoomHost -------------------------------------------------------------
+    # --- what rooms report ----------------------------------------------------
 
-    def room_changed(self, snapshot: RoomSnapshot) -> None:
-        if snapshot.room_id in self._rooms:
-            self.index.upsert(snapshot)
+    def _report(self, report: RoomReport) -> None:
+        self._reports.append(report)
+        self._reports_waiting.set()
 
-    def member_left(self, reason: LeaveReason) -> None:
-        self.departures[reason] = self.departures.get(reason, 0) + 1
+    async def _apply_reports_as_they_come(self) -> None:
+        while True:
+            await self._reports_waiting.wait()
+            self._reports_waiting = trio.Event()
+            self._apply_queued_reports()
 
-    def room_closed(self, room_id: str, reason: CloseReason) -> None:
-        self._rooms.pop(room_id, None)
-        self.index.remove(room_id)
-        self._forget_owner(room_id)
-        self.closes[reason] = self.closes.get(reason, 0) + 1
+    def _apply_queued_reports(self) -> None:
+        while self._reports:
+            try:
+                self._apply(self._reports.popleft())
+            except Exception:  # a bug: the index may be off for that room, the directory goes on
+                self.log.exception("a room's report could not be applied")
+
+    def _apply(self, report: RoomReport) -> None:
+        match report:
+            case RoomChanged(snapshot):
+                if snapshot.room_id in self._rooms:
+                    self.index.upsert(snapshot)
+            case MemberDeparted(reason=reason):
+                self._departures[reason] = self._departures.get(reason, 0) + 1
+            case RoomClosed(room_id, reason):
+                if self._rooms.pop(room_id, None) is not None:
+                    self.index.remove(room_id)
+                    self._forget_owner(room_id)
+                    self._closes[reason] = self._closes.get(reason, 0) + 1
+
+
+def describe_room(room: RoomDescription, *, delivered: int) -> dict[str, Any]:
+    return {
+        "path": room.path,
+        "kind": "room",
+        "state": room.state.value,
+        "uptime": room.uptime,
+        "members": room.members,
+        "next_deadline_in": room.next_deadline_in,
+        "mailbox": {"depth": room.mailbox_depth, "capacity": room.mailbox_capacity, "delivered": delivered},
+    }

@@ -65,7 +65,7 @@ class SkippedIm:
             "uptime": round(trio.current_time() - self.started_at, 3),
         }
 
-    async def create_group(self, group_id: str, name: str) -> Refused | None:
+    async def create_group(self, group_id: str, name: str, *, deadline: float = math.inf) -> Refused | None:
         await trio.lowlevel.checkpoint()
         self._skip(ImApi.CREATE_GROUP, group_id)
         return None
@@ -73,8 +73,10 @@ class SkippedIm:
     def notify_pusher_change(self, group_id: str) -> None:
         self._skip(ImApi.SEND_NOTIFICATION, group_id)
 
-    def destroy_group(self, group_id: str) -> None:
+    def destroy_group(self, group_id: str, *, on_done: Callable[[], None] | None = None) -> None:
         self._skip(ImApi.DESTROY_GROUP, group_id)
+        if on_done is not None:  # there is no group to wait for
+            on_done()
 
     def _skip(self, api: ImApi, group_id: str) -> None:
         self.skipped += 1
@@ -88,6 +90,7 @@ class _Call:
     queued_at: float
     deadline: float
     reply: ReplySlot | None = None
+    on_done: Callable[[], None] | None = None  # run once IM confirmed the call
 
     @property
     def is_notification(self) -> bool:
@@ -147,7 +150,9 @@ class ImActor:
         path: str,
         wall_clock: Callable[[], float],
         drain_timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`transport` replaces the network under the HTTP client (tests pass an `httpx.MockTransport`)."""
         self.settings = settings
         self.drain_timeout = drain_timeout
         self.path = path
@@ -159,6 +164,7 @@ class ImActor:
         self._last_notified: dict[str, float] = {}  # group -> trio time; forgotten on destroy
         self._queued = 0
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_CALLS)
+        self._transport = transport  # None: the real network
         self._client: httpx.AsyncClient | None = None
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
@@ -191,7 +197,9 @@ class ImActor:
             nonlocal started
             try:
                 async with (
-                    httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout) as client,
+                    httpx.AsyncClient(
+                        base_url=self.settings.base_url, timeout=self.settings.timeout, transport=self._transport
+                    ) as client,
                     trio.open_nursery() as nursery,
                 ):
                     self._client, self._nursery = client, nursery
@@ -218,14 +226,15 @@ class ImActor:
 
     # --- ImPort -----------------------------------------------------------------
 
-    async def create_group(self, group_id: str, name: str) -> Refused | None:
-        """Queue create_group and wait for it, up to im.timeout in all."""
+    async def create_group(self, group_id: str, name: str, *, deadline: float = math.inf) -> Refused | None:
+        """Queue create_group and wait for it, up to im.timeout in all and never past `deadline`
+        (the caller's, in trio time)."""
         if self._queued >= QUEUE_LIMIT:
             return Refused(DomainError.UPSTREAM_FAILED, "the IM queue is full; retry shortly")
         now = trio.current_time()
         slot = ReplySlot()
         request = im_api.create_group(group_id, name, owner=self.settings.administrator)
-        deadline = now + self.settings.timeout
+        deadline = min(now + self.settings.timeout, deadline - CREATE_GRACE)
         self._enqueue(_Call(request, now, deadline, slot))
         with trio.move_on_at(deadline + CREATE_GRACE):
             judgement: Judgement = await slot.wait()
@@ -248,14 +257,15 @@ class ImActor:
             return
         self._enqueue_background(im_api.pusher_change_notification(group_id))
 
-    def destroy_group(self, group_id: str) -> None:
-        self._enqueue_background(im_api.destroy_group(group_id))
+    def destroy_group(self, group_id: str, *, on_done: Callable[[], None] | None = None) -> None:
+        """Queue destroy_group; `on_done` runs once IM has confirmed that the group is gone."""
+        self._enqueue_background(im_api.destroy_group(group_id), on_done=on_done)
 
     # --- queueing -----------------------------------------------------------------
 
-    def _enqueue_background(self, request: ImRequest) -> None:
+    def _enqueue_background(self, request: ImRequest, *, on_done: Callable[[], None] | None = None) -> None:
         now = trio.current_time()
-        self._enqueue(_Call(request, now, now + self.settings.call_deadline))
+        self._enqueue(_Call(request, now, now + self.settings.call_deadline, on_done=on_done))
 
     def _enqueue(self, call: _Call) -> None:
         group_id = call.request.group_id
@@ -292,6 +302,13 @@ class ImActor:
                 self._last_notified[group_id] = trio.current_time()
             elif call.request.api is ImApi.DESTROY_GROUP:
                 self._last_notified.pop(group_id, None)
+            if call.on_done is not None and judgement.verdict is Verdict.DONE:
+                try:
+                    call.on_done()
+                except Exception:
+                    self.log.exception(
+                        "IM {} done, but what follows it failed group={}", call.request.api.value, group_id
+                    )
             if call.reply is not None:
                 call.reply.put(judgement)
                 if judgement.verdict is not Verdict.DONE:
@@ -343,12 +360,12 @@ class ImActor:
 
     def _backoff(self, attempts: int) -> float:
         """Exponential, with 'equal jitter': between half and all of base * 2^(n-1)."""
-        ceiling = min(MAX_BACKOFF, self.settings.retry_backoff * 2 ** (attempts - 1))
+        ceiling = min(MAX_BACKOFF, self.settings.retry_backoff * 2.0 ** (attempts - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _attempt(self, request: ImRequest, timeout: float) -> Judgement:
+    async def _attempt(self, request: ImRequest, seconds: float) -> Judgement:
         assert self._client is not None
-        if timeout <= 0:
+        if seconds <= 0:
             return Judgement(Verdict.FAILED, "deadline passed before an attempt")
         params = im_api.query_params(
             sdk_app_id=self.settings.sdk_app_id,
@@ -356,14 +373,14 @@ class ImActor:
             admin_sig=self._admin_sig.current(),
             random=secrets.randbelow(2**32),
         )
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(seconds):
             async with self._limiter:
                 try:
                     response = await self._client.post(request.path, params=params, json=request.body)
                 except httpx.HTTPError as error:
                     return _transport_failure(error)
             return im_api.judge_reply(request.api, response.status_code, response.content)
-        return Judgement(Verdict.RETRY, f"no reply within {timeout:g} s")
+        return Judgement(Verdict.RETRY, f"no reply within {seconds:g} s")
 
 
 def _transport_failure(error: httpx.HTTPError) -> Judgement:

@@ -1,14 +1,29 @@
-"""What rooms and directories are told and what they answer with.
+"""Everything that crosses the room router: requests, their replies, rooms' reports, changes.
 
-Payloads are frozen dataclasses of plain data only, so that a message can
-later cross a process boundary unchanged; the reply slot travels beside the
-payload in the `Envelope`, never inside it.
+All of it is frozen dataclasses of plain data (strings, numbers, enums,
+tuples, other such dataclasses), so the same values travel in-process, over
+a node link and into the journal (codec.py turns each into bytes and back).
+A request says the type of its reply by what it derives from: `Join` is an
+`Ask[Ok[None] | Refused]`, and `Mailbox.call` returns exactly that type,
+so a caller that reads the wrong kind of answer fails the type check. The
+reply slot travels beside the payload in the `Envelope`, never inside it.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from roomd.actors.replies import Ok, Refused
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Ask(Generic[R_co]):
+    """A request whose answer is an `R_co` (every answer may also be a `Refused`)."""
+
+    __slots__ = ()
 
 
 class CloseReason(enum.Enum):
@@ -24,6 +39,12 @@ class LeaveReason(enum.Enum):
     LEFT = "left"  # delete_pusher
     TIMEOUT = "timeout"  # no heartbeat within heartbeat_timeout
     ROOM_CLOSED = "room_closed"  # the room closed around the member
+
+
+class RoomState(enum.Enum):
+    WAITING = "waiting"  # created, nobody has joined yet
+    ACTIVE = "active"  # at least one member
+    CLOSED = "closed"  # gone from the directory; answers 'no such room'
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +75,24 @@ class RoomSnapshot:
     members: tuple[MemberView, ...]
 
 
-# --- room messages ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RoomDescription:
+    """One room for /debug/actors."""
+
+    path: str
+    state: RoomState
+    uptime: float
+    members: int
+    next_deadline_in: float | None
+    mailbox_depth: int
+    mailbox_capacity: int
+
+
+# --- requests to a room ---------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Join:
+class Join(Ask[Ok[None] | Refused]):
     """add_pusher: join, or update name/avatar/pushURL when already a member."""
 
     member: MemberInfo
@@ -66,44 +100,42 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinResult:
-    joined: bool  # a new member, not an update
-    changed: bool  # something others can see changed
-
-
-@dataclass(frozen=True, slots=True)
-class Leave:
+class Leave(Ask[Ok[None] | Refused]):
     user_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(Ask[Ok[None] | Refused]):
     user_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class GetRoom:
+class GetRoom(Ask[Ok[RoomSnapshot] | Refused]):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class Destroy:
+class Destroy(Ask[Ok[None] | Refused]):
     """destroy_room: closes the room if `user_id` is its creator."""
 
     user_id: str
 
 
-RoomMessage = Join | Leave | Heartbeat | GetRoom | Destroy
+@dataclass(frozen=True, slots=True)
+class Describe(Ask[Ok[RoomDescription] | Refused]):
+    """The room as /debug/actors shows it."""
 
 
-# --- directory messages ----------------------------------------------------
+RoomMessage = Join | Leave | Heartbeat | GetRoom | Destroy | Describe
+
+
+# --- requests to a directory ----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class CreateRoom:
-    """create_room. `first_member` set = seed-era clients: the creator joins at once.
-
-    `address` is the client's network address, for the per-address room limit."""
+class CreateRoom(Ask[Ok[str] | Refused]):
+    """create_room; the answer is the new roomID. `first_member` set = seed-era clients:
+    the creator joins at once. `address` is the client's, for the per-address room limit."""
 
     creator: str
     room_info: str
@@ -112,4 +144,73 @@ class CreateRoom:
     address: str | None = None
 
 
-DirectoryMessage = CreateRoom
+# --- what a room reports to its directory (no answer) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """The member list or room info changed (never sent for heartbeats)."""
+
+    snapshot: RoomSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDeparted:
+    room_id: str
+    user_id: str
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClosed:
+    """The room has closed (or stopped for a restart): the directory forgets it."""
+
+    room_id: str
+    reason: CloseReason
+
+
+RoomReport = RoomChanged | MemberDeparted | RoomClosed
+
+
+# --- changes: what is written to the store ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSaved:
+    kind: str
+    room_id: str
+    creator: str
+    room_info: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSaved:
+    kind: str
+    room_id: str
+    member: MemberInfo
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    kind: str
+    room_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRemoved:
+    """The room closed: its members go; the room stays, marked closing, until its IM group is gone."""
+
+    kind: str
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDestroyed:
+    """IM confirmed that a closed room's group is gone: nothing of the room is left to do."""
+
+    kind: str
+    room_id: str
+
+
+Change = RoomSaved | MemberSaved | MemberRemoved | RoomRemoved | GroupDestroyed

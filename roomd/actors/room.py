@@ -21,7 +21,6 @@ a fresh deadline and is evicted again.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -31,34 +30,40 @@ import trio
 from loguru import logger
 
 from roomd.actors.messages import (
+    Change,
     CloseReason,
+    Describe,
     Destroy,
     GetRoom,
+    GroupDestroyed,
     Heartbeat,
     Join,
-    JoinResult,
     Leave,
     LeaveReason,
+    MemberDeparted,
     MemberInfo,
+    MemberRemoved,
+    MemberSaved,
     MemberView,
+    RoomChanged,
+    RoomClosed,
+    RoomDescription,
     RoomMessage,
+    RoomRemoved,
+    RoomReport,
+    RoomSaved,
     RoomSnapshot,
+    RoomState,
 )
-from roomd.actors.ports import ChangeStore, ImPort, RoomHost
+from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.runtime import Envelope, refuse_pending
-from roomd.actors.store import Change, MemberRemoved, MemberSaved, RoomRemoved, RoomSaved, WriteFailed
+from roomd.actors.store import WriteFailed
 from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
 
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
 STORE_BEHIND = "the server's storage is behind; nothing was changed, retry shortly"
-
-
-class RoomState(enum.Enum):
-    WAITING = "waiting"  # created, nobody has joined yet
-    ACTIVE = "active"  # at least one member
-    CLOSED = "closed"  # gone from the directory; answers 'no such room'
 
 
 @dataclass(slots=True)
@@ -94,11 +99,15 @@ class Room:
         kind: KindSettings,
         creator: str,
         room_info: str,
-        host: RoomHost,
+        members: tuple[MemberInfo, ...] = (),
+        report: Callable[[RoomReport], None],
         im: ImPort,
         store: ChangeStore,
         path: str,
+        mailbox_capacity: int = 0,
     ) -> None:
+        """A room holding `members` (the creator of a seed-era room, or the members saved
+        before a restart), each with a fresh deadline; what changes is told to `report`."""
         self.room_id = room_id
         self.kind_name = kind_name
         self.kind = kind
@@ -107,26 +116,35 @@ class Room:
         self._effects: list[Callable[[], None]] = []  # what follows the step once it is saved
         self.creator = creator
         self.room_info = room_info
-        self.state = RoomState.WAITING
-        self.members: dict[str, Member] = {}
-        self.close_reason: CloseReason | None = None
-        self._host = host
-        self._im = im
         self.started_at = trio.current_time()
+        deadline = self.started_at + kind.heartbeat_timeout
+        self.members: dict[str, Member] = {info.user_id: Member(info, deadline) for info in members}
+        self.state = RoomState.ACTIVE if self.members else RoomState.WAITING
+        self.close_reason: CloseReason | None = None
+        self._report = report
+        self._im = im
         self._idle_deadline = self.started_at + kind.max_idle_duration
         self._path = path
+        self._mailbox_capacity = mailbox_capacity
+        self._inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]] | None = None
         self.log = logger.bind(actor=path)
 
     # --- the actor loop ---------------------------------------------------
 
-    async def run(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
-        """Serve messages until closed; a crash closes this room only."""
+    async def run(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]], *, first_join: bool = False) -> None:
+        """Serve messages until closed; a crash closes this room only. `first_join`: the
+        members it was made with have just joined (a seed-era creation), so say so."""
         self.log.info(
             "room started state={} creator={} members={}",
             self.state.value,
             self.creator,
             len(self.members),
         )
+        if first_join:
+            for user_id in self.members:
+                self.log.info("member joined user={} members={}/{}", user_id, len(self.members), self.kind.max_members)
+            self._im.notify_pusher_change(self.room_id)
+        self._inbox = inbox
         async with inbox:
             try:
                 await self._serve(inbox)
@@ -142,10 +160,10 @@ class Room:
                 self.log.info("room stopped reason={}", reason)
 
     async def _serve(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
-        while self.state is not RoomState.CLOSED:
+        while not self.closed:
             # one cancel scope per deadline reached, not per message: each message only moves it
             with trio.CancelScope(deadline=self.next_deadline()) as until_next_deadline:
-                while self.state is not RoomState.CLOSED:
+                while not self.closed:
                     try:
                         envelope = await inbox.receive()
                     except trio.EndOfChannel:
@@ -153,7 +171,7 @@ class Room:
                         self._save_in_background()
                         return
                     try:
-                        result = await self._step(envelope.message)
+                        result = await self._step(envelope.message, envelope.deadline)
                     except Exception:
                         envelope.answer(Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request"))
                         raise
@@ -163,23 +181,24 @@ class Room:
                 self.expire(trio.current_time())
                 self._save_in_background()
 
-    async def _step(self, message: RoomMessage) -> Any:
+    async def _step(self, message: RoomMessage, deadline: float) -> Any:
         """Handle one message; answer only once its changes are durable, or undo it."""
-        if isinstance(message, (Heartbeat, GetRoom)):  # nothing to save
+        if isinstance(message, (Heartbeat, GetRoom, Describe)):  # nothing to save
             return self.handle(message)
         if not self._store.accepting:
             return Refused(DomainError.BUSY, STORE_BEHIND)
         undo = self._checkpoint()
         result = self.handle(message)
-        if await self._save(undo):
+        if await self._save(undo, deadline):
             return result
         return Refused(DomainError.BUSY, NOT_SAVED)
 
-    async def _save(self, undo: _Checkpoint) -> bool:
+    async def _save(self, undo: _Checkpoint, deadline: float) -> bool:
         """Write the changes of the last step, then let its effects follow; when the write
-        fails, roll the step back to `undo` and drop its effects."""
+        fails (or cannot start before `deadline`), roll the step back to `undo` and drop
+        its effects."""
         if self._changes:
-            failure: WriteFailed | None = await self._store.write(self.take_changes())
+            failure: WriteFailed | None = await self._store.write(self.take_changes(), deadline=deadline)
             if failure is not None:
                 self._effects.clear()
                 self._restore(undo)
@@ -213,6 +232,10 @@ class Room:
         self.close_reason = checkpoint.close_reason
         self.members = {info.user_id: Member(info, deadline) for info, deadline in checkpoint.members}
 
+    @property
+    def closed(self) -> bool:
+        return self.state is RoomState.CLOSED
+
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:
             return self._idle_deadline
@@ -232,6 +255,8 @@ class Room:
                 return self.leave(user_id)
             case GetRoom():
                 return Ok(self.snapshot())
+            case Describe():
+                return Ok(self.describe(trio.current_time()))
             case Destroy(user_id):
                 return self.destroy(user_id)
         raise TypeError(f"a room cannot handle {message!r}")
@@ -243,7 +268,7 @@ class Room:
         member.deadline = trio.current_time() + self.kind.heartbeat_timeout
         return Ok(None)
 
-    def join(self, info: MemberInfo, room_info: str | None = None) -> Ok[JoinResult] | Refused:
+    def join(self, info: MemberInfo, room_info: str | None = None) -> Ok[None] | Refused:
         """add_pusher: join, or update a member; the creator may also change the room info.
         A refused join changes nothing."""
         existing = self.members.get(info.user_id)
@@ -267,7 +292,7 @@ class Room:
             if changed:
                 self._later(partial(self.log.info, "member updated user={}", info.user_id))
                 self._changed()
-            return Ok(JoinResult(joined=False, changed=changed))
+            return Ok(None)
         self.members[info.user_id] = Member(info, deadline)
         self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
         self.state = RoomState.ACTIVE
@@ -281,7 +306,7 @@ class Room:
             )
         )
         self._changed()
-        return Ok(JoinResult(joined=True, changed=True))
+        return Ok(None)
 
     def leave(self, user_id: str) -> Ok[None] | Refused:
         if user_id not in self.members:
@@ -317,7 +342,7 @@ class Room:
     def _remove(self, user_id: str, reason: LeaveReason) -> None:
         del self.members[user_id]
         self._changes.append(MemberRemoved(self.kind_name, self.room_id, user_id))
-        self._later(partial(self._host.member_left, reason))
+        self._later(partial(self._report, MemberDeparted(self.room_id, user_id, reason)))
         self._later(
             partial(
                 self.log.info,
@@ -346,14 +371,14 @@ class Room:
         self.state = RoomState.CLOSED
         self.close_reason = reason
         if reason is CloseReason.SHUTDOWN and self._store.persistent:
-            self._later(partial(self._host.room_closed, self.room_id, reason))
+            self._later(partial(self._report, RoomClosed(self.room_id, reason)))
             self._later(
                 partial(self.log.info, "room stopped for a restart, kept in the store members={}", len(self.members))
             )
             return
         self._changes.append(RoomRemoved(self.kind_name, self.room_id))
         for user_id in self.members:
-            self._later(partial(self._host.member_left, LeaveReason.ROOM_CLOSED))
+            self._later(partial(self._report, MemberDeparted(self.room_id, user_id, LeaveReason.ROOM_CLOSED)))
             self._later(
                 partial(
                     self.log.info,
@@ -364,22 +389,16 @@ class Room:
                 )
             )
         self.members = {}
-        self._later(partial(self._host.room_closed, self.room_id, reason))
-        self._later(partial(self._im.destroy_group, self.room_id))
+        self._later(partial(self._report, RoomClosed(self.room_id, reason)))
+        self._later(partial(self._im.destroy_group, self.room_id, on_done=self._group_destroyed))
         self._later(partial(self.log.info, "room closed reason={}", reason.value))
+
+    def _group_destroyed(self) -> None:
+        self._store.write_later([GroupDestroyed(self.kind_name, self.room_id)], about=self._path)
 
     def take_changes(self) -> list[Change]:
         changes, self._changes = self._changes, []
         return changes
-
-    def restore(self, members: tuple[MemberInfo, ...]) -> None:
-        """Members saved before a restart, back with fresh deadlines; nothing is re-recorded."""
-        deadline = trio.current_time() + self.kind.heartbeat_timeout
-        for info in members:
-            self.members[info.user_id] = Member(info, deadline)
-        if self.members:
-            self.state = RoomState.ACTIVE
-        self.log.info("room restored members={}", len(self.members))
 
     def _changed(self) -> None:
         self._later(self._publish)
@@ -388,7 +407,7 @@ class Room:
         """Tell the directory's index and the room's IM group about the members as they are now."""
         if self.state is RoomState.CLOSED:
             return
-        self._host.room_changed(self.snapshot())
+        self._report(RoomChanged(self.snapshot()))
         self._im.notify_pusher_change(self.room_id)
 
     def _later(self, effect: Callable[[], None]) -> None:
@@ -404,17 +423,19 @@ class Room:
             members=tuple(m.view() for m in self.members.values()),
         )
 
-    def describe(self, now: float) -> dict[str, Any]:
-        """This room for /debug/actors: plain data, read between two messages."""
+    def describe(self, now: float) -> RoomDescription:
+        """This room for /debug/actors, read between two messages."""
         deadline = self.next_deadline() if self.state is not RoomState.CLOSED else None
-        return {
-            "path": self._path,
-            "kind": "room",
-            "state": self.state.value,
-            "uptime": round(now - self.started_at, 3),
-            "members": len(self.members),
-            "next_deadline_in": None if deadline is None else round(deadline - now, 3),
-        }
+        inbox = self._inbox
+        return RoomDescription(
+            path=self._path,
+            state=self.state,
+            uptime=round(now - self.started_at, 3),
+            members=len(self.members),
+            next_deadline_in=None if deadline is None else round(deadline - now, 3),
+            mailbox_depth=inbox.statistics().current_buffer_used if inbox is not None else 0,
+            mailbox_capacity=self._mailbox_capacity,
+        )
 
     def _not_member(self, user_id: str) -> Refused:
         return Refused(DomainError.NOT_MEMBER, f"{user_id} is not a member of room {self.room_id}")

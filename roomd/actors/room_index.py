@@ -50,10 +50,6 @@ class RoomIndex:
         """Rooms with members, in creation order: skip `index`, return at most `count`."""
         return [self._by_seq[seq] for seq in self._listed.islice(index, index + count)]
 
-    def get(self, room_id: str) -> RoomSnapshot | None:
-        seq = self._seq_by_id.get(room_id)
-        return None if seq is None else self._by_seq[seq]
-
     @property
     def room_count(self) -> int:
         return len(self._seq_by_id)

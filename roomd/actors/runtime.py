@@ -1,24 +1,29 @@
 """Mailboxes, one-shot reply slots, calls with a deadline, and supervision.
 
 An actor is a task that owns its state and reads an `Envelope` at a time
-from a bounded trio memory channel. Others hold its `Mailbox`: `cast`
-drops a message in without waiting, `call` also waits for the reply under
-a deadline. A full mailbox is never waited on: the caller is told "busy"
-at once, which is the server's backpressure.
+from a bounded trio memory channel. Others hold its `Mailbox` and `call`
+it: deliver a message and wait for the reply until a deadline, which
+travels with the message so that the actor bounds its own waits by it. A
+full mailbox is never waited on: the caller is told "busy" at once, which
+is the server's backpressure.
 """
 
 from __future__ import annotations
 
 import collections
+import enum
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import trio
 
+from roomd.actors.messages import Ask
 from roomd.actors.replies import DomainError, Refused
 
 M = TypeVar("M")
+R = TypeVar("R")
 
 
 class ReplySlot:
@@ -54,12 +59,14 @@ class ReplySlot:
 
 @dataclass(frozen=True, slots=True)
 class Envelope(Generic[M]):
-    """A message plus, for request-reply, the slot its answer goes to."""
+    """A message, the slot its answer goes to (none: nobody waits), and the trio time by
+    which the caller needs the answer: work done for it should not wait past `deadline`."""
 
     message: M
     reply: ReplySlot | None = None
+    deadline: float = math.inf
 
-    def answer(self, value: Any) -> None:
+    def answer(self, value: object) -> None:
         if self.reply is not None:
             self.reply.put(value)
 
@@ -73,20 +80,12 @@ class Mailbox(Generic[M]):
 
     def __init__(self, name: str, send: trio.MemorySendChannel[Envelope[M]]) -> None:
         self.name = name
-        self.delivered = 0  # messages put into the inbox, for metrics and tests
+        self.delivered = 0  # messages put into the inbox, shown by /debug/actors
         self._send = send
 
-    def cast(self, message: M) -> bool:
-        """Deliver without waiting for a reply; False when full or closed."""
-        try:
-            self._send.send_nowait(Envelope(message))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        self.delivered += 1
-        return True
-
-    async def call(self, message: M, *, timeout: float) -> Any:
-        """Deliver and wait for the reply; a `Refused` when it cannot be had in time.
+    async def call(self, message: Ask[R], *, deadline: float) -> R | Refused | Gone:
+        """Deliver and wait for the reply until `deadline` (trio time); a `Refused` when it
+        cannot be had in time, `GONE` when the actor has stopped.
 
         Cancelling the caller, or its deadline passing, abandons the reply: the
         actor still handles the message, since it was already delivered, but
@@ -94,21 +93,22 @@ class Mailbox(Generic[M]):
         """
         slot = ReplySlot()
         try:
-            self._send.send_nowait(Envelope(message, slot))
+            self._send.send_nowait(Envelope(message, slot, deadline))  # type: ignore[arg-type]  # M is the union of the Asks this mailbox takes
         except trio.WouldBlock:
             return Refused(DomainError.BUSY, f"{self.name} is busy; retry shortly")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return GONE
         self.delivered += 1
+        started = trio.current_time()
         try:
-            with trio.move_on_after(timeout):
-                return await slot.wait()
+            with trio.move_on_at(deadline):
+                return cast("R", await slot.wait())
         except BaseException:  # the caller itself was cancelled (e.g. its client hung up)
             slot.abandon()
             raise
         if not slot.abandon():  # the reply came in the same instant as the deadline
-            return await slot.wait()
-        return Refused(DomainError.BUSY, f"{self.name} did not answer within {timeout:g} s")
+            return cast("R", await slot.wait())
+        return Refused(DomainError.BUSY, f"{self.name} did not answer within {deadline - started:g} s")
 
     def close(self) -> None:
         """No more messages: the actor ends once it has read what is queued."""
@@ -119,14 +119,14 @@ class Mailbox(Generic[M]):
         return self._send.statistics().current_buffer_used
 
 
-class _Gone:
-    """The actor's inbox is closed: it has stopped or is stopping."""
+class Gone(enum.Enum):
+    """The actor's inbox is closed: it has stopped or is stopping. Never leaves the process:
+    whoever calls a mailbox turns it into a `Refused` that means the same for that actor."""
 
-    def __repr__(self) -> str:
-        return "GONE"
+    GONE = "gone"
 
 
-GONE = _Gone()
+GONE = Gone.GONE
 
 
 def open_mailbox(name: str, size: int) -> tuple[Mailbox[Any], trio.MemoryReceiveChannel[Envelope[Any]]]:

@@ -14,12 +14,20 @@ told whether its own changes are on disk. The store itself never stops on
 a failed write; it serves the next batch as usual, so service resumes by
 itself once the disk has room again.
 
-At start each directory loads its kind's open rooms and members and
-restores them with fresh heartbeat deadlines.
+A closed room's members go at once, but the room stays, marked closing,
+until IM has confirmed that its group is gone (`GroupDestroyed`), so a
+process that dies in between still destroys the group at its next start.
+
+At start each directory loads its kind's rooms: open ones are restored
+with their members on fresh heartbeat deadlines (and their IM groups made
+again, which IM answers "already yours" when they exist); closing ones
+have their IM groups destroyed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
@@ -28,7 +36,15 @@ from pathlib import Path
 import trio
 from loguru import logger
 
-from roomd.actors.messages import MemberInfo
+from roomd.actors.messages import (
+    Change,
+    GroupDestroyed,
+    MemberInfo,
+    MemberRemoved,
+    MemberSaved,
+    RoomRemoved,
+    RoomSaved,
+)
 
 MAX_BATCH = 1000
 MAX_QUEUED = 10_000  # submissions waiting for the disk; beyond it requests that change something are refused
@@ -36,46 +52,12 @@ MAX_QUEUED = 10_000  # submissions waiting for the disk; beyond it requests that
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
     kind TEXT NOT NULL, room_id TEXT NOT NULL, creator TEXT NOT NULL, room_info TEXT NOT NULL,
-    seq INTEGER NOT NULL, PRIMARY KEY (kind, room_id));
+    seq INTEGER NOT NULL, closing INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (kind, room_id));
 CREATE TABLE IF NOT EXISTS members (
     kind TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL, user_name TEXT NOT NULL,
     user_avatar TEXT NOT NULL, push_url TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (kind, room_id, user_id));
 """
-
-
-# --- changes: plain data, what a room tells the store ------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RoomSaved:
-    kind: str
-    room_id: str
-    creator: str
-    room_info: str
-
-
-@dataclass(frozen=True, slots=True)
-class MemberSaved:
-    kind: str
-    room_id: str
-    member: MemberInfo
-
-
-@dataclass(frozen=True, slots=True)
-class MemberRemoved:
-    kind: str
-    room_id: str
-    user_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class RoomRemoved:
-    kind: str
-    room_id: str
-
-
-Change = RoomSaved | MemberSaved | MemberRemoved | RoomRemoved
 
 
 @dataclass(frozen=True)
@@ -84,6 +66,7 @@ class SavedRoom:
     creator: str
     room_info: str
     members: tuple[MemberInfo, ...]
+    closing: bool = False  # closed, but its IM group was not yet confirmed gone
 
 
 @dataclass(frozen=True)
@@ -94,10 +77,11 @@ class WriteFailed:
 
 
 class _Submission:
-    __slots__ = ("about", "changes", "done", "failure")
+    __slots__ = ("about", "changes", "deadline", "done", "failure")
 
-    def __init__(self, changes: list[Change], about: str | None = None) -> None:
+    def __init__(self, changes: list[Change], about: str | None = None, deadline: float = math.inf) -> None:
         self.changes = changes
+        self.deadline = deadline  # not started by then: not written, the writer is told so
         self.about = about  # set when nobody waits for the outcome: who made the changes
         self.done = trio.Event()
         self.failure: WriteFailed | None = None
@@ -107,10 +91,10 @@ class NullStore:
     """`server.persist = false`: nothing is kept, every write succeeds at once."""
 
     persistent = False
-
     accepting = True
+    failed_writes = 0
 
-    async def write(self, changes: list[Change]) -> WriteFailed | None:
+    async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
         return None
 
     def write_later(self, changes: list[Change], *, about: str) -> None:
@@ -122,18 +106,19 @@ class NullStore:
 
 class SqliteStore:
     persistent = True
+    # tests under a mock clock set this False (it would jump over time spent in a worker thread)
+    write_in_thread = True
 
-    def __init__(self, path: Path, *, actor_path: str, write_in_thread: bool = True) -> None:
-        """`write_in_thread=False` writes on the event loop: for tests under a mock clock,
-        which would jump over time spent in a worker thread."""
+    def __init__(self, path: Path, *, actor_path: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._write_in_thread = write_in_thread
         self.log = logger.bind(actor=actor_path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(SCHEMA)
+        if "closing" not in {row[1] for row in self._db.execute("PRAGMA table_info(rooms)")}:  # made before it
+            self._db.execute("ALTER TABLE rooms ADD COLUMN closing INTEGER NOT NULL DEFAULT 0")
         self._seq = (
             self._db.execute(
                 "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members)"
@@ -157,14 +142,16 @@ class SqliteStore:
         for the disk, so that a slow disk is answered "busy" instead of queueing without bound."""
         return len(self._queue) < self.max_queued
 
-    async def write(self, changes: list[Change]) -> WriteFailed | None:
+    async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
         """Make `changes` durable; None once they are on disk, else why not.
 
-        Submissions are written in the order they were made. The wait is
-        shielded from cancellation: a caller always learns the outcome of
-        changes it has already applied in memory.
+        Submissions are written in the order they were made. One still queued
+        at `deadline` (trio time) is not written: the writer is told so and
+        can undo what it applied, instead of waiting past its caller. The
+        wait is shielded from cancellation: a caller always learns the
+        outcome of changes it has already applied in memory.
         """
-        submission = _Submission(changes)
+        submission = _Submission(changes, deadline=deadline)
         self._queue.append(submission)
         self._wake.set()
         with trio.CancelScope(shield=True):
@@ -179,7 +166,7 @@ class SqliteStore:
 
     def load(self, kind: str) -> list[SavedRoom]:
         rooms = self._db.execute(
-            "SELECT room_id, creator, room_info FROM rooms WHERE kind = ? ORDER BY seq", (kind,)
+            "SELECT room_id, creator, room_info, closing FROM rooms WHERE kind = ? ORDER BY seq", (kind,)
         ).fetchall()
         members: dict[str, list[MemberInfo]] = {}
         for room_id, user_id, name, avatar, push_url in self._db.execute(
@@ -187,7 +174,7 @@ class SqliteStore:
             (kind,),
         ):
             members.setdefault(room_id, []).append(MemberInfo(user_id, name, avatar, push_url))
-        return [SavedRoom(r, c, i, tuple(members.get(r, ()))) for r, c, i in rooms]
+        return [SavedRoom(r, c, i, tuple(members.get(r, ())), bool(closing)) for r, c, i, closing in rooms]
 
     # --- the actor ------------------------------------------------------------------------
 
@@ -202,10 +189,12 @@ class SqliteStore:
                     await self._wake.wait()
                     self._wake = trio.Event()
                     continue
-                batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
+                batch = self._next_batch()
+                if not batch:
+                    continue
                 # shielded: a batch that reached the thread is finished and answered, even when stopping
                 with trio.CancelScope(shield=True):
-                    if self._write_in_thread:
+                    if self.write_in_thread:
                         await trio.to_thread.run_sync(self._write_batch, batch)
                     else:
                         self._write_batch(batch)
@@ -218,6 +207,19 @@ class SqliteStore:
                 submission.done.set()
             self._db.close()
             self.log.info("store stopped batches={} changes={}", self.batches, self.changes_written)
+
+    def _next_batch(self) -> list[_Submission]:
+        """Up to MAX_BATCH submissions; those whose deadline has passed are answered, not written."""
+        now = trio.current_time()
+        batch: list[_Submission] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            submission = self._queue.popleft()
+            if submission.deadline < now:
+                submission.failure = WriteFailed("its deadline passed while it waited for the disk")
+                submission.done.set()
+            else:
+                batch.append(submission)
+        return batch
 
     def stop(self) -> None:
         """Write what is queued, then end."""
@@ -254,10 +256,8 @@ class SqliteStore:
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):  # SQLite rolled back by itself (e.g. on SQLITE_FULL)
                     db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite rolled back by itself (e.g. on SQLITE_FULL)
             raise
         self.batches += 1
         self.changes_written += sum(len(s.changes) for s in batch)
@@ -275,8 +275,10 @@ class SqliteStore:
         match change:
             case RoomSaved(kind, room_id, creator, room_info):
                 db.execute(
-                    "INSERT INTO rooms VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, room_id) "
-                    "DO UPDATE SET creator = excluded.creator, room_info = excluded.room_info",
+                    "INSERT INTO rooms (kind, room_id, creator, room_info, seq) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (kind, room_id) DO UPDATE SET creator = excluded.creator, "
+                    "room_info = excluded.room_info, "
+                    "seq = CASE WHEN closing THEN excluded.seq ELSE seq END, closing = 0",
                     (kind, room_id, creator, room_info, self._seq),
                 )
             case MemberSaved(kind, room_id, m):
@@ -292,4 +294,6 @@ class SqliteStore:
                 )
             case RoomRemoved(kind, room_id):
                 db.execute("DELETE FROM members WHERE kind = ? AND room_id = ?", (kind, room_id))
-                db.execute("DELETE FROM rooms WHERE kind = ? AND room_id = ?", (kind, room_id))
+                db.execute("UPDATE rooms SET closing = 1 WHERE kind = ? AND room_id = ?", (kind, room_id))
+            case GroupDestroyed(kind, room_id):
+                db.execute("DELETE FROM rooms WHERE kind = ? AND room_id = ? AND closing", (kind, room_id))

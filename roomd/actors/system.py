@@ -1,7 +1,7 @@
 """The root of the actor tree: starts the IM actor and one directory per kind, stops them.
 
     async with open_room_system(settings) as system:
-        directory = system.directory("multi_room")
+        await system.router.call_room("multi_room", room_id, Heartbeat(user_id), deadline=...)
 
 Leaving the block stops every directory; their rooms close with reason
 `shutdown` and the block returns when every actor has ended.
@@ -22,6 +22,7 @@ from loguru import logger
 from roomd.actors.directory import Directory
 from roomd.actors.im import ImActor, SkippedIm
 from roomd.actors.ports import ChangeStore, ImPort
+from roomd.actors.router import LocalRouter
 from roomd.actors.store import NullStore, SqliteStore
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
@@ -37,18 +38,22 @@ class RoomSystem:
     store: ChangeStore = field(default_factory=NullStore)
     started_at: float = field(default_factory=trio.current_time)
     stopping: bool = False
+    router: LocalRouter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = LocalRouter(self.directories, im=self.im, store=self.store)
 
     def directory(self, kind: str) -> Directory | None:
         return self.directories.get(kind)
 
-    def describe(self, *, limit: int) -> dict[str, Any]:
+    async def describe(self, *, limit: int) -> dict[str, Any]:
         """The live actor tree as plain data, at most `limit` rooms per kind."""
         return {
             "path": ROOT,
             "kind": "root",
             "state": "stopping" if self.stopping else "running",
             "uptime": round(trio.current_time() - self.started_at, 3),
-            "children": [self.im.describe(), *(d.describe(limit=limit) for d in self.directories.values())],
+            "children": await self.router.describe(limit=limit),
         }
 
 
@@ -58,12 +63,8 @@ async def open_room_system(
     *,
     user_signer: UserSigner | None = None,
     wall_clock: Callable[[], float] = time.time,
-    store_writes_in_thread: bool = True,
 ) -> AsyncIterator[RoomSystem]:
-    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured.
-
-    `store_writes_in_thread=False` is for tests under trio's mock clock (see SqliteStore).
-    """
+    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured."""
     log = logger.bind(actor=ROOT)
     async with trio.open_nursery() as root:
         im_actor: ImPort
@@ -84,9 +85,7 @@ async def open_room_system(
         store: NullStore | SqliteStore = NullStore()
         if settings.server.persist:
             path = Path(settings.server.data_dir) / STORE_FILE
-            store = await root.start(
-                SqliteStore(path, actor_path=f"{ROOT}/store", write_in_thread=store_writes_in_thread).run
-            )
+            store = await root.start(SqliteStore(path, actor_path=f"{ROOT}/store").run)
         try:
             async with trio.open_nursery() as kinds:
                 directories: dict[str, Directory] = {}

@@ -2,11 +2,15 @@
 
 A logout must survive a crash, so its reply waits for its line to be on
 disk; one fsync per logout would make a burst of logouts queue behind the
-disk, so concurrent logouts share one (group commit) and the fsync runs on
-a worker thread, never on the trio thread. The file is one
-`<token id> <expires>` line per revocation; lines of tokens that have
-expired are dropped by rewriting the file (compaction) at start and when
-it holds many more lines than live revocations.
+disk, so concurrent logouts share one (group commit). The file is one
+`<token id> <expires>` line per revocation, and a logout appends its line.
+The file is rewritten only to drop the lines of tokens that have expired
+(compaction): by the first write after a start that found expired,
+repeated or broken lines in it (a crash may have cut the last line short,
+and an append must not be glued to it), and when it holds many more lines
+than live revocations. Every write, fsync and
+rewrite runs on a worker thread, never on the trio thread; only the file's
+read at start runs where the log is made, before the server listens.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class RevocationLog:
         self._expiry: list[tuple[int, str]] = []  # heap of (expires, token id), to forget expired ids
         self._file_lines = 0
         self._retry_compaction_at = 0
+        self._compact_first = False  # the file read at start held expired, repeated or broken lines
+        self._ends_mid_line = False  # ... and its last line was cut short: an append must not be glued to it
         self._open = _Batch()  # lines waiting for the next write
         self._unwritten: list[str] = []  # lines of failed writes, retried with the next one
         self._write_lock = trio.Lock()
@@ -96,7 +102,12 @@ class RevocationLog:
         assert self._path is not None
         lines = self._unwritten + batch.lines
         try:
-            await trio.to_thread.run_sync(append_durably, self._path, "".join(lines).encode("ascii"))
+            # a compaction holds every live revocation, those of `lines` included
+            if not (self._compact_first and await self._compact(now)):
+                data = ("\n" if self._ends_mid_line else "") + "".join(lines)
+                await trio.to_thread.run_sync(append_durably, self._path, data.encode("ascii"))
+                self._ends_mid_line = False
+                self._file_lines += len(lines)
         except OSError as e:
             batch.error = e
             self._unwritten = lines
@@ -106,30 +117,32 @@ class RevocationLog:
             raise
         else:
             self._unwritten = []
-            self._file_lines += len(lines)
         batch.written = True
         if batch.error is None and self._needs_compaction(now):
-            await self._compact_in_thread(now)
+            await self._compact(now)
 
     def _needs_compaction(self, now: int) -> bool:
         self._forget_expired(now)
         threshold = max(self._compact_min_lines, COMPACT_RATIO * len(self._live), self._retry_compaction_at)
         return self._file_lines >= threshold
 
-    async def _compact_in_thread(self, now: int) -> None:
+    async def _compact(self, now: int) -> bool:
+        """Rewrite the file with the live revocations only, on a worker thread; False if that failed
+        (the file is then as it was, and keeps growing until the next try)."""
         assert self._path is not None
-        text = self._text()  # taken on the trio thread: logouts keep changing the dict meanwhile
+        self._compact_first = False
+        self._forget_expired(now)
+        entries = list(self._live.items())  # taken on the trio thread: logouts keep changing the dict meanwhile
         try:
-            await trio.to_thread.run_sync(replace_durably, self._path, text.encode("ascii"))
+            await trio.to_thread.run_sync(_replace_with, self._path, entries)
         except OSError as e:
             self._retry_compaction_at = 2 * self._file_lines
             log.warning("could not compact {}: {}; it keeps growing until the next try", self._path, e)
-            return
-        self._file_lines = text.count("\n")
+            return False
+        self._file_lines = len(entries)
+        self._ends_mid_line = False
         self._retry_compaction_at = 0
-
-    def _text(self) -> str:
-        return "".join(f"{token_id} {expires}\n" for token_id, expires in self._live.items())
+        return True
 
     def _load(self, path: Path, now: int) -> None:
         try:
@@ -146,10 +159,9 @@ class RevocationLog:
             if match is not None and int(match[2]) >= now:
                 self._remember(match[1], int(match[2]))
         self._file_lines = len(lines)
-        if self._file_lines != len(self._live):
-            try:
-                replace_durably(path, self._text().encode("ascii"))
-            except OSError as e:
-                log.warning("could not compact {}: {}; expired revocations stay in it", path, e)
-            else:
-                self._file_lines = len(self._live)
+        self._ends_mid_line = bool(text) and not text.endswith("\n")
+        self._compact_first = self._ends_mid_line or self._file_lines != len(self._live)
+
+
+def _replace_with(path: Path, entries: list[tuple[str, int]]) -> None:
+    replace_durably(path, "".join(f"{token_id} {expires}\n" for token_id, expires in entries).encode("ascii"))

@@ -8,6 +8,7 @@ and checked every time it is read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import secrets
 from pathlib import Path
@@ -58,10 +59,8 @@ def make_secret(path: Path) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_durably(path, secret)
     except OSError as e:
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()  # renamed, but its directory entry may not be on disk: make it again next time
-        except OSError:
-            pass
         reason = errno.errorcode.get(e.errno or 0, "error")
         raise SecretFileError(
             f"cannot make the token secret {path}: {e.strerror} ({reason}); "

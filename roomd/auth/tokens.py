@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import re
@@ -101,10 +102,8 @@ class TokenBook:
         if settings.auth.token_secret:
             secret = settings.auth.token_secret.encode("utf-8")
         else:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 secret = read_secret(path)
-            except FileNotFoundError:
-                pass
         revocations = RevocationLog(data_dir / REVOKED_FILE, now=int(time.time()))
         return cls(
             secret,

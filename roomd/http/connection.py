@@ -17,6 +17,7 @@ HTTP/1.1 (`RoomdH11`) and HTTP/2.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ class Connection(TCPServer):
         memory: MemoryReturn,
         stream: trio.SocketStream,
     ) -> None:
-        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]  # hypercorn annotates an SSLStream yet serves plain TCP too
+        self._socket_stream = stream  # self.stream, as it is: hypercorn types that one SSLStream
         self.policy = policy
         self.memory = memory
         self._lifetime = trio.CancelScope()
@@ -67,7 +69,7 @@ class Connection(TCPServer):
         admitted: str | None = None
         try:
             with self._lifetime:
-                socket = self.stream.socket  # type: ignore[attr-defined]
+                socket = self._socket_stream.socket
                 client = parse_socket_addr(socket.family, socket.getpeername())
                 server = parse_socket_addr(socket.family, socket.getsockname())
                 address = client[0] if client else "-"
@@ -77,7 +79,7 @@ class Connection(TCPServer):
                 admitted = address
                 async with TaskGroup() as task_group:
                     self._task_group = task_group
-                    self.protocol = self._protocol(task_group, client, server)  # type: ignore[assignment]  # both have initiate and handle
+                    self.protocol = self._protocol(task_group, client, server)  # type: ignore[assignment]  # HTTP11Only: not a ProtocolWrapper, but has the initiate and handle used
                     await self.protocol.initiate()
                     await self.idle_task.restart(task_group, self._idle_timeout)
                     await self._read_data()
@@ -102,8 +104,8 @@ class Connection(TCPServer):
         return switcher
 
     async def _close(self) -> None:
-        # Shielded: the task that closes may be one being cancelled (Quart cancels its request
-        # task once hypercorn says the request is over), and the socket must close all the same.
+        # Shielded: the task that closes may be one being cancelled (a request task is cancelled
+        # when its connection goes), and the socket must close all the same.
         # Never during a write: that would fail, busy; a write waits write_timeout at most.
         with trio.CancelScope(shield=True):
             async with self.send_lock:
@@ -134,7 +136,5 @@ class Connection(TCPServer):
     def _abort(self) -> None:
         # A graceful close would queue a FIN behind the unsent reply, which a client that does not
         # read never takes: the kernel would keep the socket and its full buffers for minutes.
-        try:
-            self.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)  # type: ignore[attr-defined]
-        except OSError:
-            pass  # already closed
+        with contextlib.suppress(OSError):  # already closed
+            self._socket_stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)

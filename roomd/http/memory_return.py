@@ -38,7 +38,7 @@ log = logger.bind(actor="http")
 def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim if name else None  # type: ignore[assignment]
+        trim: Callable[[int], int] | None = ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
         return None
     return trim

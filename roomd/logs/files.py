@@ -9,11 +9,13 @@ its share of the kind's byte budget (`<stem>-YYYY-MM-DD-HH.1.log`, `.2.log`,
 whatever makes the files of its kind exceed their budget. A write that fails
 (ENOSPC, EFBIG, EIO, a read-only or vanished directory) is dropped and
 counted in `DROPPED_WRITES`; the next write opens the file again, so logging
-resumes by itself once it can.
+resumes by itself once it can. All of this runs on the file's own thread
+(a `BackgroundSink`, background.py), never on the thread that logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import sys
@@ -35,10 +37,10 @@ Opener = Callable[[Path], BinaryIO]
 
 
 class DroppedWrites:
-    """How many log writes were lost to a failing disk or console, in this process."""
+    """How many log lines were lost, in this process: to a failing disk or console, or to a full queue."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # sinks run on whichever thread logs
+        self._lock = threading.Lock()  # counted by the sinks' threads and, for a full queue, by the thread that logs
         self._count = 0
 
     def add(self) -> None:
@@ -76,7 +78,7 @@ class LogFile:
 
 
 class RotatingFile:
-    """A loguru sink (it has `write`) for one kind of log file, e.g. stem "response"."""
+    """The writer of one kind of log file, e.g. stem "response"; roomd runs it behind a BackgroundSink."""
 
     def __init__(
         self,
@@ -129,7 +131,7 @@ class RotatingFile:
             self._notice(f"writing {self._stem} log files again; {self._dropped_while_failing} write(s) were dropped")
 
     def stop(self) -> None:
-        """Called by loguru when the sink is removed."""
+        """Called when the sink is removed (BackgroundSink.stop, once its queue is written)."""
         self._close()
 
     def _files(self) -> list[LogFile]:
@@ -216,10 +218,8 @@ class RotatingFile:
     def _close(self) -> None:
         file, self._file = self._file, None
         if file is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 file.close()
-            except (OSError, ValueError):
-                pass
 
     # --- failures ------------------------------------------------------------------------
 
@@ -265,7 +265,5 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass

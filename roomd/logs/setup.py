@@ -11,6 +11,11 @@ character in each record's message, and exceptions are formatted here, each
 traceback line escaped on its own, so one record is one line plus, for an
 exception, its traceback lines. Tracebacks never show local variables
 (loguru's `diagnose` is off): they may hold secrets.
+
+No sink writes on the thread that logs (the trio thread): each one is a
+`BackgroundSink` with a thread of its own, so a slow disk or console costs
+log lines, never request latency. `flush_logs()` waits for what is queued;
+`roomd serve` calls it before it exits.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +34,7 @@ from loguru import logger
 
 from roomd.config import LogSettings
 from roomd.config.durations import parse_duration
+from roomd.logs.background import BackgroundSink, Writer
 from roomd.logs.files import DROPPED_WRITES, RotatingFile
 
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[actor]} | {message}"
@@ -40,6 +47,9 @@ _TEXT_LINE_AND_TRACEBACK = TEXT_FORMAT + "\n{extra[exception_text]}\n"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CAUSE = "The above exception was the direct cause of the following exception:"
 _CONTEXT = "During handling of the above exception, another exception occurred:"
+FLUSH_TIMEOUT = 30.0  # seconds flush_logs() waits by default: a hung disk must not hang the exit
+
+_sinks: list[BackgroundSink] = []  # the sinks configure_logging() added last
 
 
 def escape_controls(text: str) -> str:
@@ -59,7 +69,10 @@ def traceback_lines(kind: type[BaseException], value: BaseException | None, tb: 
     lines: list[str] = []
     chain: list[tuple[str | None, traceback.TracebackException]] = []
     current: traceback.TracebackException | None = traceback.TracebackException(
-        kind, value, tb, compact=True  # type: ignore[arg-type]  # the stub wants a value; None is handled
+        kind,
+        value,  # type: ignore[arg-type]  # the stub wants a value; None is handled
+        tb,
+        compact=True,
     )
     while current is not None:
         if current.__cause__ is not None:
@@ -136,11 +149,11 @@ def json_line(record: Any) -> str:
 
 
 def _is_response(record: Any) -> bool:
-    return record["extra"].get("channel") == "response"
+    return bool(record["extra"].get("channel") == "response")
 
 
 def _is_not_response(record: Any) -> bool:
-    return record["extra"].get("channel") != "response"
+    return bool(record["extra"].get("channel") != "response")
 
 
 class Console:
@@ -160,7 +173,7 @@ class Console:
 
 def configure_logging(settings: LogSettings) -> None:
     """Replace every sink with roomd's; safe to call again."""
-    logger.remove()
+    logger.remove()  # the previous sinks write what they have queued, then stop
     as_json = settings.format == "json"
     logger.configure(extra={"actor": "-", "channel": "app"}, patcher=make_safe_and_json if as_json else make_safe)
     safe: dict[str, Any] = {
@@ -169,20 +182,37 @@ def configure_logging(settings: LogSettings) -> None:
         "diagnose": False,  # ... and no local variables: they may hold secrets
         "colorize": False,
     }
-    logger.add(Console(sys.stderr), level=settings.level.upper(), filter=_is_not_response, **safe)
     directory = Path(settings.dir)
     bounds: dict[str, Any] = {
         "rotation": parse_duration(settings.rotation),
         "retention": parse_duration(settings.retention),
         "max_total_bytes": settings.max_bytes // 2,  # half for response files, half for error files
     }
-    logger.add(
-        RotatingFile(directory / "response", "response", **bounds), level="INFO", filter=_is_response, **safe
-    )
-    logger.add(
-        RotatingFile(directory / "error", "error", **bounds), level="WARNING", filter=_is_not_response, **safe
-    )
+    _sinks.clear()
+    _add(Console(sys.stderr), "console", level=settings.level.upper(), filter=_is_not_response, **safe)
+    response_files = RotatingFile(directory / "response", "response", **bounds)
+    error_files = RotatingFile(directory / "error", "error", **bounds)
+    _add(response_files, "response", level="INFO", filter=_is_response, **safe)
+    _add(error_files, "error", level="WARNING", filter=_is_not_response, **safe)
     _route_standard_logging()
+
+
+def _add(target: Writer, name: str, **options: Any) -> None:
+    sink = BackgroundSink(target, name=name)
+    _sinks.append(sink)
+    logger.add(sink, **options)
+
+
+def flush_logs(timeout: float = FLUSH_TIMEOUT) -> bool:
+    """Wait until every line logged so far is written (or dropped); False if `timeout` passed first.
+
+    It blocks: call it in tests, tools and on the way out of the process, never on the trio thread.
+    """
+    deadline = time.monotonic() + timeout
+    flushed = True
+    for sink in list(_sinks):
+        flushed = sink.drain(max(0.0, deadline - time.monotonic())) and flushed
+    return flushed
 
 
 class _ToLoguru(logging.Handler):

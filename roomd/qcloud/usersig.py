@@ -53,7 +53,8 @@ class Verified:
 
 
 class UserSigner(Protocol):
-    version: str
+    @property
+    def version(self) -> str: ...  # read-only: the signers are frozen dataclasses
 
     def make(self, identifier: str, *, now: int, expire: int) -> str: ...
 

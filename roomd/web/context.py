@@ -1,4 +1,4 @@
-"""What every route needs: settings, the actor system, signers, tokens, the clock."""
+"""What every route needs: settings, the room router, signers, tokens, limits, the clock."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-from quart import current_app
+import trio
 
 from roomd.actors.messages import RoomSnapshot
-from roomd.actors.system import RoomSystem
+from roomd.actors.router import RoomRouter
 from roomd.auth.signers import live_signer
 from roomd.auth.tokens import IssuedToken, TokenBook
 from roomd.config import Settings
@@ -19,14 +19,14 @@ from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
 from roomd.web.metrics import Metrics
 from roomd.web.rate_limit import CreationLimits, TokenBuckets
-from roomd.web.response_log import ResponseLog
+from roomd.web.request_log import ResponseLog
 from roomd.web.wechat_login import WechatLogin
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    system: RoomSystem
+    router: RoomRouter
     user_signer: UserSigner
     live: LiveSigner
     tokens: TokenBook
@@ -38,13 +38,14 @@ class AppContext:
     # encoded get_room_list entries, per room snapshot; gone with the snapshot
     listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = field(default_factory=weakref.WeakKeyDictionary)
     ready: bool = True  # False while starting
+    started_at: float = field(default_factory=trio.current_time)
     draining: bool = False  # True once a stop was asked for
 
     @classmethod
     def build(
         cls,
         settings: Settings,
-        system: RoomSystem,
+        router: RoomRouter,
         user_signer: UserSigner,
         *,
         http: httpx.AsyncClient | None = None,
@@ -53,11 +54,11 @@ class AppContext:
         """The edge for `settings`; `http` is the client for WeChat calls (none: WeChat login off)."""
         return cls(
             settings=settings,
-            system=system,
+            router=router,
             user_signer=user_signer,
             live=live_signer(settings.live),
             tokens=TokenBook.from_settings(settings),
-            metrics=Metrics(system),
+            metrics=Metrics(router),
             response_log=ResponseLog(as_json=settings.log.format == "json"),
             creation_limits=CreationLimits(
                 per_address=TokenBuckets(
@@ -89,8 +90,3 @@ class AppContext:
 
     def issue_token(self, user_id: str) -> IssuedToken:
         return self.tokens.issue(user_id, now=self.now())
-
-
-def current_context() -> AppContext:
-    ctx: AppContext = current_app.extensions["roomd"]
-    return ctx

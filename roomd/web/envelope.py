@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from quart import Response, g
 
 from roomd.actors.replies import DomainError, Refused
 
@@ -81,6 +80,9 @@ class Reply:
     http_status: int = 200
     close_connection: bool = False
     raw_fields: bytes = b""  # more `"name":value` members, already encoded, appended last
+    content_type: str = CONTENT_TYPE
+    payload: bytes | None = None  # a body that is not an envelope (metrics, openapi.json), sent as is
+    stream: AsyncIterable[bytes] | None = None  # a body sent in parts as they come (a log file)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": int(self.code), "message": self.message or MESSAGES[self.code]}
@@ -90,6 +92,8 @@ class Reply:
         return body
 
     def encode(self) -> bytes:
+        if self.payload is not None:
+            return self.payload
         data = encode_json(self.body())
         return data[:-1] + b"," + self.raw_fields + b"}" if self.raw_fields else data
 
@@ -123,31 +127,10 @@ def error_reply(error: RequestError) -> Reply:
     return Reply(error.code, {}, error.detail, None, error.status)
 
 
+def raw_reply(payload: bytes, content_type: str) -> Reply:
+    """A body that is not an envelope, with status 200."""
+    return Reply(Code.OK, payload=payload, content_type=content_type)
+
+
 def draining_reply() -> Reply:
     return Reply(Code.BUSY, {}, "the server is shutting down", None, 503, close_connection=True)
-
-
-# --- as Quart responses, for the routes Quart serves ----------------------------------
-
-
-def to_response(answer: Reply) -> Response:
-    g.reply_code = int(answer.code)
-    response = Response(answer.encode(), status=answer.http_status, content_type=CONTENT_TYPE)
-    if answer.close_connection:
-        response.headers["Connection"] = "close"
-    return response
-
-
-def envelope(
-    code: Code,
-    *,
-    detail: str | None = None,
-    message: str | None = None,
-    http_status: int = 200,
-    **fields: Any,
-) -> Response:
-    return to_response(reply(code, detail=detail, message=message, http_status=http_status, **fields))
-
-
-def ok(**fields: Any) -> Response:
-    return to_response(ok_reply(**fields))

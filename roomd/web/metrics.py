@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from roomd.actors.system import RoomSystem
+from roomd.actors.router import RoomRouter
 from roomd.logs.files import dropped_log_writes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -23,7 +23,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Metrics:
-    def __init__(self, system: RoomSystem) -> None:
+    def __init__(self, router: RoomRouter) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "roomd_requests", "HTTP requests by route and reply code", ["route", "code"], registry=self.registry
@@ -40,7 +40,7 @@ class Metrics:
             "accept() failures for lack of file descriptors or kernel memory (retried every 0.1 s)",
             registry=self.registry,
         )
-        self.registry.register(ActorCollector(system))
+        self.registry.register(ActorCollector(router))
         self.registry.register(LogWritesCollector())
         self._children: dict[tuple[str, object], tuple[Any, Any]] = {}
 
@@ -57,8 +57,8 @@ class Metrics:
 
 
 class ActorCollector(Collector):
-    def __init__(self, system: RoomSystem) -> None:
-        self._system = system
+    def __init__(self, router: RoomRouter) -> None:
+        self._router = router
 
     def collect(self) -> Iterator[Metric]:
         rooms = GaugeMetricFamily("roomd_rooms", "Rooms by kind and state", labels=["kind", "state"])
@@ -78,28 +78,27 @@ class ActorCollector(Collector):
         room_depth_sum = GaugeMetricFamily(
             "roomd_room_mailbox_depth_sum", "Messages queued for all rooms of a kind", labels=["kind"]
         )
-        for kind, directory in self._system.directories.items():
-            index = directory.index
-            rooms.add_metric([kind, "waiting"], index.room_count - index.listed_count)
-            rooms.add_metric([kind, "active"], index.listed_count)
-            members.add_metric([kind], index.member_count)
-            for reason, count in directory.closes.items():
+        stats = self._router.stats()
+        for kind, counts in stats.kinds.items():
+            rooms.add_metric([kind, "waiting"], counts.waiting_rooms)
+            rooms.add_metric([kind, "active"], counts.active_rooms)
+            members.add_metric([kind], counts.members)
+            for reason, count in counts.closes.items():
                 closes.add_metric([kind, reason.value], count)
-            for leave_reason, count in directory.departures.items():
+            for leave_reason, count in counts.departures.items():
                 departures.add_metric([kind, leave_reason.value], count)
-            depths = [box.depth for box in directory.room_mailboxes().values()]
-            directory_depth.add_metric([kind], directory.mailbox.depth)
-            room_depth_max.add_metric([kind], max(depths, default=0))
-            room_depth_sum.add_metric([kind], sum(depths))
+            directory_depth.add_metric([kind], counts.directory_mailbox_depth)
+            room_depth_max.add_metric([kind], counts.room_mailbox_depth_max)
+            room_depth_sum.add_metric([kind], counts.room_mailbox_depth_sum)
         im_calls = CounterMetricFamily("roomd_im_calls", "IM REST calls by api and outcome", labels=["api", "outcome"])
-        for (api, outcome), count in sorted(self._system.im.stats.outcomes.items()):
+        for (api, outcome), count in sorted(stats.im_calls.items()):
             im_calls.add_metric([api, outcome], count)
         im_queue = GaugeMetricFamily("roomd_im_queue_depth", "IM calls queued or in flight")
-        im_queue.add_metric([], self._system.im.queue_depth)
+        im_queue.add_metric([], stats.im_queue_depth)
         store_failures = CounterMetricFamily(
             "roomd_store_writes_failed", "Changes that could not be saved (and were undone, or retried)"
         )
-        store_failures.add_metric([], getattr(self._system.store, "failed_writes", 0))
+        store_failures.add_metric([], stats.store_failed_writes)
         yield from (
             rooms,
             members,
@@ -117,7 +116,8 @@ class ActorCollector(Collector):
 class LogWritesCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         dropped = CounterMetricFamily(
-            "roomd_log_writes_dropped", "Log writes lost to a failing disk or console (not raised, not retried)"
+            "roomd_log_writes_dropped",
+            "Log lines lost to a failing disk or console, or to a full sink queue (not raised, not retried)",
         )
         dropped.add_metric([], dropped_log_writes())
         yield dropped

@@ -22,18 +22,16 @@ PUSHER = {
     "type": "object",
     "properties": {"userID": ID, "userName": NAME, "userAvatar": AVATAR, "accelerateURL": {"type": "string"}},
 }
-ROOM = {
-    "type": "object",
-    "properties": {
-        "roomID": ID,
-        "roomName": {"type": "string"},
-        "roomInfo": {"type": "string"},
-        "roomCreator": ID,
-        "mixedPlayURL": {"type": "string"},
-        "memberCount": COUNT,
-        "pushers": {"type": "array", "items": PUSHER},
-    },
+ROOM_PROPERTIES: dict[str, dict[str, Any]] = {
+    "roomID": ID,
+    "roomName": {"type": "string"},
+    "roomInfo": {"type": "string"},
+    "roomCreator": ID,
+    "mixedPlayURL": {"type": "string"},
+    "memberCount": COUNT,
+    "pushers": {"type": "array", "items": PUSHER},
 }
+ROOM = {"type": "object", "properties": ROOM_PROPERTIES}
 
 # endpoint -> (summary, request body properties, required, reply fields)
 ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]] = {
@@ -71,7 +69,7 @@ ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]]
         "A room and its members",
         {"roomID": ID},
         ["roomID"],
-        {k: v for k, v in ROOM["properties"].items() if k != "memberCount"},
+        {k: v for k, v in ROOM_PROPERTIES.items() if k != "memberCount"},
     ),
     "get_room_list": (
         "Rooms with members, in creation order",
@@ -137,7 +135,8 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
                     "responses": {"200": _json_reply("the envelope; `code` says how it went", reply), **errors},
                 }
             }
-    utils = {
+    # utility -> (query parameters, required, reply fields)
+    utils: dict[str, tuple[dict[str, Any], list[str], dict[str, Any]]] = {
         "get_login_info": (
             {"userID": ID},
             ["userID"],

@@ -12,10 +12,9 @@ import functools
 import hmac
 import ipaddress
 
-from quart import request
-
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, RequestError
+from roomd.web.pipeline import Call
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,9 +34,12 @@ def address_allowed(address: str, allow: tuple[str, ...]) -> bool:
     return any(ip in network for network in _networks(allow))
 
 
-def require_ops_caller(ctx: AppContext) -> None:
-    """For the Quart routes: return when the caller of this request may use an ops route."""
-    require_ops_access(ctx, authorization=request.headers.get("Authorization", ""), client=request.remote_addr)
+def require_ops_caller(ctx: AppContext, call: Call) -> None:
+    """Return when the caller of this request may use an ops route; a RequestError otherwise."""
+    client = call.request.client
+    require_ops_access(
+        ctx, authorization=call.request.header(b"authorization"), client=None if client == "-" else client
+    )
 
 
 def require_ops_access(ctx: AppContext, *, authorization: str, client: str | None) -> None:

@@ -1,17 +1,27 @@
-"""One line per request in the response log (method, path, client, body, status, code,
-latency), and the same request counted in the metrics.
+"""The response log: one line per request (method, path, client, body, status, code,
+latency), with credentials redacted.
 
-The lines go through `ResponseLog` (response_log.py), which batches them.
+While the server runs, lines go to loguru once per `FLUSH_EVERY` seconds
+(`ResponseLog`), since a loguru call per request would cost more than the
+rest of a heartbeat; each line keeps its own timestamp and the file's
+format (text or JSON). Outside a running server (tests, tools) every line
+goes to loguru at once. Either way the loguru call only queues the batch
+for the response file's own thread (logs/background.py): no file I/O on the
+trio thread. A batch reaches loguru raw, as several lines, so each
+request's line has its control characters escaped here, before it joins a
+batch.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
-import time
 
-from quart import Response, g, request
+import trio
+from loguru import logger
 
-from roomd.web.context import AppContext, current_context
+from roomd.logs.setup import escape_controls
 
 MAX_LOGGED_BODY_CHARS = 2048
 # Credentials never reach the log files: the values of query and form parameters, and of
@@ -39,56 +49,59 @@ def redact(text: str) -> str:
     return text
 
 
-def record_request(
-    ctx: AppContext,
-    *,
-    route: str,
-    method: str,
-    target: str,
-    client: str,
-    body: str,
-    status: int,
-    code: object,
-    seconds: float,
-) -> None:
-    ctx.metrics.observe(route, code, seconds)
+def request_line(*, method: str, target: str, client: str, body: str, status: int, code: object, seconds: float) -> str:
+    """A request's line in the response log: credentials redacted, a long body cut."""
     body = redact(body)  # before the cut, which could leave a secret without its closing quote
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
-    ctx.response_log.add(  # control characters are escaped there
-        f"{method} {redact(target)} ip={client} body={body} status={status} code={code} latency_ms={seconds * 1000:.1f}"
-    )
+    target = redact(target)
+    return f"{method} {target} ip={client} body={body} status={status} code={code} latency_ms={seconds * 1000:.1f}"
 
 
-# --- for the routes Quart serves ------------------------------------------------------
+_sink = logger.bind(channel="response", actor="http")
+
+FLUSH_EVERY = 0.1  # seconds
 
 
-async def start_timer() -> None:
-    g.started_at = time.perf_counter()
+class ResponseLog:
+    def __init__(self, *, as_json: bool) -> None:
+        self._as_json = as_json
+        self._lines: list[str] = []
+        self._batching = False
 
+    def add(self, message: str) -> None:
+        message = escape_controls(message)
+        now = datetime.datetime.now()  # local time, as in the other log lines
+        if self._as_json:
+            line = json.dumps(
+                {
+                    "time": now.astimezone().isoformat(),
+                    "level": "INFO",
+                    "actor": "http",
+                    "message": message,
+                    "channel": "response",
+                },
+                ensure_ascii=False,
+            )
+        else:
+            line = f"{now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} | INFO    | http | {message}"
+        self._lines.append(line)
+        if not self._batching:
+            self.flush()
 
-async def log_response(response: Response) -> Response:
-    started = getattr(g, "started_at", None)
-    ctx = current_context()
-    record_request(
-        ctx,
-        route=request.url_rule.rule if request.url_rule is not None else "unmatched",
-        method=request.method,
-        target=request.full_path.rstrip("?"),
-        client=request.remote_addr or "-",
-        body=await _body_for_log(),
-        status=response.status_code,
-        code=getattr(g, "reply_code", "-"),
-        seconds=time.perf_counter() - started if started is not None else 0.0,
-    )
-    return response
+    def flush(self) -> None:
+        if self._lines:
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+            _sink.opt(raw=True).info(text)
 
-
-async def _body_for_log() -> str:
-    if getattr(g, "body_too_large", False):
-        return f"<{request.content_length} bytes, over the limit>"
-    try:
-        data = await request.get_data(as_text=False)
-    except Exception:
-        return "<unreadable>"
-    return data.decode("utf-8", errors="replace")
+    async def run_flusher(self) -> None:
+        """Flush every FLUSH_EVERY seconds until cancelled, and once more on the way out."""
+        self._batching = True
+        try:
+            while True:
+                await trio.sleep(FLUSH_EVERY)
+                self.flush()
+        finally:
+            self._batching = False
+            self.flush()

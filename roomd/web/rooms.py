@@ -1,18 +1,18 @@
 """The legacy room routes, `POST <prefix>/<kind>/<endpoint>`, as the RTCRoom clients call them.
 
-Each handler checks its parameters, sends one message to the right actor
-and turns its answer into a `Reply`; it never touches room state itself.
-Nothing here depends on how the request arrived (see room_asgi).
+Each handler checks its parameters, sends one message through the room
+router and turns its answer into a `Reply`; it never touches room state
+itself. The pipeline (pipeline.py) calls `answer` for every room route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from roomd.actors.directory import Directory
 from roomd.actors.ids import new_user_id
 from roomd.actors.messages import (
     CreateRoom,
@@ -26,50 +26,45 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.actors.replies import Ok, Refused
+from roomd.actors.router import RoomRouter
 from roomd.qcloud.live import stream_name_from_push_url
 from roomd.web import token_auth
 from roomd.web.context import AppContext
-from roomd.web.envelope import Code, Reply, RequestError, encode_json, ok_reply, refusal_reply, reply
+from roomd.web.envelope import Code, Reply, RequestError, encode_json, ok_reply, refusal_reply
+from roomd.web.pipeline import Call
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
-Handler = Callable[[AppContext, Directory, Params], Awaitable[Reply]]
 MAX_USER_ID_PREFIX_CHARS = 32
 WECHAT_PREFIX = "weixin"
 
 
-def is_room_route(ctx: AppContext, kind: str, endpoint: str) -> bool:
-    """Whether `<prefix>/<kind>/<endpoint>` is one of this server's room routes."""
-    return kind in ctx.system.directories and endpoint in KNOWN_ENDPOINTS
+@dataclass(frozen=True, slots=True)
+class RoomCall:
+    """A room route's request, checked for who is calling: its kind, parameters and deadline."""
+
+    kind: str
+    params: Params
+    deadline: float
+    router: RoomRouter
 
 
-async def answer(
-    ctx: AppContext,
-    kind: str,
-    endpoint: str,
-    *,
-    body: bytes,
-    mimetype: str,
-    query: Mapping[str, str],
-    client: str = "-",
-) -> Reply:
+Handler = Callable[[AppContext, RoomCall], Awaitable[Reply]]
+
+
+async def answer(ctx: AppContext, request: Call) -> Reply:
     """The reply to `POST <prefix>/<kind>/<endpoint>`; RequestError for input turned down."""
-    directory = ctx.system.directory(kind)
-    if directory is None or not is_room_route(ctx, kind, endpoint):
-        return reply(
-            Code.BAD_PARAMETER,
-            detail=f"no route for POST {ctx.settings.server.route_prefix}/{kind}/{endpoint}",
-            http_status=404,
-        )
-    values = parse_body(body, mimetype)
+    values = parse_body(request.body, request.mimetype)
     caller = None
-    if ctx.token_mode and endpoint not in token_auth.OPEN_ENDPOINTS:
+    query = request.query
+    if ctx.token_mode and request.endpoint not in token_auth.OPEN_ENDPOINTS:
         caller = token_auth.authenticate(ctx, query)
         token_auth.require_acting_for_self(caller, values)
-    if endpoint == "login":
+    if request.endpoint == "login":
         return await token_auth.login(ctx, Params({**query, **values}))
-    if endpoint == "logout":
+    if request.endpoint == "logout":
         return await token_auth.logout(ctx, caller, query)
-    return await ENDPOINTS[endpoint](ctx, directory, Params(values, caller=caller, client=client))
+    params = Params(values, caller=caller, client=request.request.client)
+    return await ENDPOINTS[request.endpoint](ctx, RoomCall(request.kind, params, request.deadline, ctx.router))
 
 
 def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
@@ -81,7 +76,8 @@ def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
 # --- identity and URLs -------------------------------------------------------
 
 
-async def get_im_login_info(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def get_im_login_info(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
     code = params.string("code", required=False, max_chars=256)
     user_id = None
@@ -108,7 +104,8 @@ def im_login_fields(ctx: AppContext, user_id: str) -> dict[str, Any]:
     }
 
 
-async def get_push_url(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def get_push_url(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     user_id = params.ident("userID")
     params.optional_ident("roomID")
     return ok_reply(pushURL=ctx.live.push_url(user_id, now=ctx.now()))
@@ -117,7 +114,8 @@ async def get_push_url(ctx: AppContext, directory: Directory, params: Params) ->
 # --- rooms ------------------------------------------------------------------------
 
 
-async def create_room(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def create_room(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     user_id = params.ident("userID")
     room_id = params.optional_ident("roomID")
     room_info = params.info("roomInfo", "roomName", required=True)
@@ -132,24 +130,25 @@ async def create_room(ctx: AppContext, directory: Directory, params: Params) -> 
         )
     why_not = ctx.creation_limits.refusal(params.client, user_id, trio.current_time())
     if why_not is not None:
-        return reply(Code.BUSY, detail=why_not, http_status=429)
-    created = await directory.create_room(
-        CreateRoom(
-            creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member, address=params.client
-        )
+        return Reply(Code.BUSY, detail=why_not, http_status=429)
+    request = CreateRoom(
+        creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member, address=params.client
     )
+    created = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(created, Refused):
         return refusal_reply(created)
     return ok_reply(roomID=created.value)
 
 
-async def destroy_room(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def destroy_room(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
-    return _render(await directory.call_room(room_id, Destroy(user_id)))
+    return _render(await call.router.call_room(call.kind, room_id, Destroy(user_id), deadline=call.deadline))
 
 
-async def add_pusher(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def add_pusher(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
     member = MemberInfo(
@@ -159,48 +158,52 @@ async def add_pusher(ctx: AppContext, directory: Directory, params: Params) -> R
         push_url=own_push_url(ctx, params, user_id),
     )
     room_info = params.info("roomInfo", required=False)
-    return _render(await directory.call_room(room_id, Join(member, room_info)))
+    return _render(await call.router.call_room(call.kind, room_id, Join(member, room_info), deadline=call.deadline))
 
 
-async def delete_pusher(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def delete_pusher(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
-    return _render(await directory.call_room(room_id, Leave(user_id)))
+    return _render(await call.router.call_room(call.kind, room_id, Leave(user_id), deadline=call.deadline))
 
 
-async def pusher_heartbeat(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def pusher_heartbeat(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     room_id = params.ident("roomID")
     user_id = params.ident("userID")
-    return _render(await directory.call_room(room_id, Heartbeat(user_id)))
+    return _render(await call.router.call_room(call.kind, room_id, Heartbeat(user_id), deadline=call.deadline))
 
 
-async def get_pushers(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def get_pushers(ctx: AppContext, call: RoomCall) -> Reply:
+    params = call.params
     room_id = params.ident("roomID")
-    found = await directory.call_room(room_id, GetRoom())
+    found = await call.router.call_room(call.kind, room_id, GetRoom(), deadline=call.deadline)
     if isinstance(found, Refused):
         return refusal_reply(found)
     snapshot: RoomSnapshot = found.value
     # the accelerateURL is also a push credential: in token mode only fellow members get it
     signed = params.caller is None or any(m.user_id == params.caller for m in snapshot.members)
-    room = room_fields(ctx, snapshot, now=ctx.now() if signed else None)
-    del room["memberCount"]
-    return ok_reply(**room)
+    fields = room_fields(ctx, snapshot, now=ctx.now() if signed else None)
+    del fields["memberCount"]
+    return ok_reply(**fields)
 
 
-async def get_room_list(ctx: AppContext, directory: Directory, params: Params) -> Reply:
+async def get_room_list(ctx: AppContext, call: RoomCall) -> Reply:
     """A page of rooms, cut to fewer rooms (`truncated`) to stay under server.max_reply_bytes.
 
     No signed URL is listed (accelerateURL is ""), so each room's entry only
     changes with the room and is encoded once per change, not once per request.
     """
+    params = call.params
     index = params.count("index", default=0)
     count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     budget = ctx.settings.server.max_reply_bytes - REPLY_OVERHEAD_BYTES
     entries: list[bytes] = []
     size = 0
     truncated = False
-    for room in directory.page(index, count):
-        entry = _listing_entry(ctx, room)
+    for listed in await call.router.page(call.kind, index, count):
+        entry = _listing_entry(ctx, listed)
         if entries and size + len(entry) + 1 > budget:
             truncated = True
             break

@@ -7,62 +7,65 @@ absolute paths and symlinks pointing out are all refused with 400. When
 `auth.admin_key` is set they, and check_config, need
 `Authorization: Bearer <admin_key>`; without it they answer only the
 addresses in `[ops] allow` (see ops_access).
+
+Log files can be large and their disk slow, so nothing here touches the
+file system on the trio thread: the name check, the listing, the open,
+every read and the settings check run on worker threads. A file is sent
+in chunks as they are read, up to its size when it was opened (a file
+still being written is not followed), never held in memory whole.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from quart import Response, request
+import trio
 
 from roomd.config.report import config_problems
 from roomd.web import token_auth
-from roomd.web.context import current_context
-from roomd.web.envelope import Code, RequestError, ok
+from roomd.web.context import AppContext
+from roomd.web.envelope import Code, Reply, RequestError, ok_reply
 from roomd.web.ops_access import require_ops_caller
+from roomd.web.pipeline import Call, Handler
 from roomd.web.rooms import im_login_fields
 from roomd.web.validation import Params
 
 _PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CHUNK_BYTES = 64 * 1024
+TEXT = "text/plain; charset=utf-8"
 
 
-async def get_login_info() -> Response:
-    ctx = current_context()
-    params = Params(dict(request.args))
+async def get_login_info(ctx: AppContext, call: Call) -> Reply:
+    params = Params(call.query)
     user_id = params.ident("userID")
     if ctx.token_mode:  # a userSig for somebody else would let anybody log in as them
-        token_auth.authenticate(ctx, request.args)
-    return ok(**im_login_fields(ctx, user_id))
+        token_auth.authenticate(ctx, call.query)
+    return ok_reply(**im_login_fields(ctx, user_id))
 
 
-async def logfilelist() -> Response:
-    ctx = current_context()
-    require_ops_caller(ctx)
-    base = Path(ctx.settings.log.dir)
-    files = []
-    if base.is_dir():
-        for path in sorted(base.rglob("*.log")):
-            if path.is_file() and not path.is_symlink():
-                stat = path.stat()
-                files.append(
-                    {"file": path.relative_to(base).as_posix(), "size": stat.st_size, "modified": int(stat.st_mtime)}
-                )
-    return ok(files=files)
+async def logfilelist(ctx: AppContext, call: Call) -> Reply:
+    require_ops_caller(ctx, call)
+    return ok_reply(files=await trio.to_thread.run_sync(log_files, Path(ctx.settings.log.dir)))
 
 
-async def getlogfile() -> Response:
-    ctx = current_context()
-    require_ops_caller(ctx)
-    path = log_file_path(Path(ctx.settings.log.dir), request.args.get("file", ""))
-    return Response(path.read_bytes(), status=200, content_type="text/plain; charset=utf-8")
+async def getlogfile(ctx: AppContext, call: Call) -> Reply:
+    require_ops_caller(ctx, call)
+    name = call.query.get("file", "")
+    path = await trio.to_thread.run_sync(log_file_path, Path(ctx.settings.log.dir), name)
+    if call.request.method == "HEAD":  # no body is sent: nothing to open
+        return Reply(Code.OK, content_type=TEXT, stream=_no_chunks())
+    file, size = await trio.to_thread.run_sync(_open_with_size, path, name)
+    return Reply(Code.OK, content_type=TEXT, stream=_chunks(file, size))
 
 
-async def check_config() -> Response:
-    ctx = current_context()
-    require_ops_caller(ctx)
-    problems = config_problems(ctx.settings)
-    return ok(problems=[{"key": p.key, "problem": p.problem} for p in problems], clean=not problems)
+async def check_config(ctx: AppContext, call: Call) -> Reply:
+    require_ops_caller(ctx, call)
+    problems = await trio.to_thread.run_sync(config_problems, ctx.settings)  # it looks at files and directories
+    return ok_reply(problems=[{"key": p.key, "problem": p.problem} for p in problems], clean=not problems)
 
 
 def log_file_path(log_dir: Path, name: str) -> Path:
@@ -81,3 +84,53 @@ def log_file_path(log_dir: Path, name: str) -> Path:
     if not target.is_file():
         raise RequestError(Code.BAD_PARAMETER, f"there is no log file {name}", status=404)
     return target
+
+
+def log_files(log_dir: Path) -> list[dict[str, Any]]:
+    """Every regular `*.log` file below `log_dir`, with its size and modification time."""
+    files: list[dict[str, Any]] = []
+    if log_dir.is_dir():
+        for path in sorted(log_dir.rglob("*.log")):
+            if path.is_file() and not path.is_symlink():
+                stat = path.stat()
+                files.append(
+                    {"file": path.relative_to(log_dir).as_posix(), "size": stat.st_size, "modified": int(stat.st_mtime)}
+                )
+    return files
+
+
+def _open_with_size(path: Path, name: str) -> tuple[BinaryIO, int]:
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:  # deleted (retention, size budget) since it was checked
+        raise RequestError(Code.BAD_PARAMETER, f"there is no log file {name}", status=404) from None
+    return file, os.fstat(file.fileno()).st_size
+
+
+async def _chunks(file: BinaryIO, size: int) -> AsyncIterator[bytes]:
+    """The first `size` bytes of `file`, read on worker threads; the file is closed at the end,
+    also when the client goes away."""
+    try:
+        left = size
+        while left > 0:
+            chunk = await trio.to_thread.run_sync(file.read, min(CHUNK_BYTES, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    finally:
+        with trio.CancelScope(shield=True):  # closes even when the sending was cancelled
+            await trio.to_thread.run_sync(file.close)
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing
+
+
+PAGES: dict[str, Handler] = {
+    "get_login_info": get_login_info,
+    "logfilelist": logfilelist,
+    "getlogfile": getlogfile,
+    "check_config": check_config,
+}

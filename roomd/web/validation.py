@@ -23,7 +23,7 @@ DEFAULT_PAGE = 20
 _WHITESPACE_OR_FORBIDDEN = re.compile(r"[\s/?#&]")
 _PUSH_URL_SCHEMES = ("rtmp", "http", "https")
 MAX_COUNT_DIGITS = 9
-_ASCII_DIGITS = re.compile(r"[0-9]{1,%d}" % MAX_COUNT_DIGITS)
+_ASCII_DIGITS = re.compile(rf"[0-9]{{1,{MAX_COUNT_DIGITS}}}")
 
 
 def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:

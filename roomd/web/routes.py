@@ -1,0 +1,32 @@
+"""Every route roomd serves: path -> (methods, handler), built once at start.
+
+Room routes are `<prefix>/<kind>/<endpoint>` for every configured kind, all
+POST; the utility pages are `<prefix>/utils/<name>`, GET; the operations
+routes sit at the root. Probes and metrics are answered while draining.
+"""
+
+from __future__ import annotations
+
+from roomd.web import ops, rooms, utils_routes
+from roomd.web.context import AppContext
+from roomd.web.pipeline import Route, Routes
+
+POST = frozenset({"POST"})
+GET = frozenset({"GET", "HEAD"})
+
+
+def build(ctx: AppContext) -> Routes:
+    table = Routes()
+    prefix = ctx.settings.server.route_prefix
+    for kind in ctx.router.kinds:
+        for endpoint in rooms.KNOWN_ENDPOINTS:
+            route = Route(f"{kind}/{endpoint}", POST, rooms.answer, kind=kind, endpoint=endpoint)
+            table.add(f"{prefix}/{kind}/{endpoint}", route)
+    for name, handler in utils_routes.PAGES.items():
+        table.add(f"{prefix}/utils/{name}", Route(f"{prefix}/utils/{name}", GET, handler))
+    table.add("/healthz", Route("/healthz", GET, ops.healthz, always_served=True))
+    table.add("/readyz", Route("/readyz", GET, ops.readyz, always_served=True))
+    table.add("/metrics", Route("/metrics", GET, ops.metrics, always_served=True))
+    table.add("/debug/actors", Route("/debug/actors", GET, ops.debug_actors, always_served=True))
+    table.add("/openapi.json", Route("/openapi.json", GET, ops.openapi, always_served=True))
+    return table

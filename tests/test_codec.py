@@ -1,0 +1,136 @@
+"""Every value that crosses the room router survives bytes and back, and nothing else is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import typing
+
+import msgpack
+import pytest
+
+from roomd.actors import codec, messages, replies, stats
+from roomd.actors.messages import (
+    CloseReason,
+    CreateRoom,
+    Describe,
+    Destroy,
+    GetRoom,
+    GroupDestroyed,
+    Heartbeat,
+    Join,
+    Leave,
+    LeaveReason,
+    MemberDeparted,
+    MemberInfo,
+    MemberRemoved,
+    MemberSaved,
+    MemberView,
+    RoomChanged,
+    RoomClosed,
+    RoomDescription,
+    RoomRemoved,
+    RoomSaved,
+    RoomSnapshot,
+    RoomState,
+)
+from roomd.actors.replies import DomainError, Ok, Refused
+from roomd.actors.stats import KindStats, RouterStats
+
+ALICE = MemberInfo("alice", "Alice 爱丽丝", "https://a.test/a.png", "rtmp://p.test/live/1_alice?txSecret=x")
+VIEW = MemberView("alice", "Alice", "", "1_alice")
+SNAPSHOT = RoomSnapshot("room_1", '{"title":"t"}', "alice", (VIEW, MemberView("bob", "", "", None)))
+
+EXAMPLES: list[object] = [
+    Join(ALICE),
+    Join(ALICE, "new info"),
+    Leave("alice"),
+    Heartbeat("alice"),
+    GetRoom(),
+    Destroy("alice"),
+    Describe(),
+    CreateRoom("alice", "info"),
+    CreateRoom("alice", "info", room_id="r1", first_member=ALICE, address="10.0.0.1"),
+    Ok(None),
+    Ok("room_1"),
+    Ok(SNAPSHOT),
+    Ok(RoomDescription("root/multi_room/r", RoomState.ACTIVE, 1.5, 2, 19.25, 0, 256)),
+    Ok(RoomDescription("root/multi_room/r", RoomState.CLOSED, 0.0, 0, None, 0, 256)),
+    *(Refused(error, f"detail of {error.value}") for error in DomainError),
+    RoomChanged(SNAPSHOT),
+    *(MemberDeparted("room_1", "alice", reason) for reason in LeaveReason),
+    *(RoomClosed("room_1", reason) for reason in CloseReason),
+    RoomSaved("multi_room", "room_1", "alice", "info"),
+    MemberSaved("multi_room", "room_1", ALICE),
+    MemberRemoved("multi_room", "room_1", "alice"),
+    RoomRemoved("multi_room", "room_1"),
+    GroupDestroyed("multi_room", "room_1"),
+    RouterStats(
+        kinds={
+            "multi_room": KindStats(1, 2, 3, {CloseReason.IDLE: 4}, {LeaveReason.TIMEOUT: 5}, 6, 7, 8),
+            "double_room": KindStats(0, 0, 0),
+        },
+        im_calls={("create_group", "ok"): 9},
+        im_queue_depth=1,
+        store_failed_writes=2,
+    ),
+]
+
+
+@pytest.mark.parametrize("value", EXAMPLES, ids=lambda v: type(v).__name__)
+def test_every_router_value_round_trips(value: object) -> None:
+    data = codec.encode(value)
+    back = codec.decode(data)
+    assert back == value and type(back) is type(value)
+    assert codec.encode(back) == data
+
+
+def test_the_examples_cover_every_wire_type() -> None:
+    def types_in(value: object) -> set[type]:
+        found = {type(value)}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                found |= types_in(getattr(value, f.name))
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                found |= types_in(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                found |= types_in(key) | types_in(item)
+        return found
+
+    seen = set().union(*(types_in(v) for v in EXAMPLES))
+    assert set(codec.WIRE_TYPES) <= seen
+
+
+def test_every_message_reply_report_and_change_is_a_wire_type() -> None:
+    defined = {
+        obj
+        for module in (messages, replies, stats)
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if obj.__module__ == module.__name__ and (dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum))
+    }
+    unions = (messages.RoomMessage, messages.RoomReport, messages.Change)
+    assert {t for union in unions for t in typing.get_args(union)} <= defined
+    assert defined == set(codec.WIRE_TYPES)
+
+
+def test_bytes_naming_anything_else_are_refused() -> None:
+    for name in ("Path", "os.system", "Settings", "_Owner"):
+        forged = msgpack.packb(msgpack.ExtType(1, msgpack.packb([name, "x"])))
+        with pytest.raises(codec.CodecError):
+            codec.decode(forged)
+    with pytest.raises(codec.CodecError):
+        codec.decode(msgpack.packb(msgpack.ExtType(9, b"")))
+    with pytest.raises(codec.CodecError):
+        codec.decode(b"\xc1")  # never used in msgpack
+    with pytest.raises(codec.CodecError):
+        codec.decode(msgpack.packb(msgpack.ExtType(1, msgpack.packb(["Leave", "a", "b", "c"]))))
+
+
+def test_a_value_that_does_not_cross_the_router_cannot_be_encoded() -> None:
+    with pytest.raises(TypeError):
+        codec.encode(object())
+    with pytest.raises(TypeError):
+        codec.encode({1, 2})

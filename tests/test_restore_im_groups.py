@@ -1,0 +1,79 @@
+"""After a restart, IM groups match the rooms: restored rooms have theirs made again, and a room
+that closed before its group was confirmed gone has it destroyed. Against the loopback fake IM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from roomd.actors.messages import CreateRoom, Destroy
+from roomd.actors.replies import Ok
+from roomd.actors.system import open_room_system
+from roomd.auth.signers import choose_user_signer
+from roomd.config import Settings
+from tests.actor_helpers import member
+from tests.conftest import IM_SDK_APP_ID, IM_SECRET, eventually, make_settings
+from tests.fake_im import FakeIm, start_fake_im
+
+
+def im_settings(fake: FakeIm, data_dir: Path) -> Settings:
+    return make_settings(
+        ROOMD_SERVER__PERSIST="true",
+        ROOMD_SERVER__DATA_DIR=str(data_dir),
+        ROOMD_IM__SDK_APP_ID=str(IM_SDK_APP_ID),
+        ROOMD_IM__SECRET_KEY=IM_SECRET,
+        ROOMD_IM__BASE_URL=fake.base_url,
+        ROOMD_IM__TIMEOUT="1",
+        ROOMD_IM__RETRY_BACKOFF="0.01",
+        ROOMD_IM__MAX_ATTEMPTS="2",
+    )
+
+
+async def test_restored_rooms_get_their_groups_back(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        settings = im_settings(fake, tmp_path)
+        signer = choose_user_signer(settings.im).signer
+        async with open_room_system(settings, user_signer=signer) as system:
+            made = await system.router.create_room(
+                "multi_room",
+                CreateRoom("alice", "a", room_id="r-alice", first_member=member("alice")),
+                deadline=trio.current_time() + 5,
+            )
+            assert made == Ok("r-alice")
+        assert fake.groups == {"r-alice": "a"}  # kept across the stop
+        del fake.groups["r-alice"]  # lost on IM's side while roomd was down
+        async with open_room_system(settings, user_signer=signer):
+            await eventually(lambda: "r-alice" in fake.groups, within=5)
+        assert fake.calls_for("r-alice").count("create_group") == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_group_not_yet_destroyed_at_the_stop_is_destroyed_at_the_next_start(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        settings = im_settings(fake, tmp_path)
+        signer = choose_user_signer(settings.im).signer
+        deadline = trio.current_time() + 5
+        async with open_room_system(settings, user_signer=signer) as system:
+            request = CreateRoom("alice", "a", room_id="r-alice", first_member=member("alice"))
+            assert await system.router.create_room("multi_room", request, deadline=deadline) == Ok("r-alice")
+            fake.behave(mode="http_500", only_api="destroy_group")  # IM fails every try
+            assert await system.router.call_room("multi_room", "r-alice", Destroy("alice"), deadline=deadline) == Ok(
+                None
+            )
+            await eventually(lambda: [c.answered for c in fake.calls if c.api == "destroy_group"] == ["http 500"] * 2)
+        assert "r-alice" in fake.groups  # closed in roomd, its group still in IM
+        fake.behave(mode="ok")
+        async with open_room_system(settings, user_signer=signer) as system:
+            await eventually(lambda: "r-alice" not in fake.groups, within=5)
+            directory = system.directory("multi_room")
+            assert directory is not None and directory.room_count == 0  # closed rooms do not come back
+            store = system.store
+            await eventually(lambda: store.load("multi_room") == [], within=5)  # nothing left to do
+        destroys = len(fake.calls_for("r-alice"))
+        async with open_room_system(settings, user_signer=signer):
+            pass
+        assert len(fake.calls_for("r-alice")) == destroys  # the third start has nothing to destroy
+        nursery.cancel_scope.cancel()
