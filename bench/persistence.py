@@ -5,8 +5,11 @@
 In-process (actor tree + ASGI app, no network): `--workers` concurrent clients
 each join and leave one room in a loop for `--seconds`, first with
 `server.persist = false`, then with persistence on (SQLite in a temporary
-directory, synchronous = FULL: every acknowledged change is on disk). Prints
-operations per second and latency p50/p99 for both, and the batches written.
+directory, synchronous = FULL: every acknowledged change is on disk), then
+persistence on again with the store's queue bound (`MAX_QUEUED` submissions
+waiting, beyond which changes are refused before they are applied) lifted,
+alternating bounded and unbounded `--rounds` times: what the bound costs.
+Prints operations per second and latency p50/p99, and the batches written.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 
@@ -27,12 +31,14 @@ from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
 
-async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
+async def run(persist: bool, seconds: float, workers: int, *, bounded: bool = True) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(environ={"ROOMD_SERVER__PERSIST": str(persist).lower(), "ROOMD_SERVER__DATA_DIR": tmp})
         signer = choose_user_signer(settings.im).signer
         async with open_room_system(settings, user_signer=signer) as system:
             app = create_app(AppContext.build(settings, system.router, signer))
+            if not bounded:
+                system.store.max_queued = sys.maxsize  # type: ignore[attr-defined]  # SqliteStore's
 
             async def call(endpoint: str, body: dict[str, str]) -> dict[str, object]:
                 data = json.dumps(body).encode()
@@ -84,10 +90,15 @@ async def run(persist: bool, seconds: float, workers: int) -> dict[str, float]:
     }
 
 
-async def main(seconds: float, workers: int) -> None:
+async def main(seconds: float, workers: int, rounds: int) -> None:
     logger.remove()
     off = await run(False, seconds, workers)
     on = await run(True, seconds, workers)
+    bounded: list[float] = []
+    unbounded: list[float] = []
+    for _ in range(rounds):
+        bounded.append((await run(True, seconds, workers))["ops"])
+        unbounded.append((await run(True, seconds, workers, bounded=False))["ops"])
     print(f"joins and leaves, {workers} concurrent clients, {seconds:g} s each, in-process")
     print(f"  persist off: {off['ops']:7.0f} ops/s   p50 {off['p50']:6.2f} ms   p99 {off['p99']:6.2f} ms")
     print(
@@ -95,11 +106,18 @@ async def main(seconds: float, workers: int) -> None:
         f"   ({on['per_batch']:.1f} changes per committed batch)"
     )
     print(f"  ratio on/off: {on['ops'] / off['ops']:.2f}")
+    ratios = [b / u for b, u in zip(bounded, unbounded, strict=True)]
+    print(
+        f"  queue bound: {statistics.median(bounded):7.0f} ops/s bounded vs {statistics.median(unbounded):7.0f}"
+        f" unbounded (medians of {rounds}); ratio median {statistics.median(ratios):.3f},"
+        f" pairs {' '.join(f'{r:.3f}' for r in ratios)}"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="bounded/unbounded pairs")
     args = parser.parse_args()
-    trio.run(main, args.seconds, args.workers)
+    trio.run(main, args.seconds, args.workers, args.rounds)

@@ -80,7 +80,9 @@ def _extension(value: object) -> msgpack.ExtType:
         raise TypeError(f"{name} does not cross the router (not in codec.WIRE_TYPES)")
     if isinstance(value, enum.Enum):
         return msgpack.ExtType(_ENUM, encode([name, value.value]))
-    fields = [getattr(value, f.name) for f in dataclasses.fields(value)]  # type: ignore[arg-type]  # every other wire type is a dataclass
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        raise TypeError(f"{name} is neither a dataclass nor an enum")
+    fields = [getattr(value, f.name) for f in dataclasses.fields(value)]
     return msgpack.ExtType(_DATACLASS, encode([name, *fields]))
 
 

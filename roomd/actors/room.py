@@ -64,6 +64,9 @@ from roomd.qcloud.live import stream_name_from_push_url
 
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
 STORE_BEHIND = "the server's storage is behind; nothing was changed, retry shortly"
+# a change's write must start this long before its caller's deadline, so that it ends in time
+STORE_GRACE = 0.25
+CHANGES = (Join, Leave, Destroy)  # the messages that may change what is stored
 
 
 @dataclass(slots=True)
@@ -175,6 +178,9 @@ class Room:
                     except Exception:
                         envelope.answer(Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request"))
                         raise
+                    if envelope.abandoned and isinstance(result, Ok) and isinstance(envelope.message, CHANGES):
+                        # its write started in time but ended after the caller gave up ("busy")
+                        self.log.warning("{} applied after its caller stopped waiting", type(envelope.message).__name__)
                     envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
             if until_next_deadline.cancelled_caught:
@@ -183,13 +189,13 @@ class Room:
 
     async def _step(self, message: RoomMessage, deadline: float) -> Any:
         """Handle one message; answer only once its changes are durable, or undo it."""
-        if isinstance(message, (Heartbeat, GetRoom, Describe)):  # nothing to save
+        if not isinstance(message, CHANGES):  # nothing to save
             return self.handle(message)
         if not self._store.accepting:
             return Refused(DomainError.BUSY, STORE_BEHIND)
         undo = self._checkpoint()
         result = self.handle(message)
-        if await self._save(undo, deadline):
+        if await self._save(undo, deadline - STORE_GRACE):
             return result
         return Refused(DomainError.BUSY, NOT_SAVED)
 

@@ -79,7 +79,8 @@ class Call:
 
     @cached_property
     def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.request.query_string, keep_blank_values=True))
+        query_string = self.request.query_string
+        return dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
 
     @property
     def mimetype(self) -> str:
