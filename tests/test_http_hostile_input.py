@@ -151,6 +151,17 @@ async def test_form_encoded_body_is_accepted(seeded: Api) -> None:
     assert [p["userID"] for p in pushers] == ["alice", "bob", "carol"]
 
 
+async def test_json_sent_as_a_form_is_read_as_json(seeded: Api) -> None:
+    """What `curl -d '{...}'` sends: JSON labelled as a form."""
+    body = b"  " + json.dumps(pusher("carol")).encode()
+    reply = await seeded.raw("/weapp/multi_room/add_pusher", body, "application/x-www-form-urlencoded")
+    assert reply.code == 0
+    pushers = (await seeded.post("get_pushers", {"roomID": ROOM})).body["pushers"]
+    assert [p["userID"] for p in pushers] == ["alice", "bob", "carol"]
+    broken = await seeded.raw("/weapp/multi_room/add_pusher", b'{"roomID":', "application/x-www-form-urlencoded")
+    assert (broken.status, broken.code, broken.body["detail"]) == (400, 1, "request body is not valid JSON")
+
+
 async def test_json_sent_as_text_plain_is_accepted(seeded: Api) -> None:
     body = json.dumps(pusher("carol")).encode()
     reply = await seeded.raw("/weapp/multi_room/add_pusher", body, "text/plain;charset=UTF-8")

@@ -34,7 +34,8 @@ def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError(Code.BAD_PARAMETER, "request body is not UTF-8", status=400) from None
-    if mimetype == "application/x-www-form-urlencoded":
+    # curl -d sends JSON as a form: a body that starts like a JSON object is read as JSON
+    if mimetype == "application/x-www-form-urlencoded" and not text.lstrip().startswith("{"):
         try:
             return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
         except ValueError:
