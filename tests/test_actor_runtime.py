@@ -6,9 +6,9 @@ import dataclasses
 
 import trio
 
-from roomd.actors.messages import CloseReason, GetRoom, Heartbeat
+from roomd.actors.messages import CloseReason, GetRoom, Heartbeat, Leave
 from roomd.actors.replies import DomainError, Ok, Refused
-from roomd.actors.runtime import GONE, open_mailbox
+from roomd.actors.runtime import COMMIT_WAIT, GONE, open_mailbox
 from roomd.actors.system import open_room_system
 from tests.actor_helpers import create, members_of, settings_with
 
@@ -54,3 +54,29 @@ async def test_a_crashing_room_closes_alone() -> None:
         assert directory.closes == {CloseReason.CRASHED: 1}
         assert await members_of(directory, sibling) == ["bob"]
         assert await create(directory, "carol")
+
+
+async def test_a_caller_hears_the_outcome_of_a_change_being_written_past_its_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    mailbox, inbox = open_mailbox("room r", 4)
+
+    async def writing_actor(outcome: object, write_takes: float) -> None:
+        envelope = await inbox.receive()
+        assert envelope.reply is not None
+        envelope.reply.committing = True  # the change is on its way to the disk
+        await trio.sleep(write_takes)
+        envelope.answer(outcome)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writing_actor, Ok(None), 3.0)
+        started = trio.current_time()
+        assert await mailbox.call(Leave("alice"), deadline=started + 1) == Ok(None)  # not "busy"
+        assert trio.current_time() == started + 3.0
+        # a write that never ends: the caller gives up COMMIT_WAIT past its deadline
+        nursery.start_soon(writing_actor, Ok(None), 10_000.0)
+        started = trio.current_time()
+        late = await mailbox.call(Leave("alice"), deadline=started + 1)
+        assert isinstance(late, Refused) and late.error is DomainError.BUSY
+        assert trio.current_time() == started + 1 + COMMIT_WAIT
+        nursery.cancel_scope.cancel()

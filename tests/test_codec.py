@@ -62,6 +62,7 @@ EXAMPLES: list[object] = [
     *(MemberDeparted("room_1", "alice", reason) for reason in LeaveReason),
     *(RoomClosed("room_1", reason) for reason in CloseReason),
     RoomSaved("multi_room", "room_1", "alice", "info"),
+    RoomSaved("multi_room", "room_1", "alice", "info", created=True),
     MemberSaved("multi_room", "room_1", ALICE),
     MemberRemoved("multi_room", "room_1", "alice"),
     RoomRemoved("multi_room", "room_1"),
@@ -134,3 +135,37 @@ def test_a_value_that_does_not_cross_the_router_cannot_be_encoded() -> None:
         codec.encode(object())
     with pytest.raises(TypeError):
         codec.encode({1, 2})
+
+
+def _forged(name: str, *fields: object) -> bytes:
+    return msgpack.packb(msgpack.ExtType(1, codec.encode([name, *fields])))
+
+
+def test_fields_of_the_wrong_type_are_refused() -> None:
+    member = MemberInfo("a", "b", "c", "d")
+    for forged in (
+        _forged("Heartbeat", ["x"]),  # a list where a userID goes
+        _forged("Heartbeat", 7),
+        _forged("Refused", "no_room", "x"),  # the enum's value, not the enum
+        _forged("RoomSnapshot", "r", "i", "c", [["a"]]),  # members as a list of lists
+        _forged("Join", member, True),
+        _forged("MemberDeparted", "r", "u", "left"),
+        _forged("RouterStats", {}, {"create_group": 1}, 0, 0),  # a key that is not (api, outcome)
+    ):
+        with pytest.raises(codec.CodecError):
+            codec.decode(forged)
+    assert codec.decode(codec.encode(Join(member, None))) == Join(member, None)
+
+
+def test_values_nested_too_deeply_are_refused_not_a_crash() -> None:
+    data = msgpack.packb(msgpack.ExtType(3, b"\x90"))  # ()
+    expected: tuple[object, ...] = ()
+    for depth in range(1, 1000):  # ((...),): each level a tuple extension holding the last
+        data = msgpack.packb(msgpack.ExtType(3, b"\x91" + data))
+        expected = (expected,)
+        if depth == 10:
+            assert codec.decode(data) == expected
+    with pytest.raises(codec.CodecError, match="nested deeper"):
+        codec.decode(data)
+    shallow = Ok(RouterStats({"k": KindStats(0, 0, 0)}, {("a", "b"): 1}, 0, 0))
+    assert codec.decode(codec.encode(shallow)) == shallow

@@ -1,5 +1,6 @@
 """The strict HTTP edge of a real server process, over raw TCP: oversized heads, ambiguous
-framing, malformed requests and cleartext HTTP/2 are refused, small and in the envelope."""
+framing, malformed requests, cleartext HTTP/2 and WebSocket are refused, small and in the envelope;
+a request target in absolute form is served."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.conftest import eventually
 from tests.raw_http import RawReply, exchange
 from tests.server_process import ServerProcess, running_roomd
 
@@ -21,6 +23,10 @@ H2C_UPGRADE = (
     b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
 )
 SETTINGS_FRAME_TYPE = 0x04
+WEBSOCKET_HEAD = (
+    b"Host: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
 
 
 @pytest.fixture
@@ -117,3 +123,31 @@ async def test_a_connection_the_client_asked_to_close_closes_after_the_reply(ser
         reply = await exchange(server.base_url, request, within=3)
         assert reply.status == 200 and reply.closed
         assert trio.current_time() - started < 1  # not left open until a timeout
+
+
+def response_log(server: ServerProcess) -> str:
+    return "".join(path.read_text(encoding="utf-8") for path in (server.log_dir / "response").rglob("*.log"))
+
+
+async def test_a_websocket_handshake_is_refused_in_the_envelope_logged_and_counted(server: ServerProcess) -> None:
+    known = await exchange(server.base_url, b"GET /weapp/multi_room/get_pushers HTTP/1.1\r\n" + WEBSOCKET_HEAD)
+    assert_refused_in_envelope(known, 400, "roomd does not serve WebSocket; /weapp/multi_room/get_pushers is plain")
+    unknown = await exchange(server.base_url, b"GET /weapp/socket HTTP/1.1\r\n" + WEBSOCKET_HEAD)
+    assert_refused_in_envelope(unknown, 404, "roomd does not serve WebSocket, and has no route for /weapp/socket")
+    metrics = await exchange(server.base_url, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b'roomd_requests_total{code="1",route="multi_room/get_pushers"} 1.0' in metrics.body
+    assert b'roomd_requests_total{code="1",route="unmatched"} 1.0' in metrics.body
+    await eventually(lambda: "GET /weapp/socket ip=127.0.0.1 body= status=404 code=1" in response_log(server))
+    assert "GET /weapp/multi_room/get_pushers ip=127.0.0.1 body= status=400 code=1" in response_log(server)
+
+
+async def test_a_request_target_in_absolute_form_is_routed_by_its_path(server: ServerProcess) -> None:
+    health = await exchange(server.base_url, b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert health.status == 200 and health.json()["status"] == "up"
+    listed = await exchange(
+        server.base_url,
+        ROOM_LIST.replace(b"POST /", b"POST http://x:80/") + b"Connection: close\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    assert listed.status == 200 and listed.json() == {"code": 0, "message": "请求成功", "rooms": []}
+    unknown = await exchange(server.base_url, b"GET http://x/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert unknown.status == 404 and unknown.json()["detail"] == "no route for GET http://x/nope"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import trio
+from loguru import logger
+
 from roomd.qcloud.usersig import Verified
 from tests.bodies import member_fields
-from tests.conftest import Api
+from tests.conftest import Api, make_settings, open_roomd
+from tests.loopback_http import FakeReply, FakeRequest, serve_loopback
 
 
 async def test_seed_era_create_makes_creator_the_first_member(api: Api) -> None:
@@ -162,3 +166,51 @@ async def test_a_refused_join_by_the_creator_changes_nothing(api: Api) -> None:
     refused = await api.post("add_pusher", {**member_fields("alice"), "roomID": room, "roomInfo": "after"})
     assert refused.code == 5001
     assert (await api.post("get_pushers", {"roomID": room})).body["roomInfo"] == "before"
+
+
+async def test_a_refused_creation_spends_no_creation_allowance() -> None:
+    settings = make_settings(
+        ROOMD_LIMITS__CREATE_RATE_PER_USER="0.001",
+        ROOMD_LIMITS__CREATE_BURST_PER_USER="3",
+        ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS="0.001",
+        ROOMD_LIMITS__CREATE_BURST_PER_ADDRESS="4",
+        ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS="1",
+    )
+    async with open_roomd(settings) as api:
+        assert (await api.post("create_room", {"userID": "alice", "roomInfo": "w", "roomID": "r1"})).code == 0
+        taken = [await api.post("create_room", {"userID": "bob", "roomInfo": "x", "roomID": "r1"}) for _ in range(10)]
+        assert [r.code for r in taken] == [11] * 10
+        waiting = [await api.post("create_room", {"userID": "carol", "roomInfo": "w"}) for _ in range(10)]
+        assert all(r.status == 429 and "max_waiting_rooms" in r.body["detail"] for r in waiting)
+        # bob's 3 and the address's 4 (alice took 1) are all still there, and no more
+        made = [await api.post("create_room", {**member_fields("bob"), "roomName": "r"}) for _ in range(4)]
+        assert [r.code for r in made] == [0, 0, 0, 12]
+        assert made[3].status == 429 and "client 127.0.0.1 creates rooms faster" in made[3].body["detail"]
+
+
+async def test_a_wechat_lookup_is_bounded_by_the_request_deadline() -> None:
+    async def never_answers(request: FakeRequest) -> FakeReply | None:
+        await trio.sleep_forever()
+
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
+    try:
+        async with trio.open_nursery() as nursery:
+            wechat = await serve_loopback(nursery, never_answers)
+            settings = make_settings(
+                ROOMD_WECHAT__APP_ID="wx-app",
+                ROOMD_WECHAT__APP_SECRET="wx-secret",
+                ROOMD_WECHAT__BASE_URL=wechat.base_url,
+                ROOMD_IM__TIMEOUT="0.2",
+                ROOMD_SERVER__CALL_TIMEOUT="1",
+            )
+            async with open_roomd(settings) as api:
+                started = trio.current_time()
+                reply = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "slow-code"})
+                seconds = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.remove(sink)
+    assert reply.code == 0 and reply.body["userID"].startswith("weixin_")
+    assert 0.9 < seconds < 3  # the call_timeout, not the lookup's own 5 s
+    assert "jscode2session did not answer by the request's deadline; using a random userID" in warnings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from roomd.actors.messages import CreateRoom, Destroy
+from roomd.actors.messages import CreateRoom, Destroy, Heartbeat
 from roomd.actors.replies import Ok
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import choose_user_signer
@@ -76,4 +76,46 @@ async def test_a_group_not_yet_destroyed_at_the_stop_is_destroyed_at_the_next_st
         async with open_room_system(settings, user_signer=signer):
             pass
         assert len(fake.calls_for("r-alice")) == destroys  # the third start has nothing to destroy
+        nursery.cancel_scope.cancel()
+
+
+async def test_im_failing_at_the_restart_leaves_a_live_rooms_group_alone(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        settings = im_settings(fake, tmp_path)
+        signer = choose_user_signer(settings.im).signer
+        async with open_room_system(settings, user_signer=signer) as system:
+            request = CreateRoom("alice", "a", room_id="r-alice", first_member=member("alice"))
+            assert await system.router.create_room("multi_room", request, deadline=trio.current_time() + 5)
+        fake.behave(mode="http_500", only_api="create_group")  # IM fails every try at the restart
+        async with open_room_system(settings, user_signer=signer) as system:
+            await eventually(lambda: len([c for c in fake.calls if c.answered == "http 500"]) == 2, within=5)
+            await eventually(lambda: system.im.queue_depth == 0, within=5)
+            alive = await system.router.call_room(
+                "multi_room", "r-alice", Heartbeat("alice"), deadline=trio.current_time() + 2
+            )
+            assert alive == Ok(None)
+        assert "r-alice" in fake.groups  # a failed re-creation destroys nothing
+        assert "destroy_group" not in fake.calls_for("r-alice")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_restored_room_that_closes_at_once_keeps_no_group(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, FakeIm(IM_SDK_APP_ID, "admin", secret_key=IM_SECRET))
+        settings = im_settings(fake, tmp_path)
+        signer = choose_user_signer(settings.im).signer
+        async with open_room_system(settings, user_signer=signer) as system:
+            for user in ("alice", "bob"):
+                request = CreateRoom(user, "a", room_id=f"r-{user}", first_member=member(user))
+                assert await system.router.create_room("multi_room", request, deadline=trio.current_time() + 5)
+        fake.behave(delays=(0.8,), only_api="create_group", times=1)  # the first re-creation is slow
+        async with open_room_system(settings, user_signer=signer) as system:
+            gone = await system.router.call_room(
+                "multi_room", "r-bob", Destroy("bob"), deadline=trio.current_time() + 2
+            )
+            assert gone == Ok(None)
+            await eventually(lambda: system.im.queue_depth == 0, within=5)
+        assert set(fake.groups) == {"r-alice"}
+        assert fake.calls_for("r-bob")[-1] == "destroy_group"
         nursery.cancel_scope.cancel()

@@ -3,15 +3,19 @@
 A message, a reply, a report or a change is a frozen dataclass of plain
 data; `encode` writes it as msgpack, each dataclass, enum and tuple as an
 extension that names its type, so `decode` gives back an equal value of
-the same type. Only the types listed in `WIRE_TYPES` are read: bytes
-naming anything else are refused (`CodecError`), never turned into an
-arbitrary object.
+the same type. Bytes from elsewhere are not trusted: only the types listed
+in `WIRE_TYPES` are made, each field must have its declared type, and
+values nest at most `MAX_DEPTH` extensions deep; anything else is refused
+with `CodecError`, never turned into an arbitrary object.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import types
+import typing
 from typing import Any
 
 import msgpack
@@ -52,6 +56,7 @@ WIRE_TYPES: tuple[type, ...] = (
     RouterStats,
 )
 _BY_NAME: dict[str, type] = {t.__name__: t for t in WIRE_TYPES}
+MAX_DEPTH = 16  # the deepest value that crosses the router nests 5 extensions
 
 
 class CodecError(ValueError):
@@ -64,8 +69,15 @@ def encode(value: object) -> bytes:
 
 
 def decode(data: bytes) -> Any:
+    return _decode(data, depth=0)
+
+
+def _decode(data: bytes, *, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise CodecError(f"nested deeper than {MAX_DEPTH} values")
+    hook = functools.partial(_value, depth=depth + 1)
     try:
-        return msgpack.unpackb(data, ext_hook=_value, raw=False, strict_map_key=False, use_list=True)
+        return msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True)
     except CodecError:
         raise
     except Exception as error:
@@ -86,16 +98,57 @@ def _extension(value: object) -> msgpack.ExtType:
     return msgpack.ExtType(_DATACLASS, encode([name, *fields]))
 
 
-def _value(code: int, data: bytes) -> object:
-    items = decode(data)
+def _value(code: int, data: bytes, *, depth: int) -> object:
+    items = _decode(data, depth=depth)
     if code == _TUPLE:
+        if not isinstance(items, list):
+            raise CodecError("a tuple extension must hold an array")
         return tuple(items)
-    if code not in (_ENUM, _DATACLASS) or not items or not isinstance(items[0], str):
+    if code not in (_ENUM, _DATACLASS) or not isinstance(items, list) or not items or not isinstance(items[0], str):
         raise CodecError(f"unknown extension {code}")
     kind = _BY_NAME.get(items[0])
     if kind is None:
         raise CodecError(f"{items[0]!r} is not a router type")
+    if (code == _ENUM) != issubclass(kind, enum.Enum) or (code == _ENUM and len(items) != 2):
+        raise CodecError(f"{items[0]} is not written that way")
     try:
-        return kind(items[1]) if code == _ENUM else kind(*items[1:])
+        value = kind(items[1]) if code == _ENUM else kind(*items[1:])
     except (TypeError, ValueError) as error:
         raise CodecError(f"bad {items[0]}: {error}") from error
+    if code == _DATACLASS:
+        for name, hint in _field_types(kind).items():
+            if not _conforms(getattr(value, name), hint):
+                raise CodecError(f"{items[0]}.{name} is not a {hint}")
+    return value
+
+
+@functools.cache
+def _field_types(kind: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(kind)
+    return {f.name: hints[f.name] for f in dataclasses.fields(kind)}
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether a decoded `value` has the declared type `hint` (the field types of WIRE_TYPES)."""
+    if isinstance(hint, typing.TypeVar):  # Ok's value: any wire value, already checked itself
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_conforms(k, key) and _conforms(v, item) for k, v in value.items())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(hint, type) and isinstance(value, hint)

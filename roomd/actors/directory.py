@@ -56,6 +56,7 @@ from roomd.config import KindSettings
 
 R = TypeVar("R")
 DESCRIBE_WAIT = 0.5  # seconds /debug/actors waits for one room's description
+DESCRIBE_BUDGET = 2.0  # seconds it spends on one directory's rooms in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,7 @@ class Directory:
             reports.start_soon(self._apply_reports_as_they_come)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                restored = self._restore_rooms()
-                if restored:
-                    nursery.start_soon(self._make_groups_again, restored)
+                self._restore_rooms()
                 task_status.started(self)
                 await supervised(f"directory {self.kind_name}", self._serve_creations, log=self.log)
                 self._stopping = True
@@ -254,7 +253,7 @@ class Directory:
             return
         first = (request.first_member,) if request.first_member is not None else ()
         changes: list[Change] = [
-            RoomSaved(self.kind_name, room_id, request.creator, request.room_info),
+            RoomSaved(self.kind_name, room_id, request.creator, request.room_info, created=True),
             *(MemberSaved(self.kind_name, room_id, member) for member in first),
         ]
         failure = await self._store.write(changes, deadline=envelope.deadline)
@@ -328,9 +327,9 @@ class Directory:
         )
         self._run_room(room, first_join=request.first_member is not None)
 
-    def _restore_rooms(self) -> list[SavedRoom]:
-        """The rooms of the last run: open ones run again, closing ones lose their IM group."""
-        restored = []
+    def _restore_rooms(self) -> None:
+        """The rooms of the last run: open ones run again, their IM groups made again (IM answers
+        "already yours" for those that exist); closing ones lose their IM group."""
         for saved in self._store.load(self.kind_name):
             if saved.closing:
                 self.log.info("room closed before the restart; destroying its IM group room={}", saved.room_id)
@@ -341,16 +340,8 @@ class Directory:
             except Exception:  # one room that cannot come back must not keep the others out
                 self.log.exception("room could not be restored room={}; it stays in the store", saved.room_id)
                 continue
-            restored.append(saved)
-        return restored
-
-    async def _make_groups_again(self, rooms: list[SavedRoom]) -> None:
-        """Create the IM groups of restored rooms (IM answers "already yours" for those that exist),
-        one at a time so that a restart does not flood IM; a refusal is logged, the room stays."""
-        for saved in rooms:
-            refusal = await self._im.create_group(saved.room_id, saved.room_info)
-            if refusal is not None:
-                self.log.warning("IM group of a restored room not made room={}: {}", saved.room_id, refusal.detail)
+            # queued before anything the room does, so that it comes before the group's destroy
+            self._im.ensure_group(saved.room_id, saved.room_info)
 
     def _restore_room(self, saved: SavedRoom) -> None:
         room = self._new_room(saved.room_id, saved.creator, saved.room_info, saved.members)
@@ -415,8 +406,14 @@ class Directory:
         now = trio.current_time()
         rooms = list(self._rooms.items())
         children: list[dict[str, Any]] = []
+        out_of_time = now + DESCRIBE_BUDGET
         for room_id, mailbox in rooms[:limit]:
-            found = await mailbox.call(Describe(), deadline=trio.current_time() + DESCRIBE_WAIT)
+            if trio.current_time() >= out_of_time:
+                why = f"not asked: the directory spent {DESCRIBE_BUDGET:g} s on this description"
+                children.append({"path": f"{self.path}/{room_id}", "kind": "room", "state": "unknown", "why": why})
+                continue
+            deadline = min(trio.current_time() + DESCRIBE_WAIT, out_of_time)
+            found = await mailbox.call(Describe(), deadline=deadline)
             if isinstance(found, Ok):
                 children.append(describe_room(found.value, delivered=mailbox.delivered))
             else:

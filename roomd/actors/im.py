@@ -70,6 +70,9 @@ class SkippedIm:
         self._skip(ImApi.CREATE_GROUP, group_id)
         return None
 
+    def ensure_group(self, group_id: str, name: str) -> None:
+        self._skip(ImApi.CREATE_GROUP, group_id)
+
     def notify_pusher_change(self, group_id: str) -> None:
         self._skip(ImApi.SEND_NOTIFICATION, group_id)
 
@@ -256,6 +259,11 @@ class ImActor:
             self.log.warning("IM queue full ({} calls); dropped a notification group={}", self._queued, group_id)
             return
         self._enqueue_background(im_api.pusher_change_notification(group_id))
+
+    def ensure_group(self, group_id: str, name: str) -> None:
+        """Queue create_group for a room that exists already (restored): nobody waits for it,
+        and unlike a creation's, a failure does not destroy the group."""
+        self._enqueue_background(im_api.create_group(group_id, name, owner=self.settings.administrator))
 
     def destroy_group(self, group_id: str, *, on_done: Callable[[], None] | None = None) -> None:
         """Queue destroy_group; `on_done` runs once IM has confirmed that the group is gone."""

@@ -177,10 +177,14 @@ RoomReport = RoomChanged | MemberDeparted | RoomClosed
 
 @dataclass(frozen=True, slots=True)
 class RoomSaved:
+    """The room as made (`created`: a new room, nothing of an earlier room of its ID is kept),
+    or its info changed."""
+
     kind: str
     room_id: str
     creator: str
     room_info: str
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)

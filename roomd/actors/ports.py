@@ -47,6 +47,10 @@ class ImPort(Protocol):
     async def create_group(self, group_id: str, name: str, *, deadline: float = math.inf) -> Refused | None:
         """Create the room's IM group, answering by `deadline`; a Refused when IM said no."""
 
+    def ensure_group(self, group_id: str, name: str) -> None:
+        """Make sure the group of a room that exists already is there (queued, in order with the
+        group's other calls; a failure is logged and counted, the group is left alone)."""
+
     def notify_pusher_change(self, group_id: str) -> None:
         """Tell the group's clients to re-read get_pushers (queued, collapsed)."""
 

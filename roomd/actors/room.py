@@ -14,9 +14,10 @@ before it answers or lets anything follow; when the write fails, the step
 is undone, the request is answered "busy" and nothing else happens, so the
 room stays as it was before the request. What the room does by itself (an
 eviction, an idle close, a close on shutdown or crash) happens at once and
-is written in the background, in order with the room's other writes: a
-member whose removal could not be saved comes back at the next start with
-a fresh deadline and is evicted again.
+is written in the background, in order with the room's other writes (the
+store tries such a write again until the disk takes it; only one the
+process could not write before it stopped comes back at the next start: a
+member with a fresh deadline, evicted again).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from roomd.config import KindSettings
 from roomd.qcloud.live import stream_name_from_push_url
 
 NOT_SAVED = "the change could not be saved (the server's storage failed); nothing was changed, retry shortly"
-STORE_BEHIND = "the server's storage is behind; nothing was changed, retry shortly"
+STORE_BEHIND = "the server's storage is behind or failing; nothing was changed, retry shortly"
 # a change's write must start this long before its caller's deadline, so that it ends in time
 STORE_GRACE = 0.25
 CHANGES = (Join, Leave, Destroy)  # the messages that may change what is stored
@@ -174,12 +175,12 @@ class Room:
                         self._save_in_background()
                         return
                     try:
-                        result = await self._step(envelope.message, envelope.deadline)
+                        result = await self._step(envelope)
                     except Exception:
                         envelope.answer(Refused(DomainError.INTERNAL, f"room {self.room_id} failed on this request"))
                         raise
                     if envelope.abandoned and isinstance(result, Ok) and isinstance(envelope.message, CHANGES):
-                        # its write started in time but ended after the caller gave up ("busy")
+                        # its caller hung up, or the write ended COMMIT_WAIT past the caller's deadline
                         self.log.warning("{} applied after its caller stopped waiting", type(envelope.message).__name__)
                     envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
@@ -187,15 +188,18 @@ class Room:
                 self.expire(trio.current_time())
                 self._save_in_background()
 
-    async def _step(self, message: RoomMessage, deadline: float) -> Any:
+    async def _step(self, envelope: Envelope[RoomMessage]) -> Any:
         """Handle one message; answer only once its changes are durable, or undo it."""
+        message = envelope.message
         if not isinstance(message, CHANGES):  # nothing to save
             return self.handle(message)
         if not self._store.accepting:
             return Refused(DomainError.BUSY, STORE_BEHIND)
         undo = self._checkpoint()
         result = self.handle(message)
-        if await self._save(undo, deadline - STORE_GRACE):
+        if self._changes and envelope.reply is not None:
+            envelope.reply.committing = True  # whatever the write's outcome, the caller hears it
+        if await self._save(undo, envelope.deadline - STORE_GRACE):
             return result
         return Refused(DomainError.BUSY, NOT_SAVED)
 

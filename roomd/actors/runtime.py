@@ -24,21 +24,27 @@ from roomd.actors.replies import DomainError, Refused
 
 M = TypeVar("M")
 R = TypeVar("R")
+COMMIT_WAIT = 30.0  # seconds a caller waits past its deadline for a change being written
 
 
 class ReplySlot:
     """A one-shot place for a reply. Filling it twice keeps the first value.
 
     A caller that stops waiting abandons the slot (`abandoned`), so an actor
-    can tell that nobody will learn what it did; a later `put` is dropped.
+    can tell that nobody will learn what it did; a later `put` is dropped. An
+    actor that has begun to make a change durable marks the slot
+    `committing`: its caller then waits for the outcome past its deadline
+    (at most COMMIT_WAIT), so that it is never told "busy" about a change
+    that was made.
     """
 
-    __slots__ = ("_event", "_value", "abandoned")
+    __slots__ = ("_event", "_value", "abandoned", "committing")
 
     def __init__(self) -> None:
         self._event = trio.Event()
         self._value: Any = None
         self.abandoned = False
+        self.committing = False
 
     def put(self, value: Any) -> None:
         if not self._event.is_set() and not self.abandoned:
@@ -106,6 +112,9 @@ class Mailbox(Generic[M]):
         except BaseException:  # the caller itself was cancelled (e.g. its client hung up)
             slot.abandon()
             raise
+        if slot.committing:  # the actor is making the change durable: its outcome is the answer
+            with trio.move_on_after(COMMIT_WAIT):
+                return cast("R", await slot.wait())
         if not slot.abandon():  # the reply came in the same instant as the deadline
             return cast("R", await slot.wait())
         return Refused(DomainError.BUSY, f"{self.name} did not answer within {deadline - started:g} s")

@@ -10,9 +10,19 @@ included, while a burst of joins across rooms costs one fsync, not one each.
 A write that fails (disk full, I/O error, a read-only file, a value SQLite
 refuses) fails only the submissions it concerns: a failed batch is retried
 one submission at a time, each in its own transaction, and each writer is
-told whether its own changes are on disk. The store itself never stops on
-a failed write; it serves the next batch as usual, so service resumes by
-itself once the disk has room again.
+told whether its own changes are on disk. A background submission (what a
+room does by itself: nobody waits to undo it) that fails on the disk is
+kept instead, with the background submissions after it, and tried again
+every second: nothing submitted later is written before it, so the disk
+never holds a later change without an earlier one. Meanwhile requests are
+refused: those queued are answered "not saved" at once (their rooms undo
+them) and `accepting` is False, so rooms refuse changes before applying
+them, as for a disk that is behind.
+One that fails for another reason (a bug: a value SQLite refuses) is
+dropped with its stack logged. The store itself never stops on a failed
+write, so service resumes by itself once the disk has room again. Once
+stopping, it writes what is queued at once and gives up (logged) on what
+fails on the disk.
 
 A closed room's members go at once, but the room stays, marked closing,
 until IM has confirmed that its group is gone (`GroupDestroyed`), so a
@@ -48,6 +58,7 @@ from roomd.actors.messages import (
 
 MAX_BATCH = 1000
 MAX_QUEUED = 10_000  # submissions waiting for the disk; beyond it requests that change something are refused
+RETRY_DELAY = 1.0  # seconds between attempts at a background submission that failed on the disk
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -77,7 +88,7 @@ class WriteFailed:
 
 
 class _Submission:
-    __slots__ = ("about", "changes", "deadline", "done", "failure")
+    __slots__ = ("about", "changes", "deadline", "done", "failed_attempts", "failure")
 
     def __init__(self, changes: list[Change], about: str | None = None, deadline: float = math.inf) -> None:
         self.changes = changes
@@ -85,6 +96,7 @@ class _Submission:
         self.about = about  # set when nobody waits for the outcome: who made the changes
         self.done = trio.Event()
         self.failure: WriteFailed | None = None
+        self.failed_attempts = 0
 
 
 class NullStore:
@@ -128,10 +140,11 @@ class SqliteStore:
         self._queue: deque[_Submission] = deque()
         self.max_queued = MAX_QUEUED
         self._wake = trio.Event()
-        self._stopping = False
+        self._stopping = trio.Event()
+        self._retrying = False  # a background submission failed on the disk and waits to be tried again
         self.batches = 0
         self.changes_written = 0
-        self.failed_writes = 0  # submissions that did not reach the disk
+        self.failed_writes = 0  # failed attempts at writing a submission (a retried one counts each time)
         self.inject_failures = 0  # test hook: fail the next N submissions as a full disk would
 
     # --- what rooms and directories call --------------------------------------------------
@@ -139,8 +152,9 @@ class SqliteStore:
     @property
     def accepting(self) -> bool:
         """Whether a request may make changes now: False while `max_queued` submissions wait
-        for the disk, so that a slow disk is answered "busy" instead of queueing without bound."""
-        return len(self._queue) < self.max_queued
+        for the disk, so that a slow disk is answered "busy" instead of queueing without bound,
+        and while a background change waits to be tried again, so that a failing disk is."""
+        return not self._retrying and len(self._queue) < self.max_queued
 
     async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
         """Make `changes` durable; None once they are on disk, else why not.
@@ -159,8 +173,9 @@ class SqliteStore:
         return submission.failure
 
     def write_later(self, changes: list[Change], *, about: str) -> None:
-        """Write `changes` in order with every other submission, without waiting; a failure
-        is logged (naming `about`) and counted, since nobody else will report it."""
+        """Write `changes` in order with every other submission, without waiting. A failure
+        is logged (naming `about`) and counted, since nobody else will report it; one on
+        the disk is tried again every second, before anything submitted after it."""
         self._queue.append(_Submission(changes, about))
         self._wake.set()
 
@@ -184,7 +199,7 @@ class SqliteStore:
         try:
             while True:
                 if not self._queue:
-                    if self._stopping:
+                    if self._stopping.is_set():
                         return
                     await self._wake.wait()
                     self._wake = trio.Event()
@@ -195,16 +210,27 @@ class SqliteStore:
                 # shielded: a batch that reached the thread is finished and answered, even when stopping
                 with trio.CancelScope(shield=True):
                     if self.write_in_thread:
-                        await trio.to_thread.run_sync(self._write_batch, batch)
+                        kept = await trio.to_thread.run_sync(self._write_batch, batch)
                     else:
-                        self._write_batch(batch)
+                        kept = self._write_batch(batch)
                         await trio.lowlevel.checkpoint()
-                for submission in batch:
+                for submission in batch[: len(batch) - len(kept)]:
+                    if submission.failed_attempts and submission.failure is None:
+                        self.log.info(
+                            "changes of {} saved after {} failed attempts", submission.about, submission.failed_attempts
+                        )
                     submission.done.set()
+                self._retrying = bool(kept)
+                if kept:
+                    self._queue.extendleft(reversed(kept))
+                    self._refuse_requests("the server's storage is failing")
+                    if self._stopping.is_set():
+                        self._give_up("the store stopped while the disk was failing")
+                    else:
+                        with trio.move_on_after(RETRY_DELAY):  # a stop cuts the wait short
+                            await self._stopping.wait()
         finally:
-            for submission in self._queue:  # only reachable when cancelled from outside
-                submission.failure = WriteFailed("the store stopped before writing")
-                submission.done.set()
+            self._give_up("the store stopped before writing")  # only reachable when cancelled from outside
             self._db.close()
             self.log.info("store stopped batches={} changes={}", self.batches, self.changes_written)
 
@@ -221,26 +247,51 @@ class SqliteStore:
                 batch.append(submission)
         return batch
 
+    def _refuse_requests(self, reason: str) -> None:
+        """Answer the requests' queued submissions unwritten (their rooms undo them at once, as
+        for a failed write); keep the background ones, in order."""
+        kept: deque[_Submission] = deque()
+        for submission in self._queue:
+            if submission.about is None:
+                submission.failure = WriteFailed(reason)
+                submission.done.set()
+            else:
+                kept.append(submission)
+        self._queue = kept
+
+    def _give_up(self, reason: str) -> None:
+        """Answer every queued submission with `reason`, unwritten."""
+        while self._queue:
+            submission = self._queue.popleft()
+            submission.failure = WriteFailed(reason)
+            if submission.about is not None:
+                self.log.error("changes of {} not saved: {}", submission.about, reason)
+            submission.done.set()
+
     def stop(self) -> None:
-        """Write what is queued, then end."""
-        self._stopping = True
+        """Write what is queued at once, then end; what fails on the disk from now on is
+        given up (logged), not tried again."""
+        self._stopping.set()
         self._wake.set()
 
-    def _write_batch(self, batch: list[_Submission]) -> None:
+    def _write_batch(self, batch: list[_Submission]) -> list[_Submission]:
         """One transaction for the batch; when it fails, one per submission, so a failure
-        costs only the submissions it concerns. Never raises for a failed write."""
+        costs only the submissions it concerns. Returns the tail of the batch kept to be
+        tried again: from a background submission that failed on the disk on. Never raises
+        for a failed write."""
         try:
             self._transaction(batch)
-            return
+            return []
         except Exception as error:
             if len(batch) == 1:
-                self._failed(batch[0], error)
-                return
-        for submission in batch:
+                return batch if self._failed(batch[0], error) else []
+        for i, submission in enumerate(batch):
             try:
                 self._transaction([submission])
             except Exception as error:
-                self._failed(submission, error)
+                if self._failed(submission, error):
+                    return batch[i:]
+        return []
 
     def _transaction(self, batch: list[_Submission]) -> None:
         db = self._db
@@ -262,18 +313,25 @@ class SqliteStore:
         self.batches += 1
         self.changes_written += sum(len(s.changes) for s in batch)
 
-    def _failed(self, submission: _Submission, error: Exception) -> None:
+    def _failed(self, submission: _Submission, error: Exception) -> bool:
+        """Count and log a failed attempt; True when the submission is kept to be tried again."""
         self.failed_writes += 1
-        submission.failure = WriteFailed(f"{type(error).__name__}: {error}")
-        if not isinstance(error, (sqlite3.Error, OSError)):  # not the disk: a bug in what was submitted
+        submission.failed_attempts += 1
+        if not _on_disk(error):  # a bug in what was submitted: trying again would fail again
             self.log.opt(exception=error).error("store write failed on a change it cannot write")
         elif submission.about is not None:
-            self.log.warning("changes of {} not saved ({}); the store keeps them as they were", submission.about, error)
+            if submission.failed_attempts == 1:
+                self.log.warning("changes of {} not saved ({}); trying again every second", submission.about, error)
+            return True
+        submission.failure = WriteFailed(f"{type(error).__name__}: {error}")
+        return False
 
     def _apply(self, db: sqlite3.Connection, change: Change) -> None:
         self._seq += 1
         match change:
-            case RoomSaved(kind, room_id, creator, room_info):
+            case RoomSaved(kind, room_id, creator, room_info, created):
+                if created:  # members left by a close that was never written are not the new room's
+                    db.execute("DELETE FROM members WHERE kind = ? AND room_id = ?", (kind, room_id))
                 db.execute(
                     "INSERT INTO rooms (kind, room_id, creator, room_info, seq) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (kind, room_id) DO UPDATE SET creator = excluded.creator, "
@@ -297,3 +355,15 @@ class SqliteStore:
                 db.execute("UPDATE rooms SET closing = 1 WHERE kind = ? AND room_id = ?", (kind, room_id))
             case GroupDestroyed(kind, room_id):
                 db.execute("DELETE FROM rooms WHERE kind = ? AND room_id = ? AND closing", (kind, room_id))
+
+
+def _on_disk(error: Exception) -> bool:
+    """Whether `error` is the storage failing (full, I/O, read-only, locked, corrupt), not what was written."""
+    refused = (
+        sqlite3.IntegrityError,
+        sqlite3.ProgrammingError,
+        sqlite3.DataError,
+        sqlite3.NotSupportedError,
+        sqlite3.InternalError,
+    )
+    return isinstance(error, OSError) or (isinstance(error, sqlite3.DatabaseError) and not isinstance(error, refused))

@@ -4,6 +4,8 @@ Nothing here decides anything about a request: the pipeline does. This
 translates the ASGI scope (head checks included, request_checks), reads
 the body for the pipeline under its size limit and whole-body deadline
 (body_deadline), and sends the reply, in parts when it is a stream.
+roomd serves no WebSocket: a handshake is answered like a refused head
+(400, or 404 for an unknown path), in the envelope, logged and counted.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from typing import Any
 from roomd.web import routes
 from roomd.web.body_deadline import BodyDeadline
 from roomd.web.context import AppContext
-from roomd.web.envelope import Reply
-from roomd.web.pipeline import CLIENT_GONE_STATUS, BodyTooLarge, ClientGone, Request, respond
+from roomd.web.envelope import Code, Reply
+from roomd.web.pipeline import CLIENT_GONE_STATUS, BodyTooLarge, ClientGone, Request, Routes, respond
 from roomd.web.request_checks import head_refusal
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+HTTP_RESPONSE = ("http.response.start", "http.response.body")
+WEBSOCKET_RESPONSE = ("websocket.http.response.start", "websocket.http.response.body")  # hypercorn's extension
 
 
 def create_app(ctx: AppContext) -> ASGIApp:
@@ -30,10 +34,12 @@ def create_app(ctx: AppContext) -> ASGIApp:
     server = ctx.settings.server
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await _lifespan(receive, send)
+            elif kind == "websocket":
+                await refuse_websocket(ctx, table, scope, send)
             return
         request = Request(
             method=scope["method"],
@@ -49,6 +55,36 @@ def create_app(ctx: AppContext) -> ASGIApp:
             await send_reply(send, answer, with_body=request.method != "HEAD")
 
     return app
+
+
+async def refuse_websocket(ctx: AppContext, table: Routes, scope: Scope, send: Send) -> None:
+    path = scope["path"]
+    if table.by_path.get(path) or table.absolute_form(path):
+        status, detail = 400, f"roomd does not serve WebSocket; {path} is plain HTTP"
+    else:
+        status, detail = 404, f"roomd does not serve WebSocket, and has no route for {path}"
+    request = Request(
+        method="GET",
+        path=path,
+        query_string=scope["query_string"].decode("latin-1"),
+        headers=scope["headers"],
+        client=scope["client"][0] if scope.get("client") else "-",
+        body=NO_BODY,
+        refusal=Reply(Code.BAD_PARAMETER, detail=detail, http_status=status, close_connection=True),
+    )
+    answer = await respond(ctx, table, request)
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send_reply(send, answer, messages=WEBSOCKET_RESPONSE)
+    else:
+        await send({"type": "websocket.close"})  # the server refuses the handshake in its own way
+
+
+class _NoBody:
+    async def read(self, limit: int) -> bytes:
+        return b""
+
+
+NO_BODY = _NoBody()
 
 
 class AsgiBody:
@@ -79,21 +115,26 @@ class AsgiBody:
                 return b"".join(chunks)
 
 
-async def send_reply(send: Send, answer: Reply, *, with_body: bool = True) -> None:
+async def send_reply(
+    send: Send, answer: Reply, *, with_body: bool = True, messages: tuple[str, str] = HTTP_RESPONSE
+) -> None:
+    start, body = messages
     headers = [(b"content-type", answer.content_type.encode())]
     if answer.close_connection:
         headers.append((b"connection", b"close"))
+    if answer.headers:
+        headers.extend(answer.headers)
     if answer.stream is not None:
-        await send({"type": "http.response.start", "status": answer.http_status, "headers": headers})
+        await send({"type": start, "status": answer.http_status, "headers": headers})
         if with_body:
             async for part in answer.stream:
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+                await send({"type": body, "body": part, "more_body": True})
+        await send({"type": body, "body": b""})
         return
     payload = answer.encode()
     headers.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": answer.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload if with_body else b""})
+    await send({"type": start, "status": answer.http_status, "headers": headers})
+    await send({"type": body, "body": payload if with_body else b""})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -83,6 +83,7 @@ class Reply:
     content_type: str = CONTENT_TYPE
     payload: bytes | None = None  # a body that is not an envelope (metrics, openapi.json), sent as is
     stream: AsyncIterable[bytes] | None = None  # a body sent in parts as they come (a log file)
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (name lower-case), e.g. Allow
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": int(self.code), "message": self.message or MESSAGES[self.code]}

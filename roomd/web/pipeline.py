@@ -1,7 +1,8 @@
 """The one way every request is answered: request in, `Reply` out.
 
-`respond` finds the route (404 for any method on an unknown path), checks
-the method (405), refuses while draining (503, except the probes), reads
+`respond` finds the route (404 for any method on an unknown path; a target
+in absolute form, `http://host/path`, by its path), checks the method (405,
+with `Allow`), refuses while draining (503, except the probes), reads
 the body under its size limit and deadline (413, 408; a client that hangs
 up mid-body gets nothing applied), runs the route's handler with the
 caller's deadline, turns a refused input into its code and a bug into
@@ -107,10 +108,18 @@ class Routes:
     def add(self, path: str, route: Route) -> None:
         self.by_path[path] = route
 
+    def absolute_form(self, target: str) -> Route | None:
+        """The route of a request target in absolute form (`http://host/healthz`), which hypercorn
+        passes on whole as the path; None for any other target."""
+        scheme, separator, rest = target.partition("://")
+        if not separator or scheme.lower() not in ("http", "https"):
+            return None
+        return self.by_path.get("/" + rest.partition("/")[2])
+
 
 async def respond(ctx: AppContext, routes: Routes, request: Request) -> Reply:
     started = time.perf_counter()
-    route = routes.by_path.get(request.path)
+    route = routes.by_path.get(request.path) or routes.absolute_form(request.path)
     logged_body = ""
     try:
         answer, logged_body = await _answer(ctx, route, request)
@@ -144,7 +153,8 @@ async def _answer(ctx: AppContext, route: Route | None, request: Request) -> tup
         return _unread(request, reply(Code.BAD_PARAMETER, detail=detail, http_status=404)), ""
     if request.method not in route.methods:
         detail = f"{request.path} does not accept {request.method}"
-        return _unread(request, reply(Code.BAD_PARAMETER, detail=detail, http_status=405)), ""
+        allow = ((b"allow", ", ".join(sorted(route.methods)).encode()),)
+        return _unread(request, Reply(Code.BAD_PARAMETER, detail=detail, http_status=405, headers=allow)), ""
     if ctx.draining and not route.always_served:
         return draining_reply(), ""
     limit = ctx.settings.server.max_body_bytes

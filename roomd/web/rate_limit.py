@@ -4,6 +4,7 @@ A bucket holds up to `burst` tokens and refills at `rate` per second; a
 creation takes one. Buckets are kept for at most `max_keys` keys, least
 recently used first out: a forgotten bucket is a full one, so the bound on
 memory can only make the limit more lenient, never refuse anybody wrongly.
+A creation the directory refuses before asking IM gives its token back.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class TokenBuckets:
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
 
+    def refund(self, key: str, now: float) -> None:
+        """Give back a token `take` took, never filling the bucket above `burst`."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:  # a forgotten bucket is full already
+            bucket.tokens = min(float(self.burst), self._refilled(key, now) + 1)
+            bucket.updated = now
+
     def _refilled(self, key: str, now: float) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -74,3 +82,9 @@ class CreationLimits:
         for buckets, key in checks:
             buckets.take(key, now)
         return None
+
+    def refund(self, address: str, user_id: str, now: float) -> None:
+        """Give back the tokens `refusal` took, for a creation that did not happen."""
+        for buckets, key in ((self.per_address, address), (self.per_user, user_id)):
+            if buckets.enabled:
+                buckets.refund(key, now)

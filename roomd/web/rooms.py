@@ -25,7 +25,7 @@ from roomd.actors.messages import (
     MemberView,
     RoomSnapshot,
 )
-from roomd.actors.replies import Ok, Refused
+from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.router import RoomRouter
 from roomd.qcloud.live import stream_name_from_push_url
 from roomd.web import token_auth
@@ -36,6 +36,9 @@ from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
 MAX_USER_ID_PREFIX_CHARS = 32
 WECHAT_PREFIX = "weixin"
+# create_room refusals that give the creation-rate token back: the directory turned the room down before
+# asking IM (BUSY may also come after it: a room that could not be saved, or the deadline passed)
+REFUNDED_REFUSALS = frozenset({DomainError.ROOM_EXISTS, DomainError.LIMITED, DomainError.BUSY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ async def get_im_login_info(ctx: AppContext, call: RoomCall) -> Reply:
     code = params.string("code", required=False, max_chars=256)
     user_id = None
     if prefix == WECHAT_PREFIX and code and ctx.wechat is not None and ctx.wechat.enabled:
-        user_id = await ctx.wechat.openid(code)
+        user_id = await ctx.wechat.openid(code, deadline=call.deadline)
         if user_id is not None and ctx.is_reserved_identity(user_id):
             user_id = None
     fields = im_login_fields(ctx, user_id or new_user_id(prefix or "user"))
@@ -136,6 +139,8 @@ async def create_room(ctx: AppContext, call: RoomCall) -> Reply:
     )
     created = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(created, Refused):
+        if created.error in REFUNDED_REFUSALS:
+            ctx.creation_limits.refund(params.client, user_id, trio.current_time())
         return refusal_reply(created)
     return ok_reply(roomID=created.value)
 

@@ -1,12 +1,16 @@
 """Turning a WeChat mini-program login code into an openid, falling back quietly but visibly.
 
 A failure never fails the request: the caller gets a random userID instead
-and the reason is logged as a warning.
+and the reason is logged as a warning. So does a lookup that outlasts its
+own timeout or the request's deadline.
 """
 
 from __future__ import annotations
 
+import math
+
 import httpx
+import trio
 from loguru import logger
 
 from roomd.config import WechatSettings
@@ -25,15 +29,19 @@ class WechatLogin:
     def enabled(self) -> bool:
         return bool(self._settings.app_id and self._settings.app_secret)
 
-    async def openid(self, code: str) -> str | None:
+    async def openid(self, code: str, *, deadline: float = math.inf) -> str | None:
+        """The openid for `code`, or None; never past `deadline` (trio time)."""
         params = jscode2session_params(self._settings.app_id, self._settings.app_secret, code)
         url = self._settings.base_url.rstrip("/") + PATH
-        try:
-            response = await self._http.get(url, params=params, timeout=self._timeout)
-        except httpx.HTTPError as error:
-            log.warning("jscode2session failed ({}: {}); using a random userID", type(error).__name__, error)
-            return None
-        openid, why = parse_jscode2session(response.status_code, response.content)
-        if openid is None:
-            log.warning("jscode2session failed ({}); using a random userID", why)
-        return openid
+        with trio.move_on_at(deadline):
+            try:
+                response = await self._http.get(url, params=params, timeout=self._timeout)
+            except httpx.HTTPError as error:
+                log.warning("jscode2session failed ({}: {}); using a random userID", type(error).__name__, error)
+                return None
+            openid, why = parse_jscode2session(response.status_code, response.content)
+            if openid is None:
+                log.warning("jscode2session failed ({}); using a random userID", why)
+            return openid
+        log.warning("jscode2session did not answer by the request's deadline; using a random userID")
+        return None
