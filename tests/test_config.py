@@ -19,6 +19,7 @@ def test_embedded_defaults() -> None:
     assert s.kinds == {
         "multi_room": KindSettings(6, 20, 30, True),
         "double_room": KindSettings(2, 20, 30, True),
+        "live_room": KindSettings(4, 20, 30, True, max_audiences=30),
     }
     assert s.im.sdk_app_id == 0 and s.auth.mode == "open"
 
@@ -124,3 +125,14 @@ def test_cli_usersig_prints_a_verifiable_sig() -> None:
         env=env,
     )
     assert wrong.returncode == 1 and "another userID" in wrong.stdout
+
+
+def test_the_later_servers_name_for_creator_leave_closes_room_is_accepted(tmp_path: Path) -> None:
+    toml = tmp_path / "roomd.toml"
+    toml.write_text("[kinds.live_room]\ncreator_can_destroy_room = false\n")
+    assert load_settings(config_path=toml).kinds["live_room"].creator_leave_closes_room is False
+    from_env = load_settings(environ={"ROOMD_KINDS__MULTI_ROOM__CREATOR_CAN_DESTROY_ROOM": "false"})
+    assert from_env.kinds["multi_room"].creator_leave_closes_room is False
+    toml.write_text("[kinds.live_room]\ncreator_can_destroy_room = false\ncreator_leave_closes_room = true\n")
+    with pytest.raises(ConfigError, match="kinds.live_room.creator_can_destroy_room: the same setting as"):
+        load_settings(config_path=toml)

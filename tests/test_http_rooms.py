@@ -47,7 +47,6 @@ async def test_explicit_room_id_in_use_is_code_11(api: Api) -> None:
 
 async def test_unknown_room_is_code_3_everywhere(api: Api) -> None:
     for endpoint, body in [
-        ("add_pusher", {**member_fields("bob"), "roomID": "nope"}),
         ("delete_pusher", {"roomID": "nope", "userID": "bob"}),
         ("pusher_heartbeat", {"roomID": "nope", "userID": "bob"}),
         ("get_pushers", {"roomID": "nope"}),
@@ -115,8 +114,17 @@ async def test_get_push_url_is_signed_for_the_user(api: Api) -> None:
 async def test_utils_get_login_info(api: Api) -> None:
     reply = await api.get("/weapp/utils/get_login_info?userID=alice")
     assert reply.code == 0 and reply.body["userID"] == "alice" and reply.body["userSig"]
-    missing = await api.get("/weapp/utils/get_login_info")
-    assert missing.code == 1 and missing.body["detail"] == "userID is required"
+    for fresh in (
+        await api.get("/weapp/utils/get_login_info"),
+        await api.get("/weapp/utils/get_login_info?userID="),
+        await api.raw("/weapp/utils/get_login_info", b'{"userIDPrefix":"android"}', "application/json"),
+    ):
+        assert fresh.code == 0 and fresh.body["userSig"]
+        assert set(fresh.body) == {"code", "message", "userID", "sdkAppID", "accType", "userSig"}
+    assert fresh.body["userID"].startswith("android_")
+    assert (await api.get("/weapp/utils/get_login_info")).body["userID"].startswith("user_")
+    bad = await api.get("/weapp/utils/get_login_info?userIDPrefix=a/b")
+    assert bad.code == 1 and "userIDPrefix" in bad.body["detail"]
 
 
 async def test_room_list_paging(api: Api) -> None:

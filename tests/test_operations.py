@@ -82,7 +82,7 @@ async def test_debug_actors_shows_rooms_under_their_kind(api: Api) -> None:
     im, *directories = tree["children"]
     assert im["path"] == "root/im" and im["kind"] == "im"
     by_kind = {d["path"]: d for d in directories}
-    assert set(by_kind) == {"root/multi_room", "root/double_room"}
+    assert set(by_kind) == {"root/multi_room", "root/double_room", "root/live_room"}
     [multi_node] = by_kind["root/multi_room"]["children"]
     assert multi_node["path"] == f"root/multi_room/{multi}" and multi_node["kind"] == "room"
     assert multi_node["state"] == "active" and multi_node["members"] == 2
@@ -92,7 +92,8 @@ async def test_debug_actors_shows_rooms_under_their_kind(api: Api) -> None:
     assert double_node["path"] == f"root/double_room/{double}" and double_node["state"] == "waiting"
     assert double_node["members"] == 0 and 29 < double_node["next_deadline_in"] <= 30
     limited = await api.get("/debug/actors?limit=0")
-    assert all(d["children"] == [] and d["rooms"] == 1 for d in limited.body["tree"]["children"][1:])
+    shown = {d["path"]: (d["children"], d["rooms"]) for d in limited.body["tree"]["children"][1:]}
+    assert shown == {"root/multi_room": ([], 1), "root/double_room": ([], 1), "root/live_room": ([], 0)}
 
 
 async def test_readyz_is_503_while_starting_and_while_draining(api: Api) -> None:

@@ -32,6 +32,7 @@ from roomd.actors.messages import (
     CreateRoom,
     Describe,
     GroupDestroyed,
+    Join,
     LeaveReason,
     MemberDeparted,
     MemberInfo,
@@ -92,6 +93,7 @@ class Directory:
         self._call_timeout = call_timeout
         self._rooms: dict[str, Mailbox[RoomMessage]] = {}
         self._pending: set[str] = set()
+        self._joins_waiting: dict[str, list[Envelope[Any]]] = {}  # join-creations of a room being made
         self._pending_waiting = 0  # creations in progress of rooms that will wait for a member
         self._owners: dict[str, _Owner] = {}  # open and pending rooms
         self._open_by_creator: collections.Counter[str] = collections.Counter()
@@ -157,6 +159,14 @@ class Directory:
     def _begin_create(self, envelope: Envelope[Any]) -> None:
         request: CreateRoom = envelope.message
         room_id = request.room_id
+        if room_id is not None and request.join_if_exists:
+            if room_id in self._rooms:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._join_instead, room_id, envelope)
+                return
+            if room_id in self._pending:  # joins it once it is made
+                self._joins_waiting.setdefault(room_id, []).append(envelope)
+                return
         if room_id is not None and (room_id in self._rooms or room_id in self._pending):
             envelope.answer(Refused(DomainError.ROOM_EXISTS, f"room {room_id} already exists"))
             return
@@ -238,6 +248,23 @@ class Directory:
                 self._pending_waiting -= 1
             if room_id not in self._rooms:
                 self._forget_owner(room_id)
+            for waiting in self._joins_waiting.pop(room_id, []):
+                if room_id in self._rooms:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._join_instead, room_id, waiting)
+                else:
+                    waiting.answer(Refused(DomainError.BUSY, f"room {room_id} could not be made; retry"))
+
+    async def _join_instead(self, room_id: str, envelope: Envelope[Any]) -> None:
+        """A join-creation of a room that exists: its member joins (a failure here fails it only)."""
+        request: CreateRoom = envelope.message
+        assert request.first_member is not None
+        try:
+            joined = await self.call_room(room_id, Join(request.first_member), deadline=envelope.deadline)
+        except Exception:
+            self.log.exception("join instead of a creation failed room={}", room_id)
+            joined = Refused(DomainError.INTERNAL, "the room directory failed on this request")
+        envelope.answer(Ok(room_id) if isinstance(joined, Ok) else joined)
 
     async def _create(self, room_id: str, envelope: Envelope[Any], made: set[str]) -> None:
         request: CreateRoom = envelope.message

@@ -135,13 +135,17 @@ RoomMessage = Join | Leave | Heartbeat | GetRoom | Destroy | Describe
 @dataclass(frozen=True, slots=True)
 class CreateRoom(Ask[Ok[str] | Refused]):
     """create_room; the answer is the new roomID. `first_member` set = seed-era clients:
-    the creator joins at once. `address` is the client's, for the per-address room limit."""
+    the creator joins at once. `address` is the client's, for the per-address room limit.
+    `join_if_exists`: add_pusher entering a roomID that did not exist (later clients): when
+    the room exists by now, or is being made, `first_member` joins it instead (answer: its
+    roomID, or why the join was refused)."""
 
     creator: str
     room_info: str
     room_id: str | None = None
     first_member: MemberInfo | None = None
     address: str | None = None
+    join_if_exists: bool = False
 
 
 # --- what a room reports to its directory (no answer) ---------------------------------

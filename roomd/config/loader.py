@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from roomd.config.durations import is_duration
-from roomd.config.settings import IM_CREATE_GRACE, KindSettings, Settings
+from roomd.config.settings import IM_CREATE_GRACE, KIND_SETTING_ALIASES, KindSettings, Settings
 
 ENV_PREFIX = "ROOMD_"
+MAX_AUDIENCES = 10_000  # get_audiences lists them all: a reply must stay small
 KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 RESERVED_KIND_NAMES = frozenset({"utils"})
 LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"})
@@ -112,11 +113,22 @@ def _build(merged: dict[str, dict[str, Any]]) -> Settings:
             kinds = dict(current)
             for kind_name, kind_table in table.items():
                 base = kinds.get(kind_name, KindSettings())
-                kinds[kind_name] = _apply(base, kind_table, f"kinds.{kind_name}")
+                kinds[kind_name] = _apply(base, _unalias(kind_table, f"kinds.{kind_name}"), f"kinds.{kind_name}")
             sections[name] = kinds
         else:
             sections[name] = _apply(current, table, name)
     return Settings(**sections)
+
+
+def _unalias(table: Mapping[str, RawValue], prefix: str) -> Mapping[str, RawValue]:
+    """A kind's table with the later server's setting names turned into roomd's."""
+    renamed = dict(table)
+    for alias, name in KIND_SETTING_ALIASES.items():
+        if alias in renamed:
+            if name in renamed:
+                raise ConfigError(f"{prefix}.{alias}: the same setting as {prefix}.{name}; give one of them")
+            renamed[name] = renamed.pop(alias)
+    return renamed
 
 
 def _apply(base: Any, table: Mapping[str, RawValue], prefix: str) -> Any:
@@ -264,3 +276,7 @@ def _validate(s: Settings) -> None:
         require(kind.max_idle_duration > 0, f"kinds.{name}.max_idle_duration: must be positive")
         for cap in ("max_waiting_rooms", "max_rooms_per_creator", "max_rooms_per_address"):
             require(getattr(kind, cap) >= 0, f"kinds.{name}.{cap}: must not be negative (0 = no limit)")
+        require(
+            0 <= kind.max_audiences <= MAX_AUDIENCES,
+            f"kinds.{name}.max_audiences: must be 0 (endpoints off) to {MAX_AUDIENCES}",
+        )

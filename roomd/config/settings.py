@@ -40,6 +40,11 @@ class LiveSettings:
     accelerate_valid_time: int = 3600
     push_host: str = ""
     play_host: str = ""
+    # merge_stream: Tencent's live mixing API (common_access, sign = md5(api_key + t))
+    app_id: int = 0  # the live service's appid (not the IM sdkAppID); 0 = merge_stream off
+    api_key: str = field(default="", repr=False)
+    api_base_url: str = "http://fcgi.video.qcloud.com"
+    api_timeout: float = 5.0
 
     @property
     def effective_push_host(self) -> str:
@@ -120,12 +125,19 @@ class KindSettings:
     max_waiting_rooms: int = 1000
     max_rooms_per_creator: int = 20
     max_rooms_per_address: int = 2000
+    create_on_join: bool = True  # add_pusher on an unknown roomID creates the room
+    max_audiences: int = 0  # viewers per room (add_audience); 0 = the audience endpoints are off
+
+
+# the later server's name for creator_leave_closes_room, accepted in TOML and the environment
+KIND_SETTING_ALIASES = {"creator_can_destroy_room": "creator_leave_closes_room"}
 
 
 def _default_kinds() -> dict[str, KindSettings]:
     return {
         "multi_room": KindSettings(max_members=6),
         "double_room": KindSettings(max_members=2),
+        "live_room": KindSettings(max_members=4, max_audiences=30),  # anchor = creator, viewers = audiences
     }
 
 

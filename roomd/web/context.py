@@ -14,7 +14,7 @@ from roomd.actors.messages import RoomSnapshot
 from roomd.actors.router import RoomRouter
 from roomd.auth.signers import live_signer
 from roomd.auth.tokens import IssuedToken, TokenBook
-from roomd.config import Settings
+from roomd.config import KindSettings, Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
 from roomd.web.metrics import Metrics
@@ -71,6 +71,10 @@ class AppContext:
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
             wall_clock=wall_clock,
         )
+
+    def kind(self, name: str) -> KindSettings:
+        """The settings of a kind served here (a route exists only for those)."""
+        return self.settings.kinds[name]
 
     @property
     def token_mode(self) -> bool:

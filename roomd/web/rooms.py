@@ -7,8 +7,6 @@ itself. The pipeline (pipeline.py) calls `answer` for every room route.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -26,12 +24,12 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.actors.replies import DomainError, Ok, Refused
-from roomd.actors.router import RoomRouter
 from roomd.qcloud.live import stream_name_from_push_url
-from roomd.web import token_auth
+from roomd.web import audience_routes, mixing_routes, token_auth
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, encode_json, ok_reply, refusal_reply
 from roomd.web.pipeline import Call
+from roomd.web.room_call import Handler, RoomCall
 from roomd.web.validation import DEFAULT_PAGE, MAX_PAGE, Params, parse_body
 
 MAX_USER_ID_PREFIX_CHARS = 32
@@ -39,19 +37,6 @@ WECHAT_PREFIX = "weixin"
 # create_room refusals that give the creation-rate token back: the directory turned the room down before
 # asking IM (BUSY may also come after it: a room that could not be saved, or the deadline passed)
 REFUNDED_REFUSALS = frozenset({DomainError.ROOM_EXISTS, DomainError.LIMITED, DomainError.BUSY})
-
-
-@dataclass(frozen=True, slots=True)
-class RoomCall:
-    """A room route's request, checked for who is calling: its kind, parameters and deadline."""
-
-    kind: str
-    params: Params
-    deadline: float
-    router: RoomRouter
-
-
-Handler = Callable[[AppContext, RoomCall], Awaitable[Reply]]
 
 
 async def answer(ctx: AppContext, request: Call) -> Reply:
@@ -80,12 +65,17 @@ def _render(result: Ok[Any] | Refused, **fields: Any) -> Reply:
 
 
 async def get_im_login_info(ctx: AppContext, call: RoomCall) -> Reply:
-    params = call.params
+    return await new_identity(ctx, call.params, deadline=call.deadline)
+
+
+async def new_identity(ctx: AppContext, params: Params, *, deadline: float) -> Reply:
+    """A fresh userID (`userIDPrefix` + random, or the WeChat openid for `weixin` and a `code`)
+    with its userSig, and in token mode a token for it."""
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
     code = params.string("code", required=False, max_chars=256)
     user_id = None
     if prefix == WECHAT_PREFIX and code and ctx.wechat is not None and ctx.wechat.enabled:
-        user_id = await ctx.wechat.openid(code, deadline=call.deadline)
+        user_id = await ctx.wechat.openid(code, deadline=deadline)
         if user_id is not None and ctx.is_reserved_identity(user_id):
             user_id = None
     fields = im_login_fields(ctx, user_id or new_user_id(prefix or "user"))
@@ -120,7 +110,7 @@ async def get_push_url(ctx: AppContext, call: RoomCall) -> Reply:
 async def create_room(ctx: AppContext, call: RoomCall) -> Reply:
     params = call.params
     user_id = params.ident("userID")
-    room_id = params.optional_ident("roomID")
+    room_id = params.optional_ident("roomID", empty_is_absent=True)  # the Windows client sends "" for none
     room_info = params.info("roomInfo", "roomName", required=True)
     assert room_info is not None
     first_member = None
@@ -163,7 +153,28 @@ async def add_pusher(ctx: AppContext, call: RoomCall) -> Reply:
         push_url=own_push_url(ctx, params, user_id),
     )
     room_info = params.info("roomInfo", required=False)
-    return _render(await call.router.call_room(call.kind, room_id, Join(member, room_info), deadline=call.deadline))
+    joined = await call.router.call_room(call.kind, room_id, Join(member, room_info), deadline=call.deadline)
+    if isinstance(joined, Refused) and joined.error is DomainError.NO_ROOM and ctx.kind(call.kind).create_on_join:
+        return await _create_by_joining(ctx, call, room_id, member, room_info or "")
+    return _render(joined)
+
+
+async def _create_by_joining(
+    ctx: AppContext, call: RoomCall, room_id: str, member: MemberInfo, room_info: str
+) -> Reply:
+    """add_pusher on a roomID that does not exist (later clients): the caller makes the room, as
+    its creator and first member; a client entering the same new room at once joins it."""
+    client, user_id = call.params.client, member.user_id
+    why_not = ctx.creation_limits.refusal(client, user_id, trio.current_time())
+    if why_not is not None:
+        return Reply(Code.BUSY, detail=why_not, http_status=429)
+    request = CreateRoom(user_id, room_info, room_id=room_id, first_member=member, address=client, join_if_exists=True)
+    made = await call.router.create_room(call.kind, request, deadline=call.deadline)
+    if isinstance(made, Refused):
+        if made.error in REFUNDED_REFUSALS:
+            ctx.creation_limits.refund(client, user_id, trio.current_time())
+        return refusal_reply(made)
+    return ok_reply(roomID=made.value)
 
 
 async def delete_pusher(ctx: AppContext, call: RoomCall) -> Reply:
@@ -274,6 +285,8 @@ def pusher_fields(ctx: AppContext, member: MemberView, *, now: int | None) -> di
 
 
 ENDPOINTS: dict[str, Handler] = {
+    **audience_routes.ENDPOINTS,
+    **mixing_routes.ENDPOINTS,
     "get_im_login_info": get_im_login_info,
     "get_push_url": get_push_url,
     "create_room": create_room,

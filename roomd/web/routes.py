@@ -1,7 +1,7 @@
 """Every route roomd serves: path -> (methods, handler), built once at start.
 
 Room routes are `<prefix>/<kind>/<endpoint>` for every configured kind, all
-POST; the utility pages are `<prefix>/utils/<name>`, GET; the operations
+POST; the utility pages are `<prefix>/utils/<name>`, GET (get_login_info also POST); the operations
 routes sit at the root. Probes and metrics are answered while draining.
 """
 
@@ -23,7 +23,8 @@ def build(ctx: AppContext) -> Routes:
             route = Route(f"{kind}/{endpoint}", POST, rooms.answer, kind=kind, endpoint=endpoint)
             table.add(f"{prefix}/{kind}/{endpoint}", route)
     for name, handler in utils_routes.PAGES.items():
-        table.add(f"{prefix}/utils/{name}", Route(f"{prefix}/utils/{name}", GET, handler))
+        methods = GET | POST if name == "get_login_info" else GET  # later clients may POST it
+        table.add(f"{prefix}/utils/{name}", Route(f"{prefix}/utils/{name}", methods, handler))
     table.add("/healthz", Route("/healthz", GET, ops.healthz, always_served=True))
     table.add("/readyz", Route("/readyz", GET, ops.readyz, always_served=True))
     table.add("/metrics", Route("/metrics", GET, ops.metrics, always_served=True))

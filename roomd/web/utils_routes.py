@@ -31,8 +31,8 @@ from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, ok_reply
 from roomd.web.ops_access import require_ops_caller
 from roomd.web.pipeline import Call, Handler
-from roomd.web.rooms import im_login_fields
-from roomd.web.validation import Params
+from roomd.web.rooms import im_login_fields, new_identity
+from roomd.web.validation import Params, parse_body
 
 _PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CHUNK_BYTES = 64 * 1024
@@ -40,7 +40,12 @@ TEXT = "text/plain; charset=utf-8"
 
 
 async def get_login_info(ctx: AppContext, call: Call) -> Reply:
-    params = Params(call.query)
+    """GET or POST. Without a userID: a fresh identity, as get_im_login_info makes it (what the
+    later clients log in with). With one: its userSig (token mode: for the token's user only)."""
+    values = {**call.query, **(parse_body(call.body, call.mimetype) if call.body else {})}
+    params = Params(values, client=call.request.client)
+    if params.string("userID", required=False) in (None, ""):
+        return await new_identity(ctx, params, deadline=call.deadline)
     user_id = params.ident("userID")
     if ctx.token_mode:  # a userSig for somebody else would let anybody log in as them
         token_auth.authenticate(ctx, call.query)

@@ -107,9 +107,9 @@ class Params:
             raise _bad(f"{name} is required")
         return value
 
-    def optional_ident(self, name: str, *, max_chars: int = MAX_ID_CHARS) -> str | None:
+    def optional_ident(self, name: str, *, max_chars: int = MAX_ID_CHARS, empty_is_absent: bool = False) -> str | None:
         value = self.string(name, required=False, max_chars=max_chars)
-        if value is None:
+        if value is None or (empty_is_absent and value == ""):
             return None
         check_ident(name, value)
         return value
