@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from roomd.qcloud.live import LiveSigner, stream_name_from_push_url, tx_secret, tx_time_hex
+from roomd.qcloud.live_mix import MAX_REPLY_BYTES, mix_query, mix_sign, mix_url, parse_mix_reply
 from roomd.qcloud.usersig import (
     EcdsaUserSigner,
     HmacUserSigner,
@@ -126,3 +127,40 @@ def test_usersig_v1_verification_reasons(v1_key: ec.EllipticCurvePrivateKey) -> 
     assert other_key.verify(sig, "xiaojun", now=1600000000) is VerifyFailure.BAD_SIGNATURE
     with pytest.raises(ValueError, match="no v1 private key"):
         checker.make("x", now=1, expire=1)
+
+
+def test_mixing_api_signature_known_answer() -> None:
+    assert mix_sign("abc", 1600000060) == "701d4fb574f32ea35eb285e1f1ab75a8"  # md5("abc1600000060")
+    query = mix_query(1250000000, "abc", now=1600000000)
+    assert query == {
+        "appid": "1250000000",
+        "interface": "mix_streamv2.start_mix_stream_advanced",
+        "t": "1600000060",
+        "sign": "701d4fb574f32ea35eb285e1f1ab75a8",
+    }
+    assert mix_url("http://fcgi.video.qcloud.com/", query) == (
+        "http://fcgi.video.qcloud.com/common_access?appid=1250000000"
+        "&interface=mix_streamv2.start_mix_stream_advanced&t=1600000060&sign=701d4fb574f32ea35eb285e1f1ab75a8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "error"),
+    [
+        (500, b'{"code": 0}', "the mixing API answered HTTP 500"),
+        (200, b"<html>502</html>", "the mixing API's reply is not JSON"),
+        (200, b'{"code": NaN}', "the mixing API's reply is not JSON"),
+        (200, b'{"message": "\\ud800"}', "the mixing API's reply is not JSON"),  # no text: cannot be passed on
+        (200, b"[" * 60_000, "the mixing API's reply is not JSON"),
+        (200, b"[0]", "the mixing API's reply is not a JSON object"),
+        (200, b" " * (MAX_REPLY_BYTES + 1), f"the mixing API's reply is larger than {MAX_REPLY_BYTES} bytes"),
+    ],
+)
+def test_mixing_api_replies_that_are_no_result(status: int, content: bytes, error: str) -> None:
+    judged = parse_mix_reply(status, content)
+    assert judged.result is None and judged.error == error
+
+
+def test_a_mixing_api_reply_object_is_the_result_whatever_its_code() -> None:
+    judged = parse_mix_reply(200, '{"code": -5, "message": "输入流不存在"}'.encode())
+    assert judged.result == {"code": -5, "message": "输入流不存在"} and judged.tencent_code == -5

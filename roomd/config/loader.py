@@ -265,6 +265,10 @@ def _validate(s: Settings) -> None:
         require(getattr(limits, name) >= 0, f"limits.{name}: must not be negative (0 = no limit)")
     for name in ("create_burst_per_address", "create_burst_per_user"):
         require(getattr(limits, name) >= 1, f"limits.{name}: must be at least 1")
+    require(s.live.api_timeout > 0, "live.api_timeout: must be positive")
+    require(
+        s.live.api_base_url.startswith(("http://", "https://")), "live.api_base_url: must be an http:// or https:// URL"
+    )
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rejoin-after", type=float, default=2.0)
     p.add_argument("--crash-fraction", type=float, default=0.0, help="share of members that stop heartbeating")
     p.add_argument("--token", action="store_true", help="the server runs auth.mode = token")
+    p.add_argument("--audiences", type=int, default=0, help="viewers per room (the kind must allow audiences)")
     p.add_argument("--connections", type=int, default=32, help="kept-alive HTTP connections")
     p.add_argument("--ramp", type=float, default=5.0, help="seconds over which rooms are started")
     p.add_argument("--seed", type=int)
@@ -95,7 +96,10 @@ def _checks(report: dict[str, Any]) -> Table:
     table.add_row("lateness p50 / max", f"{e['lateness_p50_ms']:.0f} / {e['lateness_max_ms']:.0f} ms")
     table.add_row("wrong evictions", str(e["wrong_evictions"]))
     table.add_row("transport failures", str(report["transport_failures"]))
-    verdict = "PASS" if e["passed"] and report["transport_failures"] == 0 else "FAIL"
+    a = report["audiences"]
+    if a["rooms_checked"]:
+        table.add_row("audience lists exact", f"{a['rooms_exact']} of {a['rooms_checked']} rooms")
+    verdict = "PASS" if e["passed"] and a["passed"] and report["transport_failures"] == 0 else "FAIL"
     table.add_row("verdict", verdict)
     return table
 
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(_summary(report))
     console.print(_checks(report))
     console.print(f"report written to {args.report}")
-    passed = report["evictions"]["passed"] and report["transport_failures"] == 0
+    passed = report["evictions"]["passed"] and report["audiences"]["passed"] and report["transport_failures"] == 0
     return 0 if passed else 1
 
 

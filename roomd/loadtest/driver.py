@@ -3,6 +3,7 @@ or crash, and leaves at the end; watchers check what the server does about crash
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class LoadSettings:
     connections: int = 32
     ramp: float = 5.0  # seconds over which the rooms are started
     seed: int | None = None
+    audiences: int = 0  # viewers per room (add_audience once the room exists, delete_audience at the end)
 
 
 class Session:
@@ -72,6 +74,8 @@ class Room:
     room_id: str = ""
     created: trio.Event = field(default_factory=trio.Event)
     guests: set[str] = field(default_factory=set)  # members other than the creator, while joined
+    audiences: set[str] = field(default_factory=set)  # viewers that joined
+    viewers: list[Audience] = field(default_factory=list)
 
 
 @dataclass
@@ -208,6 +212,45 @@ class Member:
         self.room.guests.discard(self.user_id)
 
 
+@dataclass
+class Audience:
+    """A viewer: joins its room's audience once the room exists, leaves at the end. The first
+    of each room checks, just before the end, that get_audiences lists exactly the room's."""
+
+    session: Session
+    room: Room
+    number: int
+    user_id: str = ""
+    auth: dict[str, str] | None = None
+
+    async def run(self, end: trio.Event) -> None:
+        settings, stats = self.session.settings, self.session.stats
+        reply = await self.session.call("get_im_login_info", {"userIDPrefix": "viewer"})
+        if not reply or reply.get("code") != 0:
+            return
+        self.user_id = reply["userID"]
+        if settings.token:
+            self.auth = {"userID": self.user_id, "token": reply["token"]}
+        await self.room.created.wait()  # set also when the room could not be made
+        if not self.room.room_id:
+            return
+        info = json.dumps({"userName": f"viewer {self.number}", "userAvatar": ""})
+        joined = await self.session.call(
+            "add_audience", {"roomID": self.room.room_id, "userID": self.user_id, "userInfo": info}, self.auth
+        )
+        if not joined or joined.get("code") != 0:
+            return
+        self.room.audiences.add(self.user_id)
+        await end.wait()
+        if self.number == 0:
+            listed = await self.session.call("get_audiences", {"roomID": self.room.room_id}, self.auth)
+            if listed and listed.get("code") == 0:
+                ids = {a["userID"] for a in listed.get("audiences", [])}
+                exact = ids == self.room.audiences and listed.get("audienceCount") == len(ids)
+                stats.audience_checks.append(exact)
+        await self.session.call("delete_audience", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
+
+
 async def watch_crashed_member(member: Member) -> None:
     """Look at the member's room until it is gone; judge when that was."""
     settings, checks = member.settings, member.session.stats.checks
@@ -249,6 +292,7 @@ def plan_members(session: Session, settings: LoadSettings, start: float) -> list
     rooms = [Room(i) for i in range(settings.rooms)]
     for room in rooms:
         members.extend(Member(session, room, n) for n in range(settings.members))
+        room.viewers = [Audience(session, room, n) for n in range(settings.audiences)]
     candidates = [m for m in members if not m.is_creator]
     latest_crash = settings.duration - settings.heartbeat_timeout - settings.tolerance * 3 - 2
     earliest_crash = settings.ramp + settings.heartbeat
@@ -275,6 +319,9 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
                 if member.is_creator and settings.rooms > 1:
                     await trio.sleep(settings.ramp / settings.rooms)
                 nursery.start_soon(member.run, end, watchers)
+                if member.is_creator:
+                    for viewer in member.room.viewers:
+                        nursery.start_soon(viewer.run, end)
             nursery.start_soon(churn_driver, members, settings, end)
             await trio.sleep_until(start + settings.duration)
             end.set()

@@ -68,6 +68,7 @@ class LoadStats:
     members_active: int = 0
     churned: int = 0
     transport_errors: list[str] = field(default_factory=list)
+    audience_checks: list[bool] = field(default_factory=list)  # per room: get_audiences listed exactly its viewers
 
     def record(self, endpoint: str, seconds: float, code: str) -> None:
         stats = self.endpoints[endpoint]
@@ -93,4 +94,9 @@ class LoadStats:
             "churned": self.churned,
             "endpoints": {name: s.summary(elapsed) for name, s in sorted(self.endpoints.items())},
             "evictions": self.checks.summary(),
+            "audiences": {
+                "rooms_checked": len(self.audience_checks),
+                "rooms_exact": sum(self.audience_checks),
+                "passed": all(self.audience_checks),
+            },
         }

@@ -20,6 +20,7 @@ from roomd.qcloud.usersig import UserSigner
 from roomd.web.metrics import Metrics
 from roomd.web.rate_limit import CreationLimits, TokenBuckets
 from roomd.web.request_log import ResponseLog
+from roomd.web.stream_mixer import StreamMixer
 from roomd.web.wechat_login import WechatLogin
 
 
@@ -34,6 +35,7 @@ class AppContext:
     response_log: ResponseLog
     creation_limits: CreationLimits
     wechat: WechatLogin | None = None
+    mixer: StreamMixer | None = None  # merge_stream's calls to the live mixing API (none: no HTTP client)
     wall_clock: Callable[[], float] = field(default=time.time)
     # encoded get_room_list entries, per room snapshot; gone with the snapshot
     listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = field(default_factory=weakref.WeakKeyDictionary)
@@ -51,7 +53,7 @@ class AppContext:
         http: httpx.AsyncClient | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> AppContext:
-        """The edge for `settings`; `http` is the client for WeChat calls (none: WeChat login off)."""
+        """The edge for `settings`; `http` is the client for WeChat and mixing calls (none: both off)."""
         return cls(
             settings=settings,
             router=router,
@@ -69,6 +71,7 @@ class AppContext:
                 ),
             ),
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
+            mixer=StreamMixer(settings.live, http) if http is not None else None,
             wall_clock=wall_clock,
         )
 

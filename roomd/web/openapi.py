@@ -77,6 +77,19 @@ ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]]
         [],
         {"rooms": {"type": "array", "items": ROOM}},
     ),
+    "merge_stream": (
+        "Have Tencent's live mixing API mix the room's streams (members only; needs live.app_id and live.api_key)",
+        {
+            "roomID": ID,
+            "userID": ID,
+            "mergeParams": {
+                "description": "the mixing parameters: a JSON object, or a string holding one (code 10 otherwise)",
+                "anyOf": [{"type": "object"}, {"type": "string"}],
+            },
+        },
+        ["roomID", "userID", "mergeParams"],
+        {"result": {"type": "object", "description": "Tencent's reply; with code 6 {code: -1, message}"}},
+    ),
     "login": (
         "Trade a userSig for a token",
         {

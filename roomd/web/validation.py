@@ -82,6 +82,11 @@ class Params:
     def has(self, name: str) -> bool:
         return self._values.get(name) is not None
 
+    def raw(self, name: str) -> object:
+        """The value as the client sent it, unchecked (None when missing): for parameters whose
+        checking is the caller's, such as one that may be an object or a string."""
+        return self._values.get(name)
+
     def string(self, name: str, *, required: bool = True, max_chars: int | None = None) -> str | None:
         value = self._values.get(name)
         if value is None:
