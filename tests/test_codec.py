@@ -12,10 +12,17 @@ import pytest
 
 from roomd.actors import codec, messages, replies, stats
 from roomd.actors.messages import (
+    AddAudience,
+    Audience,
+    AudienceRemoved,
+    AudienceSaved,
     CloseReason,
     CreateRoom,
+    CustomFieldSaved,
+    CustomOperation,
     Describe,
     Destroy,
+    GetAudiences,
     GetRoom,
     GroupDestroyed,
     Heartbeat,
@@ -27,6 +34,7 @@ from roomd.actors.messages import (
     MemberRemoved,
     MemberSaved,
     MemberView,
+    RemoveAudience,
     RoomChanged,
     RoomClosed,
     RoomDescription,
@@ -34,6 +42,7 @@ from roomd.actors.messages import (
     RoomSaved,
     RoomSnapshot,
     RoomState,
+    SetCustomField,
 )
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.stats import KindStats, RouterStats
@@ -41,6 +50,8 @@ from roomd.actors.stats import KindStats, RouterStats
 ALICE = MemberInfo("alice", "Alice 爱丽丝", "https://a.test/a.png", "rtmp://p.test/live/1_alice?txSecret=x")
 VIEW = MemberView("alice", "Alice", "", "1_alice")
 SNAPSHOT = RoomSnapshot("room_1", '{"title":"t"}', "alice", (VIEW, MemberView("bob", "", "", None)))
+WATCHED = RoomSnapshot("room_1", "", "alice", (VIEW,), 2, (("likes", 3), ("title", "Hi 你好")))
+CAROL = Audience("carol", '{"userName":"Carol","userAvatar":""}\n')
 
 EXAMPLES: list[object] = [
     Join(ALICE),
@@ -50,13 +61,23 @@ EXAMPLES: list[object] = [
     GetRoom(),
     Destroy("alice"),
     Describe(),
+    AddAudience(CAROL),
+    RemoveAudience("carol"),
+    GetAudiences(),
+    *(SetCustomField("likes", operation) for operation in CustomOperation),
+    SetCustomField("title", CustomOperation.SET, "Hi", member="alice"),
     CreateRoom("alice", "info"),
     CreateRoom("alice", "info", room_id="r1", first_member=ALICE, address="10.0.0.1"),
     Ok(None),
     Ok("room_1"),
     Ok(SNAPSHOT),
+    Ok(WATCHED),
+    Ok((CAROL, Audience("dave", ""))),
+    Ok((("likes", -1), ("title", ""))),
     Ok(RoomDescription("root/multi_room/r", RoomState.ACTIVE, 1.5, 2, 19.25, 0, 256)),
     Ok(RoomDescription("root/multi_room/r", RoomState.CLOSED, 0.0, 0, None, 0, 256)),
+    Ok(RoomDescription("root/live_room/r", RoomState.WAITING, 3.0, 0, 27.0, 1, 256, audiences=30)),
+    RoomChanged(WATCHED),
     *(Refused(error, f"detail of {error.value}") for error in DomainError),
     RoomChanged(SNAPSHOT),
     *(MemberDeparted("room_1", "alice", reason) for reason in LeaveReason),
@@ -67,10 +88,15 @@ EXAMPLES: list[object] = [
     MemberRemoved("multi_room", "room_1", "alice"),
     RoomRemoved("multi_room", "room_1"),
     GroupDestroyed("multi_room", "room_1"),
+    AudienceSaved("live_room", "room_1", CAROL),
+    AudienceRemoved("live_room", "room_1", "carol"),
+    CustomFieldSaved("live_room", "room_1", "likes", 3),
+    CustomFieldSaved("live_room", "room_1", "title", "Hi"),
     RouterStats(
         kinds={
             "multi_room": KindStats(1, 2, 3, {CloseReason.IDLE: 4}, {LeaveReason.TIMEOUT: 5}, 6, 7, 8),
             "double_room": KindStats(0, 0, 0),
+            "live_room": KindStats(0, 1, 1, audiences=29),
         },
         im_calls={("create_group", "ok"): 9},
         im_queue_depth=1,
@@ -151,6 +177,10 @@ def test_fields_of_the_wrong_type_are_refused() -> None:
         _forged("Join", member, True),
         _forged("MemberDeparted", "r", "u", "left"),
         _forged("RouterStats", {}, {"create_group": 1}, 0, 0),  # a key that is not (api, outcome)
+        _forged("CustomFieldSaved", "k", "r", "likes", 1.5),  # a custom field is a string or an integer
+        _forged("CustomFieldSaved", "k", "r", "likes", True),
+        _forged("RoomSnapshot", "r", "i", "c", (), 0, (("likes", None),)),
+        _forged("SetCustomField", "likes", "inc"),  # the enum's value, not the enum
     ):
         with pytest.raises(codec.CodecError):
             codec.decode(forged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,5 +135,5 @@ def test_the_later_servers_name_for_creator_leave_closes_room_is_accepted(tmp_pa
     from_env = load_settings(environ={"ROOMD_KINDS__MULTI_ROOM__CREATOR_CAN_DESTROY_ROOM": "false"})
     assert from_env.kinds["multi_room"].creator_leave_closes_room is False
     toml.write_text("[kinds.live_room]\ncreator_can_destroy_room = false\ncreator_leave_closes_room = true\n")
-    with pytest.raises(ConfigError, match="kinds.live_room.creator_can_destroy_room: the same setting as"):
+    with pytest.raises(ConfigError, match=re.escape("kinds.live_room.creator_can_destroy_room: the same setting as")):
         load_settings(config_path=toml)

@@ -99,3 +99,20 @@ async def test_token_mode(tmp_path: Path) -> None:
     report = json.loads(report_file.read_text())
     assert set(report["endpoints"]["pusher_heartbeat"]["codes"]) == {"0"}
     assert report["endpoints"]["create_room"]["codes"] == {"0": 4}
+
+
+async def test_live_rooms_with_audiences_list_exactly_their_viewers(tmp_path: Path) -> None:
+    report_file = tmp_path / "report.json"
+    async with running_roomd(tmp_path) as server:
+        result = await _roomd_load(
+            server.base_url,
+            report_file,
+            *("--kind", "live_room", "--rooms", "4", "--members", "2", "--audiences", "5"),
+            *("--duration", "4", "--heartbeat", "1", "--ramp", "0.5"),
+        )
+    report = json.loads(report_file.read_text())
+    assert result.returncode == 0, result.stdout.decode()[-2000:]
+    assert report["audiences"] == {"rooms_checked": 4, "rooms_exact": 4, "passed": True}
+    assert report["endpoints"]["add_audience"]["codes"] == {"0": 20}
+    assert report["endpoints"]["delete_audience"]["codes"] == {"0": 20}
+    assert "audience lists exact" in result.stdout.decode()

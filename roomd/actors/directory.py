@@ -27,9 +27,11 @@ from loguru import logger
 from roomd.actors.ids import new_room_id
 from roomd.actors.messages import (
     Ask,
+    Audience,
     Change,
     CloseReason,
     CreateRoom,
+    CustomFields,
     Describe,
     GroupDestroyed,
     Join,
@@ -314,7 +316,15 @@ class Directory:
             "room not created room={} because {}", room_id, why or "its creator stopped waiting for the answer"
         )
 
-    def _new_room(self, room_id: str, creator: str, room_info: str, members: tuple[MemberInfo, ...]) -> Room:
+    def _new_room(
+        self,
+        room_id: str,
+        creator: str,
+        room_info: str,
+        members: tuple[MemberInfo, ...],
+        audiences: tuple[Audience, ...] = (),
+        custom: CustomFields = (),
+    ) -> Room:
         return Room(
             room_id=room_id,
             kind_name=self.kind_name,
@@ -322,6 +332,8 @@ class Directory:
             creator=creator,
             room_info=room_info,
             members=members,
+            audiences=audiences,
+            custom=custom,
             report=self._report,
             im=self._im,
             store=self._store,
@@ -371,8 +383,10 @@ class Directory:
             self._im.ensure_group(saved.room_id, saved.room_info)
 
     def _restore_room(self, saved: SavedRoom) -> None:
-        room = self._new_room(saved.room_id, saved.creator, saved.room_info, saved.members)
-        room.log.info("room restored members={}", len(saved.members))
+        room = self._new_room(
+            saved.room_id, saved.creator, saved.room_info, saved.members, saved.audiences, saved.custom
+        )
+        room.log.info("room restored members={} audiences={}", len(saved.members), len(saved.audiences))
         self._count_owner(saved.room_id, _Owner(saved.creator, None))
         self._run_room(room, first_join=False)
 
@@ -421,6 +435,7 @@ class Directory:
             waiting_rooms=index.room_count - index.listed_count,
             active_rooms=index.listed_count,
             members=index.member_count,
+            audiences=index.audience_count,
             closes=dict(self._closes),
             departures=dict(self._departures),
             directory_mailbox_depth=self.mailbox.depth,
@@ -496,6 +511,7 @@ def describe_room(room: RoomDescription, *, delivered: int) -> dict[str, Any]:
         "state": room.state.value,
         "uptime": room.uptime,
         "members": room.members,
+        "audiences": room.audiences,
         "next_deadline_in": room.next_deadline_in,
         "mailbox": {"depth": room.mailbox_depth, "capacity": room.mailbox_capacity, "delivered": delivered},
     }

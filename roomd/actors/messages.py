@@ -67,12 +67,33 @@ class MemberView:
     stream: str | None  # the stream name in the member's pushURL, if it has one
 
 
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """A viewer of the room: listed, never pushing, never heartbeating."""
+
+    user_id: str
+    user_info: str  # opaque to roomd: the later clients send a JSON string with userName and userAvatar
+
+
+class CustomOperation(enum.Enum):
+    SET = "set"
+    INC = "inc"
+    DEC = "dec"
+
+
+CustomFields = tuple[tuple[str, str | int], ...]
+"""A room's custom fields, (name, value) in the order they were first set: a string
+(set) or an integer (inc, dec)."""
+
+
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class RoomSnapshot:
     room_id: str
     room_info: str
     creator: str
     members: tuple[MemberView, ...]
+    audience_count: int = 0
+    custom: CustomFields = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +107,7 @@ class RoomDescription:
     next_deadline_in: float | None
     mailbox_depth: int
     mailbox_capacity: int
+    audiences: int = 0
 
 
 # --- requests to a room ---------------------------------------------------------------
@@ -126,7 +148,48 @@ class Describe(Ask[Ok[RoomDescription] | Refused]):
     """The room as /debug/actors shows it."""
 
 
-RoomMessage = Join | Leave | Heartbeat | GetRoom | Destroy | Describe
+@dataclass(frozen=True, slots=True)
+class AddAudience(Ask[Ok[None] | Refused]):
+    """add_audience: list a viewer, or update the userInfo of one already listed."""
+
+    audience: Audience
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAudience(Ask[Ok[None] | Refused]):
+    """delete_audience: Ok also when `user_id` is not listed."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetAudiences(Ask[Ok[tuple[Audience, ...]] | Refused]):
+    """The audiences in joining order."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetCustomField(Ask[Ok[CustomFields] | Refused]):
+    """set_custom_field; the answer is every custom field after the change. `value` is what
+    SET stores; `member` set: refused unless that user is a member (token mode)."""
+
+    name: str
+    operation: CustomOperation
+    value: str | None = None
+    member: str | None = None
+
+
+RoomMessage = (
+    Join
+    | Leave
+    | Heartbeat
+    | GetRoom
+    | Destroy
+    | Describe
+    | AddAudience
+    | RemoveAudience
+    | GetAudiences
+    | SetCustomField
+)
 
 
 # --- requests to a directory ----------------------------------------------------------
@@ -207,7 +270,8 @@ class MemberRemoved:
 
 @dataclass(frozen=True, slots=True)
 class RoomRemoved:
-    """The room closed: its members go; the room stays, marked closing, until its IM group is gone."""
+    """The room closed: its members, audiences and custom fields go; the room stays, marked closing,
+    until its IM group is gone."""
 
     kind: str
     room_id: str
@@ -221,4 +285,35 @@ class GroupDestroyed:
     room_id: str
 
 
-Change = RoomSaved | MemberSaved | MemberRemoved | RoomRemoved | GroupDestroyed
+@dataclass(frozen=True, slots=True)
+class AudienceSaved:
+    kind: str
+    room_id: str
+    audience: Audience
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceRemoved:
+    kind: str
+    room_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomFieldSaved:
+    kind: str
+    room_id: str
+    name: str
+    value: str | int
+
+
+Change = (
+    RoomSaved
+    | MemberSaved
+    | MemberRemoved
+    | RoomRemoved
+    | GroupDestroyed
+    | AudienceSaved
+    | AudienceRemoved
+    | CustomFieldSaved
+)

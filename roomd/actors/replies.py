@@ -17,7 +17,8 @@ class DomainError(enum.Enum):
     NO_ROOM = "no_room"  # the room does not exist (or no longer)
     NOT_CREATOR = "not_creator"  # only the creator may destroy a room
     NOT_MEMBER = "not_member"  # the caller is not a member of the room
-    ROOM_FULL = "room_full"  # the room already holds max_members
+    ROOM_FULL = "room_full"  # the room already holds max_members (or max_audiences)
+    INVALID = "invalid"  # the request breaks a rule only the room can check (a custom field's)
     ROOM_EXISTS = "room_exists"  # create_room with a roomID already in use
     UPSTREAM_FAILED = "upstream_failed"  # Tencent IM refused or could not be reached
     BUSY = "busy"  # a mailbox is full, an actor too slow, storage failing, or shutting down

@@ -1,4 +1,4 @@
-"""One room: its members, their heartbeat deadlines, and its lifecycle.
+"""One room: its members, their heartbeat deadlines, its audiences and custom fields, and its lifecycle.
 
 The room is the only owner of its state. It handles one message at a time,
 without awaiting in between, so every change is atomic and applied in
@@ -22,6 +22,7 @@ member with a fresh deadline, evicted again).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -31,10 +32,18 @@ import trio
 from loguru import logger
 
 from roomd.actors.messages import (
+    AddAudience,
+    Audience,
+    AudienceRemoved,
+    AudienceSaved,
     Change,
     CloseReason,
+    CustomFields,
+    CustomFieldSaved,
+    CustomOperation,
     Describe,
     Destroy,
+    GetAudiences,
     GetRoom,
     GroupDestroyed,
     Heartbeat,
@@ -46,6 +55,7 @@ from roomd.actors.messages import (
     MemberRemoved,
     MemberSaved,
     MemberView,
+    RemoveAudience,
     RoomChanged,
     RoomClosed,
     RoomDescription,
@@ -55,6 +65,7 @@ from roomd.actors.messages import (
     RoomSaved,
     RoomSnapshot,
     RoomState,
+    SetCustomField,
 )
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
@@ -67,7 +78,10 @@ NOT_SAVED = "the change could not be saved (the server's storage failed); nothin
 STORE_BEHIND = "the server's storage is behind or failing; nothing was changed, retry shortly"
 # a change's write must start this long before its caller's deadline, so that it ends in time
 STORE_GRACE = 0.25
-CHANGES = (Join, Leave, Destroy)  # the messages that may change what is stored
+CHANGES = (Join, Leave, Destroy, AddAudience, RemoveAudience, SetCustomField)  # may change what is stored
+MAX_CUSTOM_FIELDS = 16  # per room
+MAX_SAFE_INTEGER = 2**53 - 1  # what a JavaScript client reads exactly: inc and dec stay within it
+_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,15})")
 
 
 @dataclass(slots=True)
@@ -92,6 +106,8 @@ class _Checkpoint:
     room_info: str
     close_reason: CloseReason | None
     members: tuple[tuple[MemberInfo, float], ...]
+    audiences: tuple[tuple[str, str], ...]
+    custom: CustomFields
 
 
 class Room:
@@ -104,6 +120,8 @@ class Room:
         creator: str,
         room_info: str,
         members: tuple[MemberInfo, ...] = (),
+        audiences: tuple[Audience, ...] = (),
+        custom: CustomFields = (),
         report: Callable[[RoomReport], None],
         im: ImPort,
         store: ChangeStore,
@@ -111,7 +129,8 @@ class Room:
         mailbox_capacity: int = 0,
     ) -> None:
         """A room holding `members` (the creator of a seed-era room, or the members saved
-        before a restart), each with a fresh deadline; what changes is told to `report`."""
+        before a restart), each with a fresh deadline, and the `audiences` and `custom` fields
+        saved before a restart; what changes is told to `report`."""
         self.room_id = room_id
         self.kind_name = kind_name
         self.kind = kind
@@ -124,6 +143,8 @@ class Room:
         deadline = self.started_at + kind.heartbeat_timeout
         self.members: dict[str, Member] = {info.user_id: Member(info, deadline) for info in members}
         self.state = RoomState.ACTIVE if self.members else RoomState.WAITING
+        self.audiences: dict[str, str] = {a.user_id: a.user_info for a in audiences}  # in joining order
+        self.custom: dict[str, str | int] = dict(custom)
         self.close_reason: CloseReason | None = None
         self._report = report
         self._im = im
@@ -234,6 +255,8 @@ class Room:
             self.room_info,
             self.close_reason,
             tuple((m.info, m.deadline) for m in self.members.values()),
+            tuple(self.audiences.items()),
+            tuple(self.custom.items()),
         )
 
     def _restore(self, checkpoint: _Checkpoint) -> None:
@@ -241,6 +264,8 @@ class Room:
         self.room_info = checkpoint.room_info
         self.close_reason = checkpoint.close_reason
         self.members = {info.user_id: Member(info, deadline) for info, deadline in checkpoint.members}
+        self.audiences = dict(checkpoint.audiences)
+        self.custom = dict(checkpoint.custom)
 
     @property
     def closed(self) -> bool:
@@ -269,6 +294,14 @@ class Room:
                 return Ok(self.describe(trio.current_time()))
             case Destroy(user_id):
                 return self.destroy(user_id)
+            case AddAudience(audience):
+                return self.add_audience(audience)
+            case RemoveAudience(user_id):
+                return self.remove_audience(user_id)
+            case GetAudiences():
+                return Ok(tuple(Audience(user_id, info) for user_id, info in self.audiences.items()))
+            case SetCustomField(name, operation, value, member):
+                return self.set_custom_field(name, operation, value, member=member)
         raise TypeError(f"a room cannot handle {message!r}")
 
     def heartbeat(self, user_id: str) -> Ok[None] | Refused:
@@ -333,6 +366,77 @@ class Room:
         self.close(CloseReason.DESTROYED)
         return Ok(None)
 
+    def add_audience(self, audience: Audience) -> Ok[None] | Refused:
+        """List a viewer, or update the userInfo of one already listed. Audiences are not members:
+        they neither heartbeat nor keep the room open."""
+        user_id, user_info = audience.user_id, audience.user_info
+        listed = self.audiences.get(user_id)
+        if listed is None and len(self.audiences) >= self.kind.max_audiences:
+            return Refused(
+                DomainError.ROOM_FULL,
+                f"room {self.room_id} already lists {len(self.audiences)} audiences, the most allowed "
+                f"(kinds.{self.kind_name}.max_audiences)",
+            )
+        if listed == user_info:
+            return Ok(None)
+        self.audiences[user_id] = user_info
+        self._changes.append(AudienceSaved(self.kind_name, self.room_id, audience))
+        if listed is None:
+            self._log_audience("audience joined user={} audiences={}/{}", user_id)
+        else:
+            self._later(partial(self.log.info, "audience updated user={}", user_id))
+        self._changed()
+        return Ok(None)
+
+    def remove_audience(self, user_id: str) -> Ok[None]:
+        if self.audiences.pop(user_id, None) is None:
+            return Ok(None)
+        self._changes.append(AudienceRemoved(self.kind_name, self.room_id, user_id))
+        self._log_audience("audience left user={} reason=left audiences={}/{}", user_id)
+        self._changed()
+        return Ok(None)
+
+    def set_custom_field(
+        self, name: str, operation: CustomOperation, value: str | None, *, member: str | None
+    ) -> Ok[CustomFields] | Refused:
+        """SET stores `value`; INC and DEC count from 0 (a missing field) or the integer the field holds."""
+        if member is not None and member not in self.members:
+            return Refused(
+                DomainError.NOT_MEMBER,
+                f"{member} is not a member of room {self.room_id}; only members set its custom fields",
+            )
+        current = self.custom.get(name)
+        if current is None and len(self.custom) >= MAX_CUSTOM_FIELDS:
+            return Refused(
+                DomainError.INVALID,
+                f"room {self.room_id} already has {MAX_CUSTOM_FIELDS} custom fields, the most allowed; "
+                f"{name!r} is not one of them",
+            )
+        new: str | int
+        if operation is CustomOperation.SET:
+            if value is None:
+                return Refused(DomainError.INVALID, "value is required for operation set")
+            new = value
+        else:
+            number = 0 if current is None else _integer(current)
+            if number is None:
+                return Refused(
+                    DomainError.INVALID,
+                    f"custom field {name!r} holds {current!r}, not an integer; inc and dec work on integers",
+                )
+            new = number + (1 if operation is CustomOperation.INC else -1)
+            if abs(new) > MAX_SAFE_INTEGER:
+                return Refused(
+                    DomainError.INVALID,
+                    f"custom field {name!r} would pass {'' if new > 0 else '-'}{MAX_SAFE_INTEGER}, "
+                    "the largest integer every client reads exactly",
+                )
+        if type(new) is not type(current) or new != current:
+            self.custom[name] = new
+            self._changes.append(CustomFieldSaved(self.kind_name, self.room_id, name, new))
+            self._later(self._relist)
+        return Ok(tuple(self.custom.items()))
+
     # --- time -------------------------------------------------------------
 
     def expire(self, now: float) -> None:
@@ -383,7 +487,12 @@ class Room:
         if reason is CloseReason.SHUTDOWN and self._store.persistent:
             self._later(partial(self._report, RoomClosed(self.room_id, reason)))
             self._later(
-                partial(self.log.info, "room stopped for a restart, kept in the store members={}", len(self.members))
+                partial(
+                    self.log.info,
+                    "room stopped for a restart, kept in the store members={} audiences={}",
+                    len(self.members),
+                    len(self.audiences),
+                )
             )
             return
         self._changes.append(RoomRemoved(self.kind_name, self.room_id))
@@ -399,6 +508,17 @@ class Room:
                 )
             )
         self.members = {}
+        for user_id in self.audiences:
+            self._later(
+                partial(
+                    self.log.info,
+                    "audience left user={} reason={} audiences=0/{}",
+                    user_id,
+                    LeaveReason.ROOM_CLOSED.value,
+                    self.kind.max_audiences,
+                )
+            )
+        self.audiences = {}
         self._later(partial(self._report, RoomClosed(self.room_id, reason)))
         self._later(partial(self._im.destroy_group, self.room_id, on_done=self._group_destroyed))
         self._later(partial(self.log.info, "room closed reason={}", reason.value))
@@ -420,6 +540,14 @@ class Room:
         self._report(RoomChanged(self.snapshot()))
         self._im.notify_pusher_change(self.room_id)
 
+    def _relist(self) -> None:
+        """Tell the directory's index about a change that clients are not notified of."""
+        if self.state is not RoomState.CLOSED:
+            self._report(RoomChanged(self.snapshot()))
+
+    def _log_audience(self, template: str, user_id: str) -> None:
+        self._later(partial(self.log.info, template, user_id, len(self.audiences), self.kind.max_audiences))
+
     def _later(self, effect: Callable[[], None]) -> None:
         self._effects.append(effect)
 
@@ -431,6 +559,8 @@ class Room:
             room_info=self.room_info,
             creator=self.creator,
             members=tuple(m.view() for m in self.members.values()),
+            audience_count=len(self.audiences),
+            custom=tuple(self.custom.items()),
         )
 
     def describe(self, now: float) -> RoomDescription:
@@ -445,6 +575,7 @@ class Room:
             next_deadline_in=None if deadline is None else round(deadline - now, 3),
             mailbox_depth=inbox.statistics().current_buffer_used if inbox is not None else 0,
             mailbox_capacity=self._mailbox_capacity,
+            audiences=len(self.audiences),
         )
 
     def _not_member(self, user_id: str) -> Refused:
@@ -452,3 +583,10 @@ class Room:
 
     def _gone(self) -> Refused:
         return no_such_room(self.room_id)
+
+
+def _integer(value: str | int) -> int | None:
+    """The integer a custom field holds: an int, or a string in canonical decimal (set "10" counts on from 10)."""
+    if isinstance(value, int):
+        return value
+    return int(value) if _INTEGER_TEXT.fullmatch(value) else None

@@ -22,6 +22,7 @@ class RoomIndex:
         self._by_seq: dict[int, RoomSnapshot] = {}
         self._listed = SortedList()  # creation seqs of rooms with at least one member
         self.member_count = 0  # members across every room
+        self.audience_count = 0  # audiences across every room
 
     def upsert(self, snapshot: RoomSnapshot) -> None:
         seq = self._seq_by_id.get(snapshot.room_id)
@@ -31,6 +32,7 @@ class RoomIndex:
         previous = self._by_seq.get(seq)
         was_listed = previous is not None and bool(previous.members)
         self.member_count += len(snapshot.members) - (len(previous.members) if previous else 0)
+        self.audience_count += snapshot.audience_count - (previous.audience_count if previous else 0)
         self._by_seq[seq] = snapshot
         if snapshot.members and not was_listed:
             self._listed.add(seq)
@@ -43,6 +45,7 @@ class RoomIndex:
             return
         snapshot = self._by_seq.pop(seq)
         self.member_count -= len(snapshot.members)
+        self.audience_count -= snapshot.audience_count
         if snapshot.members:
             self._listed.remove(seq)
 

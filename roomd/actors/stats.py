@@ -1,4 +1,4 @@
-"""Counts of rooms, members and mailboxes that /metrics shows: plain data, like every router reply."""
+"""Counts of rooms, members, audiences and mailboxes that /metrics shows: plain data, like every router reply."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from roomd.actors.messages import CloseReason, LeaveReason
 
 @dataclass(frozen=True, slots=True)
 class KindStats:
-    """One kind's rooms and members, for /metrics."""
+    """One kind's rooms, members and audiences, for /metrics."""
 
     waiting_rooms: int
     active_rooms: int
@@ -19,6 +19,7 @@ class KindStats:
     directory_mailbox_depth: int = 0
     room_mailbox_depth_max: int = 0
     room_mailbox_depth_sum: int = 0
+    audiences: int = 0
 
 
 @dataclass(frozen=True, slots=True)

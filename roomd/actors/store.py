@@ -1,7 +1,7 @@
 """Room state that survives restarts and crashes: an embedded SQLite database.
 
 Rooms record their changes here (created, member joined or updated, member
-left, closed), never heartbeats. The store actor writes what has been
+left, audience listed or gone, custom field set, closed), never heartbeats. The store actor writes what has been
 submitted in batches, on a worker thread, each batch one transaction
 committed with `synchronous = FULL`; only then does a writer's `write`
 return. So whatever a client was told succeeded is on disk, `kill -9`
@@ -47,7 +47,12 @@ import trio
 from loguru import logger
 
 from roomd.actors.messages import (
+    Audience,
+    AudienceRemoved,
+    AudienceSaved,
     Change,
+    CustomFields,
+    CustomFieldSaved,
     GroupDestroyed,
     MemberInfo,
     MemberRemoved,
@@ -68,7 +73,15 @@ CREATE TABLE IF NOT EXISTS members (
     kind TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL, user_name TEXT NOT NULL,
     user_avatar TEXT NOT NULL, push_url TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (kind, room_id, user_id));
+CREATE TABLE IF NOT EXISTS audiences (
+    kind TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL, user_info TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (kind, room_id, user_id));
+CREATE TABLE IF NOT EXISTS custom_fields (
+    kind TEXT NOT NULL, room_id TEXT NOT NULL, name TEXT NOT NULL, value NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (kind, room_id, name));
 """
+# a value column without a type keeps what it is given: a string stays TEXT, an integer INTEGER
+ROOM_PARTS = ("members", "audiences", "custom_fields")  # what goes with a room when it closes or is made anew
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class SavedRoom:
     room_info: str
     members: tuple[MemberInfo, ...]
     closing: bool = False  # closed, but its IM group was not yet confirmed gone
+    audiences: tuple[Audience, ...] = ()
+    custom: CustomFields = ()
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,8 @@ class SqliteStore:
             self._db.execute("ALTER TABLE rooms ADD COLUMN closing INTEGER NOT NULL DEFAULT 0")
         self._seq = (
             self._db.execute(
-                "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members)"
+                "SELECT max(s) FROM (SELECT max(seq) AS s FROM rooms UNION ALL SELECT max(seq) FROM members "
+                "UNION ALL SELECT max(seq) FROM audiences UNION ALL SELECT max(seq) FROM custom_fields)"
             ).fetchone()[0]
             or 0
         )
@@ -189,7 +205,28 @@ class SqliteStore:
             (kind,),
         ):
             members.setdefault(room_id, []).append(MemberInfo(user_id, name, avatar, push_url))
-        return [SavedRoom(r, c, i, tuple(members.get(r, ())), bool(closing)) for r, c, i, closing in rooms]
+        audiences: dict[str, list[Audience]] = {}
+        for room_id, user_id, user_info in self._db.execute(
+            "SELECT room_id, user_id, user_info FROM audiences WHERE kind = ? ORDER BY seq", (kind,)
+        ):
+            audiences.setdefault(room_id, []).append(Audience(user_id, user_info))
+        custom: dict[str, list[tuple[str, str | int]]] = {}
+        for room_id, name, value in self._db.execute(
+            "SELECT room_id, name, value FROM custom_fields WHERE kind = ? ORDER BY seq", (kind,)
+        ):
+            custom.setdefault(room_id, []).append((name, value))
+        return [
+            SavedRoom(
+                r,
+                c,
+                i,
+                tuple(members.get(r, ())),
+                bool(closing),
+                audiences=tuple(audiences.get(r, ())),
+                custom=tuple(custom.get(r, ())),
+            )
+            for r, c, i, closing in rooms
+        ]
 
     # --- the actor ------------------------------------------------------------------------
 
@@ -330,8 +367,8 @@ class SqliteStore:
         self._seq += 1
         match change:
             case RoomSaved(kind, room_id, creator, room_info, created):
-                if created:  # members left by a close that was never written are not the new room's
-                    db.execute("DELETE FROM members WHERE kind = ? AND room_id = ?", (kind, room_id))
+                if created:  # what a close that was never written left is not the new room's
+                    _delete_parts(db, kind, room_id)
                 db.execute(
                     "INSERT INTO rooms (kind, room_id, creator, room_info, seq) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (kind, room_id) DO UPDATE SET creator = excluded.creator, "
@@ -351,10 +388,31 @@ class SqliteStore:
                     "DELETE FROM members WHERE kind = ? AND room_id = ? AND user_id = ?", (kind, room_id, user_id)
                 )
             case RoomRemoved(kind, room_id):
-                db.execute("DELETE FROM members WHERE kind = ? AND room_id = ?", (kind, room_id))
+                _delete_parts(db, kind, room_id)
                 db.execute("UPDATE rooms SET closing = 1 WHERE kind = ? AND room_id = ?", (kind, room_id))
             case GroupDestroyed(kind, room_id):
                 db.execute("DELETE FROM rooms WHERE kind = ? AND room_id = ? AND closing", (kind, room_id))
+            case AudienceSaved(kind, room_id, audience):
+                db.execute(
+                    "INSERT INTO audiences VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, room_id, user_id) "
+                    "DO UPDATE SET user_info = excluded.user_info",
+                    (kind, room_id, audience.user_id, audience.user_info, self._seq),
+                )
+            case AudienceRemoved(kind, room_id, user_id):
+                db.execute(
+                    "DELETE FROM audiences WHERE kind = ? AND room_id = ? AND user_id = ?", (kind, room_id, user_id)
+                )
+            case CustomFieldSaved(kind, room_id, name, value):
+                db.execute(
+                    "INSERT INTO custom_fields VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, room_id, name) "
+                    "DO UPDATE SET value = excluded.value",
+                    (kind, room_id, name, value, self._seq),
+                )
+
+
+def _delete_parts(db: sqlite3.Connection, kind: str, room_id: str) -> None:
+    for table in ROOM_PARTS:
+        db.execute(f"DELETE FROM {table} WHERE kind = ? AND room_id = ?", (kind, room_id))
 
 
 def _on_disk(error: Exception) -> bool:

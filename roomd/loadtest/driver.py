@@ -76,6 +76,7 @@ class Room:
     guests: set[str] = field(default_factory=set)  # members other than the creator, while joined
     audiences: set[str] = field(default_factory=set)  # viewers that joined
     viewers: list[Audience] = field(default_factory=list)
+    audiences_checked: trio.Event = field(default_factory=trio.Event)  # viewers leave only after the check
 
 
 @dataclass
@@ -248,6 +249,10 @@ class Audience:
                 ids = {a["userID"] for a in listed.get("audiences", [])}
                 exact = ids == self.room.audiences and listed.get("audienceCount") == len(ids)
                 stats.audience_checks.append(exact)
+            self.room.audiences_checked.set()
+        else:
+            with trio.move_on_after(settings.heartbeat_timeout):
+                await self.room.audiences_checked.wait()
         await self.session.call("delete_audience", {"roomID": self.room.room_id, "userID": self.user_id}, self.auth)
 
 

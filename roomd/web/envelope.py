@@ -51,6 +51,7 @@ _REFUSALS: dict[DomainError, tuple[Code, str | None, int]] = {
     DomainError.NOT_CREATOR: (Code.NO_ROOM, NOT_CREATOR_MESSAGE, 200),
     DomainError.NOT_MEMBER: (Code.NOT_MEMBER, None, 200),
     DomainError.ROOM_FULL: (Code.ROOM_FULL, None, 200),
+    DomainError.INVALID: (Code.BAD_PARAMETER, None, 200),
     DomainError.ROOM_EXISTS: (Code.ROOM_EXISTS, None, 200),
     DomainError.UPSTREAM_FAILED: (Code.UPSTREAM_FAILED, None, 200),
     DomainError.BUSY: (Code.BUSY, None, 503),

@@ -1,7 +1,7 @@
 """`/metrics` in the Prometheus text format.
 
 Request counts and latencies are counted as requests finish; everything
-about the actor tree (rooms and members by kind and state, closes and
+about the actor tree (rooms, members and audiences by kind and state, closes and
 departures by reason, IM calls and queue, mailbox depths) is read from the
 actors at scrape time, so nothing on the hot path keeps extra state.
 """
@@ -63,6 +63,7 @@ class ActorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         rooms = GaugeMetricFamily("roomd_rooms", "Rooms by kind and state", labels=["kind", "state"])
         members = GaugeMetricFamily("roomd_members", "Members by kind", labels=["kind"])
+        audiences = GaugeMetricFamily("roomd_audiences", "Audiences (viewers) by kind", labels=["kind"])
         closes = CounterMetricFamily("roomd_room_closes", "Rooms closed by kind and reason", labels=["kind", "reason"])
         departures = CounterMetricFamily(
             "roomd_member_departures",
@@ -83,6 +84,7 @@ class ActorCollector(Collector):
             rooms.add_metric([kind, "waiting"], counts.waiting_rooms)
             rooms.add_metric([kind, "active"], counts.active_rooms)
             members.add_metric([kind], counts.members)
+            audiences.add_metric([kind], counts.audiences)
             for reason, count in counts.closes.items():
                 closes.add_metric([kind, reason.value], count)
             for leave_reason, count in counts.departures.items():
@@ -102,6 +104,7 @@ class ActorCollector(Collector):
         yield from (
             rooms,
             members,
+            audiences,
             closes,
             departures,
             directory_depth,

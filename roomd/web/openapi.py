@@ -29,8 +29,12 @@ ROOM_PROPERTIES: dict[str, dict[str, Any]] = {
     "roomCreator": ID,
     "mixedPlayURL": {"type": "string"},
     "memberCount": COUNT,
+    "audienceCount": COUNT,
+    "custom": {"type": "string", "description": "the room's custom fields as a JSON-encoded object"},
     "pushers": {"type": "array", "items": PUSHER},
 }
+CUSTOM = {"custom": ROOM_PROPERTIES["custom"]}
+USER_INFO = {"type": "string", "description": "opaque, at most 1024 bytes of UTF-8"}
 ROOM = {"type": "object", "properties": ROOM_PROPERTIES}
 
 # endpoint -> (summary, request body properties, required, reply fields)
@@ -90,6 +94,37 @@ ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]]
         ["roomID", "userID", "mergeParams"],
         {"result": {"type": "object", "description": "Tencent's reply; with code 6 {code: -1, message}"}},
     ),
+    "add_audience": (
+        "Watch a room without pushing (kinds with max_audiences > 0)",
+        {"roomID": ID, "userID": ID, "userInfo": USER_INFO},
+        ["roomID", "userID", "userInfo"],
+        {},
+    ),
+    "delete_audience": ("Stop watching a room", {"roomID": ID, "userID": ID}, ["roomID", "userID"], {}),
+    "get_audiences": (
+        "A room's audiences in joining order",
+        {"roomID": ID},
+        ["roomID"],
+        {
+            "audienceCount": COUNT,
+            "audiences": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"userID": ID, "userInfo": USER_INFO}},
+            },
+        },
+    ),
+    "set_custom_field": (
+        "Set, increment or decrement one of a room's custom fields",
+        {
+            "roomID": ID,
+            "fieldName": {"type": "string", "minLength": 1, "maxLength": 64},
+            "operation": {"type": "string", "enum": ["set", "inc", "dec"]},
+            "value": {"type": "string", "description": "for set: at most 1024 bytes of UTF-8"},
+        },
+        ["roomID", "fieldName", "operation"],
+        CUSTOM,
+    ),
+    "get_custom_info": ("A room's custom fields", {"roomID": ID}, ["roomID"], CUSTOM),
     "login": (
         "Trade a userSig for a token",
         {
@@ -150,10 +185,17 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             }
     # utility -> (query parameters, required, reply fields)
     utils: dict[str, tuple[dict[str, Any], list[str], dict[str, Any]]] = {
-        "get_login_info": (
-            {"userID": ID},
-            ["userID"],
-            {"userID": ID, "sdkAppID": COUNT, "accType": {"type": "string"}, "userSig": {"type": "string"}},
+        "get_login_info": (  # without userID: a fresh identity, as get_im_login_info makes it
+            {"userID": ID, "userIDPrefix": {**ID, "maxLength": 32}, "code": {"type": "string"}},
+            [],
+            {
+                "userID": ID,
+                "sdkAppID": COUNT,
+                "accType": {"type": "string"},
+                "userSig": {"type": "string"},
+                "token": {"type": "string"},
+                "expires": COUNT,
+            },
         ),
         "logfilelist": ({}, [], {"files": {"type": "array", "items": {"type": "object"}}}),
         "check_config": (

@@ -270,6 +270,8 @@ def room_fields(ctx: AppContext, room: RoomSnapshot, *, now: int | None) -> dict
         "roomCreator": room.creator,
         "mixedPlayURL": live.mixed_play_url(creator_stream),
         "memberCount": len(room.members),
+        "audienceCount": room.audience_count,
+        "custom": audience_routes.custom_json(room.custom),
         "pushers": [pusher_fields(ctx, m, now=now) for m in room.members],
     }
 
