@@ -83,3 +83,18 @@ async def test_token_mode_logs_in_without_a_user_id_and_enters_with_its_token() 
             f"/weapp/multi_room/add_pusher{auth}", b'{"roomID":"r-x","userID":"mallory"}', "application/json"
         )
         assert someone_else.code == 7
+
+
+async def test_token_mode_get_login_info_signs_only_for_the_tokens_user() -> None:
+    settings = make_settings(ROOMD_AUTH__MODE="token", ROOMD_AUTH__TOKEN_SECRET="later-clients-test-secret")
+    async with open_roomd(settings) as api:
+        me = (await api.get("/weapp/utils/get_login_info")).body
+        auth = f"?userID={me['userID']}&token={me['token']}"
+        own = await api.get(f"/weapp/utils/get_login_info{auth}")
+        assert own.code == 0 and own.body["userID"] == me["userID"]
+        for body, content_type in (
+            (b'{"userID":"victim"}', "application/json"),
+            (b"userID=victim", "application/x-www-form-urlencoded"),
+        ):
+            other = await api.raw(f"/weapp/utils/get_login_info{auth}", body, content_type)
+            assert (other.code, "userSig" in other.body) == (7, False)

@@ -81,7 +81,7 @@ STORE_GRACE = 0.25
 CHANGES = (Join, Leave, Destroy, AddAudience, RemoveAudience, SetCustomField)  # may change what is stored
 MAX_CUSTOM_FIELDS = 16  # per room
 MAX_SAFE_INTEGER = 2**53 - 1  # what a JavaScript client reads exactly: inc and dec stay within it
-_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]{0,15})")
+_INTEGER_TEXT = re.compile(r"0|-?[1-9][0-9]{0,15}")
 
 
 @dataclass(slots=True)

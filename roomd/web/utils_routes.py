@@ -48,7 +48,8 @@ async def get_login_info(ctx: AppContext, call: Call) -> Reply:
         return await new_identity(ctx, params, deadline=call.deadline)
     user_id = params.ident("userID")
     if ctx.token_mode:  # a userSig for somebody else would let anybody log in as them
-        token_auth.authenticate(ctx, call.query)
+        caller = token_auth.authenticate(ctx, call.query)
+        token_auth.require_acting_for_self(caller, values)
     return ok_reply(**im_login_fields(ctx, user_id))
 
 
