@@ -35,6 +35,7 @@ from tests.actor_helpers import create, members_of
 from tests.bodies import joining
 from tests.conftest import Api, Reply, eventually, make_settings, open_im_world, open_roomd
 from tests.test_operations import scrape, value
+from tests.token_calls import call_as, logged_in
 
 LIVE = "live_room"
 NOTIFY = "send_group_system_notification"
@@ -203,12 +204,10 @@ async def test_a_closed_room_drops_its_audiences_and_logs_each_one_gone(api: Api
 async def test_audiences_act_for_themselves_in_token_mode() -> None:
     settings = make_settings(ROOMD_AUTH__MODE="token", ROOMD_AUTH__TOKEN_SECRET="audiences-test-secret")
     async with open_roomd(settings) as api:
-        logins = [(await api.post("get_im_login_info", {"userIDPrefix": "w"}, kind=LIVE)).body for _ in range(2)]
-        anchor, viewer = ({"userID": b["userID"], "token": b["token"]} for b in logins)
+        anchor, viewer = await logged_in(api, 2, kind=LIVE)
 
         async def call(who: dict[str, str], endpoint: str, body: dict[str, Any]) -> Reply:
-            path = f"{api.prefix}/{LIVE}/{endpoint}?userID={who['userID']}&token={who['token']}"
-            return await api.raw(path, json.dumps(body).encode(), "application/json")
+            return await call_as(api, who, LIVE, endpoint, body)
 
         assert (await call(anchor, "add_pusher", joining(anchor["userID"], "r-tok"))).code == 0
         as_other = await call(viewer, "add_audience", {"roomID": "r-tok", "userID": "mallory", "userInfo": ""})

@@ -17,6 +17,7 @@ from roomd.config import Settings
 from tests.actor_helpers import create
 from tests.bodies import joining
 from tests.conftest import Api, Reply, make_settings, open_roomd
+from tests.token_calls import call_as, logged_in
 
 LIVE = "live_room"
 INC, DEC, SET = CustomOperation.INC, CustomOperation.DEC, CustomOperation.SET
@@ -156,12 +157,10 @@ async def test_every_kind_has_custom_fields_and_anyone_sets_them_in_open_mode(ap
 async def test_in_token_mode_only_members_set_custom_fields() -> None:
     settings = make_settings(ROOMD_AUTH__MODE="token", ROOMD_AUTH__TOKEN_SECRET="custom-fields-test-secret")
     async with open_roomd(settings) as api:
-        logins = [(await api.post("get_im_login_info", {"userIDPrefix": "w"}, kind=LIVE)).body for _ in range(2)]
-        anchor, viewer = ({"userID": b["userID"], "token": b["token"]} for b in logins)
+        anchor, viewer = await logged_in(api, 2, kind=LIVE)
 
         async def call(who: dict[str, str], endpoint: str, body: dict[str, Any]) -> Reply:
-            path = f"{api.prefix}/{LIVE}/{endpoint}?userID={who['userID']}&token={who['token']}"
-            return await api.raw(path, json.dumps(body).encode(), "application/json")
+            return await call_as(api, who, LIVE, endpoint, body)
 
         assert (await call(anchor, "add_pusher", joining(anchor["userID"], "r-tok"))).code == 0
         likes = {"roomID": "r-tok", "fieldName": "likes", "operation": "inc"}

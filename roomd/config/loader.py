@@ -20,7 +20,7 @@ from roomd.config.durations import is_duration
 from roomd.config.settings import IM_CREATE_GRACE, KIND_SETTING_ALIASES, KindSettings, Settings
 
 ENV_PREFIX = "ROOMD_"
-MAX_AUDIENCES = 10_000  # get_audiences lists them all: a reply must stay small
+MAX_AUDIENCES = 200  # get_audiences lists them all: 200 of 1 KiB each stay under server.max_reply_bytes
 KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 RESERVED_KIND_NAMES = frozenset({"utils"})
 LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"})
