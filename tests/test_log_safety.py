@@ -584,3 +584,10 @@ def test_the_quick_check_before_redaction_misses_no_spelling_the_patterns_match(
     from roomd.web.request_log import redact
 
     assert "<redacted>" in redact(text)
+
+
+def test_the_one_time_wechat_code_is_redacted_and_fields_that_only_end_in_code_are_not() -> None:
+    assert redact("/weapp/utils/get_login_info?userIDPrefix=weixin&code=0a1b2c") == (
+        "/weapp/utils/get_login_info?userIDPrefix=weixin&code=<redacted>"
+    )
+    assert redact('{"code":"0a1b","errcode":"x","zipCode":"y"}') == '{"code":"<redacted>","errcode":"x","zipCode":"y"}'

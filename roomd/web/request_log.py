@@ -26,7 +26,8 @@ from roomd.logs.setup import escape_controls
 MAX_LOGGED_BODY_CHARS = 2048
 # Credentials never reach the log files: the values of query and form parameters, and of
 # JSON fields, whose names contain token, usersig or secret (txSecret, userSig, secret_key).
-_SECRET_NAME = r"(?=[A-Za-z0-9_]*?(?:token|usersig|secret))[A-Za-z0-9_]++"  # possessive: no backtracking
+# ... and `code`, the one-time WeChat login code that get_im_login_info and get_login_info take
+_SECRET_NAME = r"(?=[A-Za-z0-9_]*?(?:token|usersig|secret)|code(?![A-Za-z0-9_]))[A-Za-z0-9_]++"  # possessive
 # `=` may be percent-encoded, once or twice (a push URL inside a form-encoded body); a value
 # ends at `&`, whitespace, a quote, a backslash (JSON escapes), `#` or an encoded `&`
 _SECRET_QUERY = re.compile(rf"(?i)\b({_SECRET_NAME})(=|%3D|%253D)(?:[^&\s\"'\\#%]|%(?!26|2526)[0-9A-Fa-f]{{2}})*+")
@@ -35,7 +36,7 @@ _SECRET_JSON = re.compile(rf'(?i)"({_SECRET_NAME})"\s*:\s*"(?:[^"\\]|\\.)*+"')
 
 # every name the patterns match holds one of these, in the case folding of `re.IGNORECASE`
 # (which also takes the Kelvin sign for k, the long s for s and the dotless i for i)
-_SECRET_WORDS = ("token", "usersig", "secret")
+_SECRET_WORDS = ("token", "usersig", "secret", "code")
 
 
 def redact(text: str) -> str:
