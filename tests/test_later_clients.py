@@ -98,3 +98,22 @@ async def test_token_mode_get_login_info_signs_only_for_the_tokens_user() -> Non
         ):
             other = await api.raw(f"/weapp/utils/get_login_info{auth}", body, content_type)
             assert (other.code, "userSig" in other.body) == (7, False)
+
+
+async def test_entering_a_room_another_client_is_making_costs_no_creation_allowance() -> None:
+    limits = {"ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0.0001", "ROOMD_LIMITS__CREATE_BURST_PER_ADDRESS": "2"}
+    async with open_im_world(**limits) as (api, fake):
+        fake.behave(delay=0.2, only_api="create_group")
+        codes: list[int] = []
+
+        async def enter(user_id: str, room_id: str) -> None:
+            codes.append((await api.post("add_pusher", joining(user_id, room_id))).code)
+
+        async with trio.open_nursery() as nursery:
+            for user_id in ("alice", "bob"):
+                nursery.start_soon(enter, user_id, "r-one")
+        assert codes == [0, 0]  # one made it, the other joined: that join is given its allowance back
+        await enter("carol", "r-two")
+        assert codes[-1] == 0
+        refused = await api.post("add_pusher", joining("dave", "r-three"))
+        assert (refused.code, refused.status) == (12, 429)  # two rooms made: the burst of 2 is spent

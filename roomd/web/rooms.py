@@ -37,6 +37,7 @@ WECHAT_PREFIX = "weixin"
 # create_room refusals that give the creation-rate token back: the directory turned the room down before
 # asking IM (BUSY may also come after it: a room that could not be saved, or the deadline passed)
 REFUNDED_REFUSALS = frozenset({DomainError.ROOM_EXISTS, DomainError.LIMITED, DomainError.BUSY})
+JOIN_REFUSALS = frozenset({DomainError.ROOM_FULL, DomainError.NO_ROOM})  # a join-create that only joined
 
 
 async def answer(ctx: AppContext, request: Call) -> Reply:
@@ -171,9 +172,12 @@ async def _create_by_joining(
     request = CreateRoom(user_id, room_info, room_id=room_id, first_member=member, address=client, join_if_exists=True)
     made = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(made, Refused):
-        if made.error in REFUNDED_REFUSALS:
+        if made.error in REFUNDED_REFUSALS | JOIN_REFUSALS:  # refused before IM was asked, or a refused join
             ctx.creation_limits.refund(client, user_id, trio.current_time())
         return refusal_reply(made)
+    room = await call.router.call_room(call.kind, room_id, GetRoom(), deadline=call.deadline)
+    if isinstance(room, Ok) and room.value.creator != user_id:  # another client made it: this was a join
+        ctx.creation_limits.refund(client, user_id, trio.current_time())
     return ok_reply(roomID=made.value)
 
 
