@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import h11
 import trio
 
-from tests.loopback_http import FakeReply, FakeRequest, LoopbackServer, _read_request
+from tests.loopback_http import FakeReply, FakeRequest, LoopbackServer
 
 INTERFACE = "mix_streamv2.start_mix_stream_advanced"
 MODES = ("ok", "error_code", "http_500", "not_json", "hang", "close")
@@ -33,39 +32,6 @@ class MixCall:
 
     def params(self) -> Any:
         return json.loads(self.body)
-
-
-@dataclass(frozen=True)
-class TextReply(FakeReply):
-    """A reply whose body is `text` as is, not JSON."""
-
-    text: bytes = b""
-
-
-class _TextCapableServer(LoopbackServer):
-    """LoopbackServer sends only JSON bodies; this one also sends a TextReply's text as is."""
-
-    async def _converse(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER)
-        while True:
-            request = await _read_request(connection, stream)
-            if request is None:
-                return
-            reply = await self.handler(request)
-            if reply is None:
-                return
-            if isinstance(reply, TextReply):
-                data, content_type = reply.text, "text/html"
-            else:
-                data, content_type = json.dumps(reply.body).encode(), "application/json"
-            headers = [("content-type", content_type), ("content-length", str(len(data)))]
-            out = connection.send(h11.Response(status_code=reply.status, headers=headers))
-            out += connection.send(h11.Data(data=data)) + connection.send(h11.EndOfMessage())
-            try:
-                await stream.send_all(out)
-                connection.start_next_cycle()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
-                return
 
 
 @dataclass
@@ -125,7 +91,7 @@ class FakeMixer:
         if mode == "http_500":
             return FakeReply(500, {"code": 500, "message": "internal error"})
         if mode == "not_json":
-            return TextReply(200, {}, text=b"<html><body>502 Bad Gateway</body></html>")
+            return FakeReply(200, {}, text=b"<html><body>502 Bad Gateway</body></html>")
         if mode == "error_code":
             code, message = self.error
             return FakeReply(200, {"code": code, "message": message, "timestamp": int(time.time())})
@@ -133,6 +99,6 @@ class FakeMixer:
 
 
 async def start_fake_mixer(nursery: trio.Nursery, fake: FakeMixer) -> FakeMixer:
-    fake.server = _TextCapableServer(fake.handle, nursery)
+    fake.server = LoopbackServer(fake.handle, nursery)
     await fake.server.start_listening()
     return fake

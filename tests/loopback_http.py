@@ -36,6 +36,7 @@ class FakeRequest:
 class FakeReply:
     status: int
     body: dict[str, Any]
+    text: bytes | None = None  # sent as is (text/html) in place of the JSON body
 
 
 Handler = Callable[[FakeRequest], Awaitable[FakeReply | None]]
@@ -94,8 +95,11 @@ class LoopbackServer:
             reply = await self.handler(request)
             if reply is None:
                 return
-            data = json.dumps(reply.body).encode()
-            headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
+            if reply.text is not None:
+                data, content_type = reply.text, "text/html"
+            else:
+                data, content_type = json.dumps(reply.body).encode(), "application/json"
+            headers = [("content-type", content_type), ("content-length", str(len(data)))]
             out = connection.send(h11.Response(status_code=reply.status, headers=headers))
             out += connection.send(h11.Data(data=data)) + connection.send(h11.EndOfMessage())
             try:
