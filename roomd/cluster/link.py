@@ -1,0 +1,306 @@
+"""A TCP link between two roomd nodes, carrying router values: the transport of a future ClusterRouter.
+
+A cluster router forwards to the node that owns a room the same messages
+`LocalRouter` hands to a directory, and brings back the same replies, so
+what travels is exactly what `roomd.actors.codec` writes. One connection
+carries many calls at once: each frame is a 4-byte big-endian length and a
+codec-encoded `(kind, request_id, payload)`, where kind is `CALL` or
+`REPLY`, and replies find their caller by request id, in any order. Frames
+queued in the same scheduler tick leave in one `send_all`.
+
+The bytes come from another process and are not trusted: a length over
+`MAX_FRAME` closes the link before anything that size is allocated, and a
+frame the codec refuses closes that link (never the server). Failure is a
+value, as everywhere behind the router: a call whose deadline passes, or
+whose link is full or down, is answered `Refused(BUSY)`, and a breaking link
+answers every call still waiting on it, so none is left hanging. The
+deadline bounds the wait here only; a router that wants the serving node to
+stop by it too sends the time left (trio clocks differ between processes)
+in the payload.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import trio
+from loguru import logger
+
+from roomd.actors.codec import CodecError, decode, encode
+from roomd.actors.replies import DomainError, Refused
+
+CALL, REPLY = 1, 2
+MAX_FRAME = 1 << 20  # the longest frame read or written: far above any router value
+MAX_QUEUE = 10_000  # frames waiting to be written on one link
+RECEIVE_SIZE = 64 * 1024
+_LENGTH = struct.Struct(">I")
+
+Handler = Callable[[Any], Awaitable[Any]]
+"""What a node does with a call: the payload in, the reply payload out."""
+
+
+class _Link:
+    """One connection, either side: a writer task batching the queued frames, a reader of frames."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        *,
+        on_close: Callable[[str], None],
+        max_frame: int,
+        max_queue: int,
+    ) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self.writes = 0  # send_all calls, for tests and metrics: fewer than frames when batching works
+        self.closed_because: str | None = None
+        self._on_close = on_close
+        self._send, self._receive = trio.open_memory_channel[bytes](max_queue)
+        self._buffer = bytearray()
+        self._scope = trio.CancelScope()
+        try:
+            host, port, *_ = stream.socket.getpeername()
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame (length prefix included) without waiting: False when full or closed."""
+        try:
+            self._send.send_nowait(frame)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    async def put(self, frame: bytes) -> None:
+        """Queue a frame, waiting for room; dropped if the link closes meanwhile."""
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._send.send(frame)
+
+    def close(self, reason: str, *, warning: bool = False) -> None:
+        """Stop reading and writing (the first reason is the one kept and logged)."""
+        if self.closed_because is not None:
+            return
+        self.closed_because = reason
+        (logger.warning if warning else logger.info)("cluster link closed peer={}: {}", self.peer, reason)
+        self._receive.close()
+        self._scope.cancel()
+        self._on_close(reason)
+
+    async def run(self, on_frame: Callable[[trio.Nursery, int, int, Any], str | None]) -> None:
+        """Read frames into `on_frame` (a reason to close, or None) until the link closes, then close the stream."""
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write)
+                    reason, warning = await self._read(nursery, on_frame)
+                    self.close(reason, warning=warning)
+        finally:
+            self.close("the link's owner stopped")
+            await trio.aclose_forcefully(self.stream)
+
+    async def _write(self) -> None:
+        try:
+            async for first in self._receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                self.writes += 1
+                await self.stream.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            self.close(f"write failed: {error!r}", warning=True)
+
+    async def _read(
+        self, nursery: trio.Nursery, on_frame: Callable[[trio.Nursery, int, int, Any], str | None]
+    ) -> tuple[str, bool]:
+        """Frames until the link ends: the reason, and whether it is worth a warning."""
+        try:
+            while True:
+                header = await self._read_exactly(_LENGTH.size)
+                if header is None:
+                    return "the peer closed the connection", False
+                (length,) = _LENGTH.unpack(header)
+                if length > self.max_frame:
+                    return f"frame of {length} bytes is over the limit of {self.max_frame}", True
+                body = await self._read_exactly(length)
+                if body is None:
+                    return "the peer closed the connection within a frame", True
+                try:
+                    frame = decode(body)
+                except CodecError as error:
+                    return f"malformed frame: {error}", True
+                if (
+                    not isinstance(frame, tuple)
+                    or len(frame) != 3
+                    or type(frame[0]) is not int
+                    or type(frame[1]) is not int
+                ):
+                    return "malformed frame: not a (kind, request_id, payload) tuple", True
+                refusal = on_frame(nursery, frame[0], frame[1], frame[2])
+                if refusal is not None:
+                    return f"malformed frame: {refusal}", True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
+            return f"read failed: {error!r}", True
+
+    async def _read_exactly(self, size: int) -> bytes | None:
+        """`size` bytes, or None at the end of the stream; never holds more than size + RECEIVE_SIZE."""
+        while len(self._buffer) < size:
+            chunk = await self.stream.receive_some(RECEIVE_SIZE)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+def frame_bytes(kind: int, request_id: int, payload: object) -> bytes:
+    """The bytes of one frame, its length prefix included (payload: a router value)."""
+    body = encode((kind, request_id, payload))
+    return _LENGTH.pack(len(body)) + body
+
+
+def _busy(reason: str) -> Refused:
+    return Refused(DomainError.BUSY, f"cluster link: {reason}")
+
+
+class LinkServer:
+    """Accepts links from other nodes and answers each call with `handler`, every call in its own task."""
+
+    def __init__(self, *, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE) -> None:
+        self.max_frame = max_frame
+        self.max_queue = max_queue
+        self.links: set[_Link] = set()
+
+    async def serve(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; `task_status.started` gets the listeners (port 0: ask them for theirs)."""
+
+        async def serve_link(stream: trio.SocketStream) -> None:
+            await self._serve_link(handler, stream)
+
+        await trio.serve_tcp(serve_link, port, host=host, task_status=task_status)
+
+    async def _serve_link(self, handler: Handler, stream: trio.SocketStream) -> None:
+        link = _Link(stream, on_close=lambda _reason: None, max_frame=self.max_frame, max_queue=self.max_queue)
+        logger.info("cluster link accepted peer={}", link.peer)
+
+        def on_frame(nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
+            if kind != CALL:
+                return f"kind {kind} sent to a server"
+            nursery.start_soon(self._answer, link, handler, request_id, payload)
+            return None
+
+        self.links.add(link)
+        try:
+            await link.run(on_frame)
+        finally:
+            self.links.discard(link)
+
+    async def _answer(self, link: _Link, handler: Handler, request_id: int, payload: Any) -> None:
+        try:
+            reply = await handler(payload)
+            frame = frame_bytes(REPLY, request_id, reply)
+        except Exception as error:
+            logger.exception("cluster call failed peer={} request={}", link.peer, request_id)
+            frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, f"the call failed: {error!r}"))
+        if len(frame) - _LENGTH.size > link.max_frame:
+            logger.error("cluster reply too large peer={} request={} bytes={}", link.peer, request_id, len(frame))
+            frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, "the reply is too large"))
+        await link.put(frame)
+
+
+class _Pending:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Any = None
+
+
+class LinkClient:
+    """One link to another node: `call` from any number of tasks at once."""
+
+    def __init__(self, stream: trio.SocketStream, *, max_frame: int, max_queue: int) -> None:
+        self._link = _Link(stream, on_close=self._fail_pending, max_frame=max_frame, max_queue=max_queue)
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, host: str, port: int, *, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE
+    ) -> AsyncIterator[LinkClient]:
+        """A link open for the block: calls still waiting when it ends are answered BUSY."""
+        stream = await trio.open_tcp_stream(host, port)
+        client = cls(stream, max_frame=max_frame, max_queue=max_queue)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._link.run, client._on_frame)
+            try:
+                yield client
+            finally:
+                client._link.close("closed by its owner")
+
+    @property
+    def writes(self) -> int:
+        """How many `send_all` calls the link made."""
+        return self._link.writes
+
+    @property
+    def closed_because(self) -> str | None:
+        return self._link.closed_because
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def call(self, payload: object, *, deadline: float) -> Any:
+        """The peer's reply to `payload` (router values both), or Refused(BUSY) by `deadline` (trio time)."""
+        if self._link.closed_because is not None:
+            return _busy(f"down ({self._link.closed_because})")
+        request_id = next(self._ids)
+        frame = frame_bytes(CALL, request_id, payload)
+        if len(frame) - _LENGTH.size > self._link.max_frame:
+            return Refused(DomainError.INVALID, f"a call of {len(frame)} bytes is over the link's limit")
+        pending = _Pending()
+        self._pending[request_id] = pending
+        try:
+            if not self._link.offer(frame):
+                if self._link.closed_because is not None:
+                    return _busy(f"down ({self._link.closed_because})")
+                return _busy("the outgoing queue is full")
+            with trio.move_on_at(deadline):
+                await pending.event.wait()
+            if not pending.event.is_set():
+                return _busy("no reply by the deadline")
+            return pending.reply
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _on_frame(self, _nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
+        if kind != REPLY:
+            return f"kind {kind} sent to a client"
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:  # else its caller stopped waiting
+            pending.reply = payload
+            pending.event.set()
+        return None
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            waiting.reply = _busy(f"down ({reason})")
+            waiting.event.set()

@@ -1,0 +1,267 @@
+"""The node-to-node link: router values across real loopback sockets, many calls at once, every failure a value."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from loguru import logger
+
+from roomd.actors.messages import Heartbeat, Join, Leave, MemberInfo, MemberView, RoomSnapshot
+from roomd.actors.replies import DomainError, Ok, Refused
+from roomd.cluster.link import CALL, MAX_FRAME, Handler, LinkClient, LinkServer, frame_bytes
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Serving:
+    server: LinkServer
+    port: int
+    scope: trio.CancelScope
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[Serving]:
+    """A LinkServer on a loopback port; `scope` stops the server alone."""
+    server = LinkServer()
+    scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+        with scope:
+            await server.serve(handler, LOOPBACK, 0, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve)
+        yield Serving(server, listeners[0].socket.getsockname()[1], scope)
+        scope.cancel()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+    sink = logger.add(lambda message: records.append(dict(message.record)), level="INFO")
+    yield records
+    logger.remove(sink)
+
+
+def soon() -> float:
+    return trio.current_time() + 10
+
+
+async def echo(payload: Any) -> Any:
+    return Ok(payload)
+
+
+async def test_router_values_cross_the_link_and_come_back_equal() -> None:
+    snapshot = RoomSnapshot("room-1", "info", "alice", (MemberView("alice", "Alice", "a.png", "s1"),), 2, (("n", 3),))
+    values = [
+        Join(MemberInfo("alice", "Alice", "a.png", "rtmp://push/s1"), "info"),
+        Heartbeat("alice"),
+        Ok(snapshot),
+        Refused(DomainError.NO_ROOM, "room room-1 does not exist"),
+    ]
+    async with serving(echo) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+        for value in values:
+            reply = await client.call(value, deadline=soon())
+            assert reply == Ok(value)
+            assert type(reply.value) is type(value)
+
+
+async def test_a_thousand_calls_in_flight_on_one_link_each_get_their_own_reply() -> None:
+    count = 1000
+    arrived = 0
+    all_in = trio.Event()
+
+    async def handler(payload: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            all_in.set()
+        await all_in.wait()  # every call is in flight before any is answered
+        assert isinstance(payload, Heartbeat)
+        return Ok(payload.user_id)
+
+    replies: dict[int, Any] = {}
+
+    async def call(client: LinkClient, i: int) -> None:
+        replies[i] = await client.call(Heartbeat(f"user-{i}"), deadline=soon())
+
+    with trio.fail_after(20):
+        async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+            async with trio.open_nursery() as nursery:
+                for i in range(count):
+                    nursery.start_soon(call, client, i)
+            assert client.in_flight == 0
+            assert len(s.server.links) == 1
+    assert replies == {i: Ok(f"user-{i}") for i in range(count)}
+
+
+async def test_frames_ready_in_one_tick_leave_in_fewer_writes_than_frames() -> None:
+    count = 100
+    arrived = 0
+    all_in = trio.Event()
+
+    async def handler(payload: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            all_in.set()
+        await all_in.wait()
+        return Ok(payload)
+
+    async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(partial(client.call, Heartbeat(f"u{i}"), deadline=soon()))
+        (server_link,) = s.server.links
+        assert client.writes < count  # the calls, queued in the same tick
+        assert server_link.writes < count  # the replies, released by one event
+
+
+async def test_a_full_outgoing_queue_answers_busy_at_once() -> None:
+    replies: list[Any] = []
+
+    async def call(client: LinkClient) -> None:
+        replies.append(await client.call(Heartbeat("u"), deadline=soon()))
+
+    async with (
+        serving(echo) as s,
+        LinkClient.connect(LOOPBACK, s.port, max_queue=2) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(10):
+            nursery.start_soon(call, client)  # all queue in one tick, before the writer runs
+    busy = [r for r in replies if isinstance(r, Refused)]
+    assert len(busy) == 8
+    assert all(r.error is DomainError.BUSY and "full" in r.detail for r in busy)
+    assert replies.count(Ok(Heartbeat("u"))) == 2
+
+
+async def test_a_failing_handler_answers_internal_for_that_call_only(logs: list[dict[str, Any]]) -> None:
+    async def handler(payload: Any) -> Any:
+        if isinstance(payload, Leave):
+            raise RuntimeError("the room fell over")
+        return Ok(payload)
+
+    async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+        replies: dict[str, Any] = {}
+
+        async def call(name: str, payload: Any) -> None:
+            replies[name] = await client.call(payload, deadline=soon())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "before", Heartbeat("a"))
+            nursery.start_soon(call, "failing", Leave("b"))
+            nursery.start_soon(call, "after", Heartbeat("c"))
+        assert replies["before"] == Ok(Heartbeat("a"))
+        assert replies["after"] == Ok(Heartbeat("c"))
+        failing = replies["failing"]
+        assert isinstance(failing, Refused)
+        assert failing.error is DomainError.INTERNAL
+        assert "the room fell over" in failing.detail
+        assert await client.call(Heartbeat("d"), deadline=soon()) == Ok(Heartbeat("d"))
+        assert client.closed_because is None
+    (failure,) = [r for r in logs if r["message"].startswith("cluster call failed")]
+    assert failure["exception"] is not None and isinstance(failure["exception"].value, RuntimeError)
+
+
+async def test_an_oversized_length_closes_the_link_and_pending_calls_get_busy(logs: list[dict[str, Any]]) -> None:
+    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def hostile_peer() -> None:
+                stream = await listeners[0].accept()
+                async with stream:
+                    await stream.receive_some()  # the call arrived: now it is pending
+                    await stream.send_all(struct.pack(">I", MAX_FRAME + 1))
+                    await trio.sleep_forever()  # stays open: the client must close by itself
+
+            nursery.start_soon(hostile_peer)
+            async with LinkClient.connect(LOOPBACK, port) as client:
+                reply = await client.call(Heartbeat("a"), deadline=trio.current_time() + 60)
+                assert isinstance(reply, Refused) and reply.error is DomainError.BUSY
+                assert "over the limit" in reply.detail
+                assert client.in_flight == 0
+                later = await client.call(Heartbeat("b"), deadline=trio.current_time() + 60)
+                assert isinstance(later, Refused) and later.error is DomainError.BUSY
+            nursery.cancel_scope.cancel()
+    assert any("over the limit" in r["message"] and r["level"].name == "WARNING" for r in logs)
+
+
+async def test_a_bad_frame_closes_only_its_link_never_the_server(logs: list[dict[str, Any]]) -> None:
+    bad = [
+        struct.pack(">I", MAX_FRAME + 1),  # never allocated
+        struct.pack(">I", 3) + b"\xc7\x01\x63",  # an extension the codec refuses
+        frame_bytes(CALL, 1, Heartbeat("a"))[:-1],  # the peer is gone mid-frame (its EOF below)
+    ]
+    with trio.fail_after(5):
+        async with serving(echo) as s:
+            for data in bad:
+                stream = await trio.open_tcp_stream(LOOPBACK, s.port)
+                async with stream:
+                    await stream.send_all(data)
+                    if data is bad[-1]:
+                        await stream.send_eof()
+                    assert await stream.receive_some() == b""  # the server closed this link
+            async with LinkClient.connect(LOOPBACK, s.port) as client:
+                assert await client.call(Heartbeat("a"), deadline=soon()) == Ok(Heartbeat("a"))
+    reasons = [r["message"] for r in logs if r["message"].startswith("cluster link closed")]
+    assert any("over the limit" in reason for reason in reasons)
+    assert any("malformed frame" in reason for reason in reasons)
+    assert any("within a frame" in reason for reason in reasons)
+
+
+async def test_the_server_going_away_answers_pending_calls_busy() -> None:
+    count = 10
+    arrived = 0
+    all_in = trio.Event()
+
+    async def handler(payload: Any) -> Any:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            all_in.set()
+        await trio.sleep_forever()
+
+    replies: list[Any] = []
+    with trio.fail_after(5):
+        async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+
+            async def call() -> None:
+                replies.append(await client.call(Heartbeat("a"), deadline=trio.current_time() + 60))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(count):
+                    nursery.start_soon(call)
+                await all_in.wait()
+                s.scope.cancel()  # the server stops, mid-call
+            assert client.closed_because == "the peer closed the connection"
+    assert len(replies) == count
+    assert all(isinstance(r, Refused) and r.error is DomainError.BUSY for r in replies)
+
+
+async def test_a_call_past_its_deadline_is_busy_and_the_link_carries_on() -> None:
+    release = trio.Event()
+
+    async def handler(payload: Any) -> Any:
+        if payload == Heartbeat("slow"):
+            await release.wait()
+        return Ok(payload)
+
+    async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
+        reply = await client.call(Heartbeat("slow"), deadline=trio.current_time() + 0.05)
+        assert isinstance(reply, Refused) and reply.error is DomainError.BUSY
+        assert "deadline" in reply.detail
+        assert client.in_flight == 0
+        release.set()  # its late reply finds nobody waiting and is dropped
+        assert await client.call(Heartbeat("fast"), deadline=soon()) == Ok(Heartbeat("fast"))
+        assert client.closed_because is None
