@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import trio
 
 from roomd.actors.directory import Directory
 from roomd.actors.messages import CreateRoom, GetRoom, Heartbeat, MemberInfo, RoomSnapshot
 from roomd.actors.replies import Ok
+from roomd.actors.system import RoomSystem
 from roomd.config import Settings
 
 
@@ -18,6 +20,19 @@ def settings_with(**kind_changes: object) -> Settings:
     kinds = dict(base.kinds)
     kinds["multi_room"] = dataclasses.replace(kinds["multi_room"], **kind_changes)  # type: ignore[arg-type]
     return dataclasses.replace(base, kinds=kinds, server=dataclasses.replace(base.server, persist=False))
+
+
+def persisted(settings: Settings, data_dir: Path) -> Settings:
+    """`settings` with persistence on, in `data_dir`."""
+    return dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, persist=True, data_dir=str(data_dir))
+    )
+
+
+def directory_of(system: RoomSystem, kind: str) -> Directory:
+    directory = system.directory(kind)
+    assert directory is not None
+    return directory
 
 
 def member(user_id: str) -> MemberInfo:

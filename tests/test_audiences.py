@@ -31,7 +31,7 @@ from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.store import SqliteStore
 from roomd.actors.system import open_room_system
 from roomd.config import Settings
-from tests.actor_helpers import create, members_of
+from tests.actor_helpers import create, directory_of, members_of, persisted
 from tests.bodies import joining
 from tests.conftest import Api, Reply, eventually, make_settings, open_im_world, open_roomd
 from tests.test_operations import scrape, value
@@ -76,14 +76,11 @@ def live_settings(**changes: Any) -> Settings:
 
 
 def persistent(tmp_path: Path) -> Settings:
-    base = live_settings()
-    return dataclasses.replace(base, server=dataclasses.replace(base.server, persist=True, data_dir=str(tmp_path)))
+    return persisted(live_settings(), tmp_path)
 
 
 def live_directory(system: Any) -> Directory:
-    directory: Directory | None = system.directory(LIVE)
-    assert directory is not None
-    return directory
+    return directory_of(system, LIVE)
 
 
 async def audience_ids(directory: Directory, room_id: str) -> list[str] | None:

@@ -3,7 +3,6 @@ failed write, kept across restarts; in token mode set by members only."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.store import SqliteStore
 from roomd.actors.system import open_room_system
 from roomd.config import Settings
-from tests.actor_helpers import create
+from tests.actor_helpers import create, directory_of, persisted
 from tests.bodies import joining
 from tests.conftest import Api, Reply, make_settings, open_roomd
 from tests.token_calls import call_as, logged_in
@@ -180,14 +179,11 @@ async def test_in_token_mode_only_members_set_custom_fields() -> None:
 
 
 def persistent(tmp_path: Path) -> Settings:
-    base = Settings()
-    return dataclasses.replace(base, server=dataclasses.replace(base.server, persist=True, data_dir=str(tmp_path)))
+    return persisted(Settings(), tmp_path)
 
 
 def live_directory(system: Any) -> Directory:
-    directory: Directory | None = system.directory(LIVE)
-    assert directory is not None
-    return directory
+    return directory_of(system, LIVE)
 
 
 async def custom_fields(directory: Directory, room_id: str) -> object:

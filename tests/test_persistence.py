@@ -13,14 +13,11 @@ from roomd.actors.messages import Destroy, GetRoom, Heartbeat, Join, Leave, Memb
 from roomd.actors.replies import Ok
 from roomd.actors.system import STORE_FILE, open_room_system
 from roomd.config import Settings
-from tests.actor_helpers import create, member, members_of, settings_with
+from tests.actor_helpers import create, member, members_of, persisted, settings_with
 
 
 def persistent(tmp_path: Path, **kind_changes: object) -> Settings:
-    base = settings_with(**kind_changes)
-    return dataclasses.replace(
-        base, server=dataclasses.replace(base.server, persist=True, data_dir=str(tmp_path / "data"))
-    )
+    return persisted(settings_with(**kind_changes), tmp_path / "data")
 
 
 # The store writes on a worker thread, which an autojump clock would jump over: these tests

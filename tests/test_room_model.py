@@ -4,7 +4,6 @@ give the room actor the same observable state as a plain-Python model of SPEC §
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from roomd.actors.messages import CreateRoom, Destroy, GetRoom, Heartbeat, Join,
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.store import SqliteStore
 from roomd.actors.system import open_room_system
-from tests.actor_helpers import member, settings_with
+from tests.actor_helpers import member, persisted, settings_with
 
 CAPACITY, TIMEOUT = 3, 20.0
 USERS = ["creator", "u1", "u2", "u3", "u4"]
@@ -147,7 +146,7 @@ async def _play(operations: list[tuple[str, Any]], creator_leave_closes: bool, d
     base = settings_with(
         max_members=CAPACITY, heartbeat_timeout=TIMEOUT, creator_leave_closes_room=creator_leave_closes
     )
-    config = dataclasses.replace(base, server=dataclasses.replace(base.server, persist=True, data_dir=str(data_dir)))
+    config = persisted(base, data_dir)
     model: RoomModel | None = None
     room_id = "model_room"
     index = 0

@@ -17,14 +17,13 @@ from roomd.actors.store import SqliteStore
 from roomd.actors.system import RoomSystem, open_room_system
 from roomd.config import Settings
 from roomd.qcloud.usersig import HmacUserSigner
-from tests.actor_helpers import create, member, members_of, settings_with
+from tests.actor_helpers import create, member, members_of, persisted, settings_with
 from tests.conftest import IM_SDK_APP_ID, IM_SECRET, eventually
 from tests.fake_im import FakeIm, start_fake_im
 
 
 def persistent(tmp_path: Path, **kind_changes: object) -> Settings:
-    base = settings_with(**kind_changes)
-    return dataclasses.replace(base, server=dataclasses.replace(base.server, persist=True, data_dir=str(tmp_path)))
+    return persisted(settings_with(**kind_changes), tmp_path)
 
 
 @pytest.fixture
