@@ -59,6 +59,20 @@ async def echo(payload: Any) -> Any:
     return Ok(payload)
 
 
+class Arrivals:
+    """Counts calls reaching a handler; `all_in` is set when `expected` have."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.all_in = trio.Event()
+
+    def arrive(self) -> None:
+        self.count += 1
+        if self.count == self.expected:
+            self.all_in.set()
+
+
 async def test_router_values_cross_the_link_and_come_back_equal() -> None:
     snapshot = RoomSnapshot("room-1", "info", "alice", (MemberView("alice", "Alice", "a.png", "s1"),), 2, (("n", 3),))
     values = [
@@ -76,15 +90,11 @@ async def test_router_values_cross_the_link_and_come_back_equal() -> None:
 
 async def test_a_thousand_calls_in_flight_on_one_link_each_get_their_own_reply() -> None:
     count = 1000
-    arrived = 0
-    all_in = trio.Event()
+    calls = Arrivals(count)
 
     async def handler(payload: Any) -> Any:
-        nonlocal arrived
-        arrived += 1
-        if arrived == count:
-            all_in.set()
-        await all_in.wait()  # every call is in flight before any is answered
+        calls.arrive()
+        await calls.all_in.wait()  # every call is in flight before any is answered
         assert isinstance(payload, Heartbeat)
         return Ok(payload.user_id)
 
@@ -105,15 +115,11 @@ async def test_a_thousand_calls_in_flight_on_one_link_each_get_their_own_reply()
 
 async def test_frames_ready_in_one_tick_leave_in_fewer_writes_than_frames() -> None:
     count = 100
-    arrived = 0
-    all_in = trio.Event()
+    calls = Arrivals(count)
 
     async def handler(payload: Any) -> Any:
-        nonlocal arrived
-        arrived += 1
-        if arrived == count:
-            all_in.set()
-        await all_in.wait()
+        calls.arrive()
+        await calls.all_in.wait()
         return Ok(payload)
 
     async with serving(handler) as s, LinkClient.connect(LOOPBACK, s.port) as client:
@@ -222,14 +228,10 @@ async def test_a_bad_frame_closes_only_its_link_never_the_server(logs: list[dict
 
 async def test_the_server_going_away_answers_pending_calls_busy() -> None:
     count = 10
-    arrived = 0
-    all_in = trio.Event()
+    calls = Arrivals(count)
 
     async def handler(payload: Any) -> Any:
-        nonlocal arrived
-        arrived += 1
-        if arrived == count:
-            all_in.set()
+        calls.arrive()
         await trio.sleep_forever()
 
     replies: list[Any] = []
@@ -242,7 +244,7 @@ async def test_the_server_going_away_answers_pending_calls_busy() -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(count):
                     nursery.start_soon(call)
-                await all_in.wait()
+                await calls.all_in.wait()
                 s.scope.cancel()  # the server stops, mid-call
             assert client.closed_because == "the peer closed the connection"
     assert len(replies) == count
