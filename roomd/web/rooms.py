@@ -37,7 +37,8 @@ WECHAT_PREFIX = "weixin"
 # create_room refusals that give the creation-rate token back: the directory turned the room down before
 # asking IM (BUSY may also come after it: a room that could not be saved, or the deadline passed)
 REFUNDED_REFUSALS = frozenset({DomainError.ROOM_EXISTS, DomainError.LIMITED, DomainError.BUSY})
-JOIN_REFUSALS = frozenset({DomainError.ROOM_FULL, DomainError.NO_ROOM})  # a join-create that only joined
+# a join-create also gets its allowance back when it only joined and that join was refused
+JOIN_CREATE_REFUNDED_REFUSALS = REFUNDED_REFUSALS | {DomainError.ROOM_FULL, DomainError.NO_ROOM}
 
 
 async def answer(ctx: AppContext, request: Call) -> Reply:
@@ -172,7 +173,7 @@ async def _create_by_joining(
     request = CreateRoom(user_id, room_info, room_id=room_id, first_member=member, address=client, join_if_exists=True)
     made = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(made, Refused):
-        if made.error in REFUNDED_REFUSALS | JOIN_REFUSALS:  # refused before IM was asked, or a refused join
+        if made.error in JOIN_CREATE_REFUNDED_REFUSALS:
             ctx.creation_limits.refund(client, user_id, trio.current_time())
         return refusal_reply(made)
     room = await call.router.call_room(call.kind, room_id, GetRoom(), deadline=call.deadline)
