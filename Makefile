@@ -8,7 +8,7 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.9
 LINT_PATHS := roomd tests bench
 
-.PHONY: serve test test-fast lint lock bench clean
+.PHONY: serve test test-fast lint lock bench clean redis-server
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,25 @@ $(INSTALLED): $(LOCK) pyproject.toml | $(VENV)/bin/python
 serve: $(INSTALLED)
 	$(VENV)/bin/roomd serve
 
-test: $(INSTALLED)
+test: $(INSTALLED) redis-server
 	$(VENV)/bin/python -m pytest
 
-test-fast: $(INSTALLED)
+# The cluster tests start a real redis-server on loopback: Debian's package, installed when missing
+# (as root, as in CI; otherwise say what to do). ROOMD_TEST_REDIS_SERVER may name another binary.
+redis-server:
+	@if [ -z "$$ROOMD_TEST_REDIS_SERVER" ] && ! command -v redis-server >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's redis-server for the cluster tests"; \
+			(apt-get install -y -qq redis-server >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)) && \
+			(systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true); \
+		else \
+			echo "the tests need redis-server: install it (apt-get install redis-server) or set ROOMD_TEST_REDIS_SERVER"; \
+			exit 1; \
+		fi; \
+	fi
+
+test-fast: $(INSTALLED) redis-server
 	$(VENV)/bin/python -m pytest -m "not slow"
 
 # All three run, so that one run shows every finding; it fails if any of them does.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import httpx
@@ -21,8 +23,10 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from loguru import logger
 
+from roomd.actors.router import RoomRouter
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import SignerChoice
+from roomd.cluster.node import open_cluster_node
 from roomd.config import Settings
 from roomd.http.accept_errors import AcceptErrorLog
 from roomd.http.connection import ConnectionPolicy
@@ -45,8 +49,8 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
-    async with httpx.AsyncClient() as http, open_room_system(settings, user_signer=signer.signer) as system:
-        ctx = AppContext.build(settings, system.router, signer.signer, http=http)
+    async with httpx.AsyncClient() as http, _open_router(settings, signer) as router:
+        ctx = AppContext.build(settings, router, signer.signer, http=http)
         ctx.ready = False
         stop = trio.Event()
 
@@ -82,6 +86,17 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                 )
             helpers.cancel_scope.cancel()  # hypercorn is done; the flusher writes what is left
     log.info("roomd stopped")
+
+
+@asynccontextmanager
+async def _open_router(settings: Settings, signer: SignerChoice) -> AsyncIterator[RoomRouter]:
+    """One process: the local router over SQLite (or nothing); cluster.redis_url set: a cluster node."""
+    if settings.cluster.enabled:
+        async with open_cluster_node(settings, user_signer=signer.signer) as node:
+            yield node.router
+    else:
+        async with open_room_system(settings, user_signer=signer.signer) as system:
+            yield system.router
 
 
 async def _stop_on_signal(ctx: AppContext, stop: trio.Event) -> None:

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from roomd.config import Settings, load_settings
 from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 from tests.fake_im import FakeIm, start_fake_im
+from tests.redis_server import RedisServer, running_redis
 
 FIXED_WALL_CLOCK = 1_750_000_000.0
 TEST_ENV = {
@@ -134,6 +135,13 @@ async def open_im_world(**env: str) -> AsyncIterator[tuple[Api, FakeIm]]:
         async with open_roomd(settings) as roomd:
             yield roomd, fake
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on loopback for the test (cluster mode), stopped after it."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
 
 
 async def eventually(predicate: Callable[[], bool], *, within: float = 20.0) -> None:

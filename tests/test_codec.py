@@ -22,10 +22,13 @@ from roomd.actors.messages import (
     CustomOperation,
     Describe,
     Destroy,
+    ForwardedCall,
+    ForwardedCreate,
     GetAudiences,
     GetRoom,
     GroupDestroyed,
     Heartbeat,
+    Heartbeats,
     Join,
     Leave,
     LeaveReason,
@@ -33,7 +36,10 @@ from roomd.actors.messages import (
     MemberInfo,
     MemberRemoved,
     MemberSaved,
+    MembersKnown,
     MemberView,
+    Moved,
+    RelayedHeartbeats,
     RemoveAudience,
     RoomChanged,
     RoomClosed,
@@ -43,6 +49,7 @@ from roomd.actors.messages import (
     RoomSnapshot,
     RoomState,
     SetCustomField,
+    WatchMembers,
 )
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.stats import KindStats, RouterStats
@@ -101,7 +108,17 @@ EXAMPLES: list[object] = [
         im_calls={("create_group", "ok"): 9},
         im_queue_depth=1,
         store_failed_writes=2,
+        cluster={"roomd_cluster_forwarded": 3.0, "roomd_cluster_redis_up": 1.0},
     ),
+    Heartbeats(("alice", "bob")),
+    ForwardedCall("multi_room", "room_1", Join(ALICE), 9.5),
+    ForwardedCall("multi_room", "room_1", Heartbeat("alice"), 0),
+    ForwardedCreate("live_room", CreateRoom("alice", "", room_id="r1", first_member=ALICE, join_if_exists=True), 3.0),
+    Moved("room_1"),
+    RelayedHeartbeats((("multi_room", "room_1", "alice"), ("live_room", "r2", "bob"))),
+    MembersKnown("multi_room", "room_1", ("alice", "bob")),
+    MembersKnown("multi_room", "room_1", ()),
+    WatchMembers("multi_room", "room_1", "node-a-1234abcd"),
 ]
 
 

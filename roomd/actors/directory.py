@@ -17,6 +17,7 @@ its roomID is free at once.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -106,6 +107,8 @@ class Directory:
         # reports from rooms, one per change; applied as soon as the directory's task runs
         self._reports: collections.deque[RoomReport] = collections.deque()
         self._reports_waiting = trio.Event()
+        # told of every report once applied (cluster mode: the nodes relaying this kind's heartbeats)
+        self.observer: Callable[[str, RoomReport], None] | None = None
         self.log = logger.bind(actor=path)
 
     # --- the actor loop -----------------------------------------------------
@@ -390,6 +393,43 @@ class Directory:
         self._count_owner(saved.room_id, _Owner(saved.creator, None))
         self._run_room(room, first_join=False)
 
+    # --- rooms coming and going between nodes --------------------------------------
+
+    def holds(self, room_id: str) -> bool:
+        """Whether the room runs here, or is being made here."""
+        return room_id in self._rooms or room_id in self._pending
+
+    def adopt(self, saved: SavedRoom) -> bool:
+        """Run a room another node held (a takeover): restored like a room of the last run, its
+        members on fresh deadlines, its IM group made sure of. False when it runs here already."""
+        self._apply_queued_reports()
+        if saved.room_id in self._rooms or saved.room_id in self._pending or self._stopping:
+            return False
+        if saved.closing:
+            self.log.info("room closed by its last node; destroying its IM group room={}", saved.room_id)
+            self._destroy_group(saved.room_id)
+            return True
+        self._restore_room(saved)
+        self._im.ensure_group(saved.room_id, saved.room_info)
+        return True
+
+    def release(self, room_id: str, why: str) -> None:
+        """Stop running the room here without closing it (another node holds it now): it stays
+        as it is in the store, its IM group untouched."""
+        mailbox = self._rooms.get(room_id)
+        if mailbox is not None:
+            self.log.info("room handed over room={} because {}", room_id, why)
+            mailbox.close()
+
+    def snapshot_of(self, room_id: str) -> RoomSnapshot | None:
+        """The room's members and info as last reported (never asks the room)."""
+        self._apply_queued_reports()
+        return self.index.get(room_id)
+
+    def room_ids(self) -> list[str]:
+        self._apply_queued_reports()
+        return list(self._rooms)
+
     # --- routing --------------------------------------------------------------
 
     async def call_room(self, room_id: str, message: Ask[R], *, deadline: float | None = None) -> R | Refused:
@@ -485,8 +525,11 @@ class Directory:
 
     def _apply_queued_reports(self) -> None:
         while self._reports:
+            report = self._reports.popleft()
             try:
-                self._apply(self._reports.popleft())
+                self._apply(report)
+                if self.observer is not None:
+                    self.observer(self.kind_name, report)
             except Exception:  # a bug: the index may be off for that room, the directory goes on
                 self.log.exception("a room's report could not be applied")
 

@@ -132,6 +132,14 @@ class Heartbeat(Ask[Ok[None] | Refused]):
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeats(Ask[Ok[None]]):
+    """Heartbeats another node answered for this room's members (cluster mode): each member
+    still here gets a fresh deadline; the others are gone already and are skipped."""
+
+    user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GetRoom(Ask[Ok[RoomSnapshot] | Refused]):
     pass
 
@@ -182,6 +190,7 @@ RoomMessage = (
     Join
     | Leave
     | Heartbeat
+    | Heartbeats
     | GetRoom
     | Destroy
     | Describe
@@ -317,3 +326,62 @@ Change = (
     | AudienceRemoved
     | CustomFieldSaved
 )
+
+
+# --- between nodes (cluster mode): what one node asks the node that owns a room --------
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedCall:
+    """A room call sent on to the room's owner; `time_left`: seconds the caller still waits
+    (clocks of two processes do not compare, durations do)."""
+
+    kind: str
+    room_id: str
+    message: RoomMessage
+    time_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedCreate:
+    """A join-creation (add_pusher on a roomID that did not exist) of a room another node
+    claimed meanwhile: the owner's directory joins the member to it."""
+
+    kind: str
+    request: CreateRoom
+    time_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The answer of a node that does not run the room (any more): ask Redis who does."""
+
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedHeartbeats:
+    """Members of rooms this node owns that heartbeated on another node: (kind, roomID, userID)
+    each, sent in one batch per peer; the owner moves their deadlines as for a heartbeat."""
+
+    beats: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersKnown:
+    """What the owner tells a relaying node of one room: who may heartbeat there (empty:
+    nobody, the room is gone or moved)."""
+
+    kind: str
+    room_id: str
+    user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchMembers:
+    """A node (`watcher`, its owner name) asks the owner for the members of a room, and to be
+    told when they change."""
+
+    kind: str
+    room_id: str
+    watcher: str

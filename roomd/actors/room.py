@@ -47,6 +47,7 @@ from roomd.actors.messages import (
     GetRoom,
     GroupDestroyed,
     Heartbeat,
+    Heartbeats,
     Join,
     Leave,
     LeaveReason,
@@ -284,6 +285,10 @@ class Room:
         match message:
             case Heartbeat(user_id):
                 return self.heartbeat(user_id)
+            case Heartbeats(user_ids):
+                for user_id in user_ids:
+                    self.heartbeat(user_id)
+                return Ok(None)
             case Join(member, room_info):
                 return self.join(member, room_info)
             case Leave(user_id):

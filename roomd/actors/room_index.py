@@ -60,3 +60,8 @@ class RoomIndex:
     @property
     def listed_count(self) -> int:
         return len(self._listed)
+
+    def get(self, room_id: str) -> RoomSnapshot | None:
+        """The room's latest snapshot, listed or not."""
+        seq = self._seq_by_id.get(room_id)
+        return None if seq is None else self._by_seq.get(seq)

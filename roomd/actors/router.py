@@ -28,14 +28,18 @@ class RoomRouter(Protocol):
     def kinds(self) -> tuple[str, ...]:
         """The room kinds served, in configuration order."""
 
+    @property
+    def ready(self) -> str | None:
+        """None when requests can be served; else why not (for /readyz)."""
+
     async def create_room(self, kind: str, request: CreateRoom, *, deadline: float) -> Ok[str] | Refused:
         """Create a room of `kind`; the answer (its roomID) comes by `deadline`."""
 
     async def call_room(self, kind: str, room_id: str, message: Ask[R], *, deadline: float) -> R | Refused:
         """Send `message` to the room and return its answer by `deadline` (no room: NO_ROOM)."""
 
-    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot]:
-        """Rooms with members in creation order: skip `index`, at most `count`."""
+    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot] | Refused:
+        """Rooms with members in creation order: skip `index`, at most `count` (Refused: not now)."""
 
     def stats(self) -> RouterStats:
         """Counts for /metrics."""
@@ -60,6 +64,10 @@ class LocalRouter:
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._directories)
 
+    @property
+    def ready(self) -> str | None:
+        return None
+
     def directory(self, kind: str) -> Directory | None:
         """The kind's directory: for tests and tools in this process, never for web."""
         return self._directories.get(kind)
@@ -76,7 +84,7 @@ class LocalRouter:
             return unknown_kind(kind)
         return await directory.call_room(room_id, message, deadline=deadline)
 
-    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot]:
+    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot] | Refused:
         directory = self._directories.get(kind)
         return directory.page(index, count) if directory is not None else []
 

@@ -30,3 +30,4 @@ class RouterStats:
     im_calls: dict[tuple[str, str], int]  # (api, outcome) -> count
     im_queue_depth: int
     store_failed_writes: int
+    cluster: dict[str, float] = field(default_factory=dict)  # cluster mode's counters, by metric name

@@ -63,8 +63,11 @@ async def open_room_system(
     *,
     user_signer: UserSigner | None = None,
     wall_clock: Callable[[], float] = time.time,
+    store: ChangeStore | None = None,
 ) -> AsyncIterator[RoomSystem]:
-    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured."""
+    """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured.
+    `store`: where rooms record their changes when not the one `server.persist` chooses
+    (cluster mode: Redis; its owner runs and stops it)."""
     log = logger.bind(actor=ROOT)
     async with trio.open_nursery() as root:
         im_actor: ImPort
@@ -82,10 +85,11 @@ async def open_room_system(
             )
         else:
             im_actor = SkippedIm(f"{ROOT}/im")
-        store: NullStore | SqliteStore = NullStore()
-        if settings.server.persist:
+        if store is None and settings.server.persist:
             path = Path(settings.server.data_dir) / STORE_FILE
             store = await root.start(SqliteStore(path, actor_path=f"{ROOT}/store").run)
+        elif store is None:
+            store = NullStore()
         try:
             async with trio.open_nursery() as kinds:
                 directories: dict[str, Directory] = {}

@@ -58,6 +58,7 @@ class _Link:
         self.max_frame = max_frame
         self.writes = 0  # send_all calls, for tests and metrics: fewer than frames when batching works
         self.closed_because: str | None = None
+        self.closed = trio.Event()
         self._on_close = on_close
         self._send, self._receive = trio.open_memory_channel[bytes](max_queue)
         self._buffer = bytearray()
@@ -86,6 +87,7 @@ class _Link:
         if self.closed_because is not None:
             return
         self.closed_because = reason
+        self.closed.set()
         (logger.warning if warning else logger.info)("cluster link closed peer={}: {}", self.peer, reason)
         self._receive.close()
         self._scope.cancel()
@@ -262,6 +264,9 @@ class LinkClient:
     @property
     def closed_because(self) -> str | None:
         return self._link.closed_because
+
+    async def wait_closed(self) -> None:
+        await self._link.closed.wait()
 
     @property
     def in_flight(self) -> int:

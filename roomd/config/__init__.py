@@ -3,6 +3,7 @@
 from roomd.config.loader import ConfigError, load_settings
 from roomd.config.settings import (
     AuthSettings,
+    ClusterSettings,
     ImSettings,
     KindSettings,
     LimitsSettings,
@@ -16,6 +17,7 @@ from roomd.config.settings import (
 
 __all__ = [
     "AuthSettings",
+    "ClusterSettings",
     "ConfigError",
     "ImSettings",
     "KindSettings",

@@ -269,6 +269,21 @@ def _validate(s: Settings) -> None:
     require(
         s.live.api_base_url.startswith(("http://", "https://")), "live.api_base_url: must be an http:// or https:// URL"
     )
+    cluster = s.cluster
+    require(
+        not cluster.redis_url or cluster.redis_url.startswith(("redis://", "rediss://", "unix://")),
+        "cluster.redis_url: must be a redis://, rediss:// or unix:// URL (or empty: one process, SQLite)",
+    )
+    require(cluster.lease_ms >= 500, "cluster.lease_ms: must be at least 500")
+    require(
+        0 < cluster.renew_interval * 1000 <= cluster.lease_ms / 2,
+        "cluster.renew_interval: must be positive and at most half of cluster.lease_ms",
+    )
+    require(0 < cluster.reap_interval <= 5, "cluster.reap_interval: must be between 0 and 5 seconds")
+    require(0 < cluster.relay_interval <= 1, "cluster.relay_interval: must be between 0 and 1 second")
+    require(cluster.takeover_batch >= 1, "cluster.takeover_batch: must be at least 1")
+    require(cluster.redis_timeout > 0, "cluster.redis_timeout: must be positive")
+    require(0 <= cluster.link_port <= 65535, "cluster.link_port: must be 0 to 65535")
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(

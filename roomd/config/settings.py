@@ -117,6 +117,27 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Multi-node mode: on when `redis_url` is set (see the README, "Running several nodes")."""
+
+    redis_url: str = field(default="", repr=False)  # redis://[:password@]host:port/db; may hold a password
+    node_name: str = ""  # "" = <hostname>-<pid>; a node's identity is this plus a random part per lease
+    link_host: str = "127.0.0.1"  # where this node accepts links from its peers
+    link_port: int = 0  # 0 = any free port
+    advertise_host: str = ""  # the address peers use to reach link_host; "" = link_host
+    lease_ms: int = 3000  # a node owns its rooms while its lease lives
+    renew_interval: float = 1.0  # seconds between lease renewals
+    reap_interval: float = 0.25  # seconds between looks for dead nodes whose rooms need an owner
+    takeover_batch: int = 200  # rooms claimed per Redis call during a takeover
+    redis_timeout: float = 2.0  # seconds one Redis call may take
+    relay_interval: float = 0.05  # seconds between batches of relayed heartbeats to a room's owner
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
+
+
+@dataclass(frozen=True)
 class KindSettings:
     max_members: int = 6
     heartbeat_timeout: float = 20.0
@@ -151,4 +172,5 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     kinds: dict[str, KindSettings] = field(default_factory=_default_kinds)

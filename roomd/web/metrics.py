@@ -101,6 +101,12 @@ class ActorCollector(Collector):
             "roomd_store_writes_failed", "Changes that could not be saved (and were undone, or retried)"
         )
         store_failures.add_metric([], stats.store_failed_writes)
+        for name, value in sorted(stats.cluster.items()):
+            help_text, counter = CLUSTER_METRICS.get(name, ("cluster mode", False))
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            metric = family(name, help_text)
+            metric.add_metric([], value)
+            yield metric
         yield from (
             rooms,
             members,
@@ -114,6 +120,23 @@ class ActorCollector(Collector):
             im_queue,
             store_failures,
         )
+
+
+# what cluster mode counts (RouterStats.cluster): name -> (help, counter?)
+CLUSTER_METRICS = {
+    "roomd_cluster_forwarded": ("Room requests sent on to the node that owns the room", True),
+    "roomd_cluster_served_for_peers": ("Room requests other nodes sent here", True),
+    "roomd_cluster_relayed_heartbeats": ("Heartbeats answered here and relayed to the room's owner", True),
+    "roomd_cluster_moved_retries": ("Forwarded requests answered MOVED and sent again to the new owner", True),
+    "roomd_cluster_link_round_trip_seconds": ("Mean round trip of calls to other nodes", False),
+    "roomd_cluster_lease_renew_failures": ("Lease renewals Redis did not answer or refused", True),
+    "roomd_cluster_leases_taken": ("Leases this process took (more than one: a lease was lost)", True),
+    "roomd_cluster_takeovers": ("Rooms taken over from nodes whose lease ended", True),
+    "roomd_cluster_fenced_writes": ("Writes Redis refused: the room had moved to another node", True),
+    "roomd_cluster_rooms_owned": ("Rooms this node owns", False),
+    "roomd_cluster_peers": ("Other nodes with a lease", False),
+    "roomd_cluster_redis_up": ("1 while Redis answers, 0 while it does not", False),
+}
 
 
 class LogWritesCollector(Collector):

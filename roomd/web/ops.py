@@ -27,6 +27,9 @@ async def readyz(ctx: AppContext, call: Call) -> Reply:
         return reply(Code.BUSY, detail="the server is shutting down", http_status=503)
     if not ctx.ready:
         return reply(Code.BUSY, detail="the server is starting", http_status=503)
+    why_not = ctx.router.ready
+    if why_not is not None:
+        return reply(Code.BUSY, detail=why_not, http_status=503)
     return ok_reply(status="ready", kinds=sorted(ctx.router.kinds))
 
 

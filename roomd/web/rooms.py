@@ -223,7 +223,10 @@ async def get_room_list(ctx: AppContext, call: RoomCall) -> Reply:
     entries: list[bytes] = []
     size = 0
     truncated = False
-    for listed in await call.router.page(call.kind, index, count):
+    listing = await call.router.page(call.kind, index, count)
+    if isinstance(listing, Refused):
+        return _render(listing)
+    for listed in listing:
         entry = _listing_entry(ctx, listed)
         if entries and size + len(entry) + 1 > budget:
             truncated = True

@@ -1,0 +1,114 @@
+"""One node of a cluster: Redis, the lease, the link server, the store and the router, started in order.
+
+    async with open_cluster_node(settings, user_signer=...) as node:
+        ctx = AppContext.build(settings, node.router, ...)
+
+Starting: connect to Redis, listen for links, take a lease (waiting for
+Redis as long as it takes, saying so in the log), start the store and the
+room tree, then the relay and the reaper. Leaving the block: give the lease
+up first, so the other nodes take this node's rooms at once, then stop the
+rooms here (kept in Redis, IM groups untouched), then the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from loguru import logger
+
+from roomd.actors.system import RoomSystem, open_room_system
+from roomd.cluster.lease import NodeLease, default_node_name
+from roomd.cluster.link import LinkServer
+from roomd.cluster.peers import Peers
+from roomd.cluster.redis_rooms import RoomsInRedis
+from roomd.cluster.redis_store import RedisStore
+from roomd.cluster.router import ClusterRouter
+from roomd.config import Settings
+from roomd.qcloud.usersig import UserSigner
+
+
+@dataclass
+class ClusterNode:
+    router: ClusterRouter
+    system: RoomSystem
+    link_address: str
+
+
+@asynccontextmanager
+async def open_cluster_node(
+    settings: Settings,
+    *,
+    user_signer: UserSigner | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> AsyncIterator[ClusterNode]:
+    cluster = settings.cluster
+    log = logger.bind(actor="root/cluster")
+    router: ClusterRouter | None = None
+
+    async def serve_peer(payload: Any) -> Any:
+        if router is None:
+            return None
+        return await router.serve_peer(payload)
+
+    def lease_lost(owner: str) -> None:
+        if router is not None:
+            router.lease_lost(owner)
+
+    def room_fenced(kind: str, room_id: str) -> None:
+        if router is not None:
+            router.room_fenced(kind, room_id)
+
+    async with (
+        RoomsInRedis.connect(cluster.redis_url, call_timeout=cluster.redis_timeout) as rooms,
+        trio.open_nursery() as services,
+    ):
+        listeners = await services.start(LinkServer().serve, serve_peer, cluster.link_host, cluster.link_port)
+        port = listeners[0].socket.getsockname()[1]
+        address = f"{cluster.advertise_host or cluster.link_host}:{port}"
+        lease = NodeLease(
+            rooms,
+            name=cluster.node_name or default_node_name(),
+            address=address,
+            lease_ms=cluster.lease_ms,
+            renew_interval=cluster.renew_interval,
+            on_lost=lease_lost,
+        )
+        store = RedisStore(rooms, owner=lambda: lease.owner, on_fenced=room_fenced, actor_path="root/store")
+        await services.start(store.run)
+        log.info("cluster node starting link={}: taking a lease in Redis", address)
+        await services.start(lease.run)
+        try:
+            async with open_room_system(
+                settings, user_signer=user_signer, wall_clock=wall_clock, store=store
+            ) as system:
+                router = ClusterRouter(
+                    system.router,
+                    rooms=rooms,
+                    store=store,
+                    lease=lease,
+                    peers=Peers(rooms, services),
+                    call_timeout=settings.server.call_timeout,
+                    takeover_batch=cluster.takeover_batch,
+                    relay_interval=cluster.relay_interval,
+                )
+                for directory in system.directories.values():
+                    directory.observer = router.relay.observe
+                await services.start(router.relay.run)
+                services.start_soon(router.reap, cluster.reap_interval)
+                try:
+                    yield ClusterNode(router=router, system=system, link_address=address)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await lease.resign()
+        finally:
+            store.stop()
+            with trio.move_on_after(cluster.redis_timeout + 1) as waiting:
+                waiting.shield = True
+                await store.finished.wait()
+            services.cancel_scope.cancel()
+    log.info("cluster node stopped")

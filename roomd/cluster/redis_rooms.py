@@ -1,0 +1,257 @@
+"""Rooms, leases and the listing in Redis: typed calls over the scripts in scripts.py.
+
+Every call is bounded by `redis_timeout` and fails as `RedisUnavailable`
+(Redis down, slow, or answering an error): callers turn that into "busy"
+for a request, or try again later for what they do by themselves. coredis
+retries nothing here (a write retried after its reply was lost would be
+applied twice); the callers decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import coredis
+import msgpack
+import trio
+from coredis.retry import NoRetryPolicy
+
+from roomd.actors.messages import (
+    Audience,
+    AudienceRemoved,
+    AudienceSaved,
+    Change,
+    CustomFields,
+    CustomFieldSaved,
+    GroupDestroyed,
+    MemberInfo,
+    MemberRemoved,
+    MemberSaved,
+    MemberView,
+    RoomRemoved,
+    RoomSaved,
+    RoomSnapshot,
+)
+from roomd.cluster import scripts
+from roomd.qcloud.live import stream_name_from_push_url
+
+WRITTEN, FENCED, NO_LEASE = 1, 0, -1
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time, or answered with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """A room as Redis holds it: its fencing, its state and what a restore needs."""
+
+    kind: str
+    room_id: str
+    owner: str
+    epoch: int
+    state: str  # pending | open | closing
+    creator: str
+    room_info: str
+    members: tuple[MemberInfo, ...]
+    audiences: tuple[Audience, ...]
+    custom: CustomFields
+
+
+def room_name(kind: str, room_id: str) -> str:
+    """How a room is named in Redis (room IDs and kind names never hold '/')."""
+    return f"{kind}/{room_id}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    kind, _, room_id = name.partition("/")
+    return kind, room_id
+
+
+def operations(changes: Sequence[Change]) -> list[list[Any]]:
+    """The WRITE script's operations for `changes`, in order."""
+    ops: list[list[Any]] = []
+    for change in changes:
+        match change:
+            case RoomSaved(_, _, creator, room_info, created):
+                ops.append(["room", int(created), creator, room_info])
+            case MemberSaved(_, _, m):
+                ops.append(["member", m.user_id, m.user_name, m.user_avatar, m.push_url])
+            case MemberRemoved(_, _, user_id):
+                ops.append(["member_gone", user_id])
+            case RoomRemoved():
+                ops.append(["removed"])
+            case GroupDestroyed():
+                ops.append(["group_gone"])
+            case AudienceSaved(_, _, audience):
+                ops.append(["audience", audience.user_id, audience.user_info])
+            case AudienceRemoved(_, _, user_id):
+                ops.append(["audience_gone", user_id])
+            case CustomFieldSaved(_, _, name, value):
+                ops.append(["custom", name, value])
+    return ops
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ordered(flat: list[Any]) -> list[tuple[str, list[Any]]]:
+    """A HGETALL of msgpack [order, ...] values as (field, rest) in order."""
+    pairs = [(_text(flat[i]), msgpack.unpackb(flat[i + 1], raw=False)) for i in range(0, len(flat), 2)]
+    pairs.sort(key=lambda pair: pair[1][0])
+    return [(field, value[1:]) for field, value in pairs]
+
+
+def _members(flat: list[Any]) -> tuple[MemberInfo, ...]:
+    return tuple(MemberInfo(user_id, *rest) for user_id, rest in _ordered(flat))
+
+
+def _custom(flat: list[Any]) -> CustomFields:
+    return tuple((name, rest[0]) for name, rest in _ordered(flat))
+
+
+class RoomsInRedis:
+    """The cluster's shared state; one per node, over one connection pool."""
+
+    def __init__(self, client: coredis.Redis[bytes], *, timeout: float) -> None:
+        self._client = client
+        self.timeout = timeout
+        self._register = client.register_script(scripts.REGISTER)
+        self._renew = client.register_script(scripts.RENEW)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._release = client.register_script(scripts.RELEASE)
+        self._write = client.register_script(scripts.WRITE)
+        self._load = client.register_script(scripts.LOAD)
+        self._page = client.register_script(scripts.PAGE)
+        self._takeover = client.register_script(scripts.TAKEOVER)
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: str, *, call_timeout: float) -> AsyncIterator[RoomsInRedis]:
+        """A pool for the block; connections are made (and made again after Redis restarts) on use."""
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            retry_policy=NoRetryPolicy(),
+            connect_timeout=call_timeout,
+            stream_timeout=call_timeout,
+            verify_version=False,
+        )
+        async with client:
+            yield cls(client, timeout=call_timeout)
+
+    async def _run(self, call: Any) -> Any:
+        try:
+            with trio.fail_after(self.timeout):
+                return await call
+        except trio.TooSlowError:
+            raise RedisUnavailable(f"no answer within {self.timeout:g} s") from None
+        except coredis.exceptions.RedisError as error:
+            raise RedisUnavailable(f"{type(error).__name__}: {error}") from error
+        except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as error:
+            raise RedisUnavailable(f"{type(error).__name__}: {error}") from error
+
+    # --- leases --------------------------------------------------------------------------
+
+    async def register(self, owner: str, address: str, lease_ms: int) -> bool:
+        return bool(await self._run(self._register(args=[owner, address, lease_ms])))
+
+    async def renew(self, owner: str, address: str, lease_ms: int) -> bool:
+        """False when the lease is gone (expired, or taken): the owner holds nothing any more."""
+        return bool(await self._run(self._renew(args=[owner, address, lease_ms])))
+
+    async def resign(self, owner: str) -> None:
+        await self._run(self._client.delete([f"{scripts.PREFIX}node:{owner}"]))
+
+    async def address_of(self, owner: str) -> str | None:
+        """The link address of a live owner; None once its lease is gone."""
+        value = await self._run(self._client.get(f"{scripts.PREFIX}node:{owner}"))
+        return None if value is None else _text(value)
+
+    async def owners(self) -> list[str]:
+        """Every owner that may still hold rooms, live or dead."""
+        return sorted(_text(owner) for owner in await self._run(self._client.smembers(f"{scripts.PREFIX}nodes")))
+
+    async def live_owners(self) -> dict[str, str]:
+        """Owner -> link address of every owner whose lease lives."""
+        owners = await self.owners()
+        if not owners:
+            return {}
+        addresses = await self._run(self._client.mget([f"{scripts.PREFIX}node:{owner}" for owner in owners]))
+        return {owner: _text(address) for owner, address in zip(owners, addresses, strict=True) if address}
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    async def claim(self, owner: str, kind: str, room_id: str) -> tuple[int, str]:
+        """(1, epoch) claimed for `owner`; (0, holder) the room exists; (-1, "") no lease."""
+        answer = await self._run(self._claim(args=[owner, room_name(kind, room_id)]))
+        status = int(answer[0])
+        return status, _text(answer[1]) if len(answer) > 1 else ""
+
+    async def release(self, owner: str, kind: str, room_id: str, epoch: int) -> bool:
+        return bool(await self._run(self._release(args=[owner, room_name(kind, room_id), epoch])))
+
+    async def owner_of(self, kind: str, room_id: str) -> str | None:
+        value = await self._run(self._client.hget(f"{scripts.PREFIX}room:{room_name(kind, room_id)}", "owner"))
+        return None if value is None else _text(value)
+
+    async def write(self, owner: str, submissions: list[tuple[str, int, list[list[Any]]]]) -> list[int]:
+        """Apply each (room name, epoch, operations) if `owner` still holds that epoch:
+        one of WRITTEN, FENCED, NO_LEASE per submission."""
+        packed = msgpack.packb([[name, epoch, ops] for name, epoch, ops in submissions], use_bin_type=False)
+        return [int(status) for status in await self._run(self._write(args=[owner, packed]))]
+
+    async def load(self, kind: str, room_id: str) -> StoredRoom | None:
+        answer = await self._run(self._load(args=[room_name(kind, room_id)]))
+        if not answer:
+            return None
+        owner, epoch, state, creator, info, members, audiences, custom = answer
+        return StoredRoom(
+            kind=kind,
+            room_id=room_id,
+            owner=_text(owner),
+            epoch=int(epoch),
+            state=_text(state),
+            creator=_text(creator),
+            room_info=_text(info),
+            members=_members(members),
+            audiences=tuple(Audience(user_id, rest[0]) for user_id, rest in _ordered(audiences)),
+            custom=_custom(custom),
+        )
+
+    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot]:
+        rooms = await self._run(self._page(args=[kind, index, count]))
+        return [
+            RoomSnapshot(
+                room_id=_text(room_id),
+                room_info=_text(info),
+                creator=_text(creator),
+                members=tuple(
+                    MemberView(m.user_id, m.user_name, m.user_avatar, stream_name_from_push_url(m.push_url))
+                    for m in _members(members)
+                ),
+                audience_count=int(audiences),
+                custom=_custom(custom),
+            )
+            for room_id, creator, info, members, audiences, custom in rooms
+        ]
+
+    async def listed_count(self, kind: str) -> int:
+        return int(await self._run(self._client.zcard(f"{scripts.PREFIX}listed:{kind}")))
+
+    async def take_over(self, dead: str, owner: str, batch: int) -> list[tuple[str, str, int]] | None:
+        """Up to `batch` rooms of `dead` moved to `owner`: (kind, roomID, new epoch) each;
+        None when `owner` has no lease."""
+        answer = await self._run(self._takeover(args=[dead, owner, batch]))
+        if len(answer) == 1 and isinstance(answer[0], int):
+            return None
+        taken: list[tuple[str, str, int]] = []
+        for i in range(0, len(answer), 2):
+            kind, room_id = split_name(_text(answer[i]))
+            taken.append((kind, room_id, int(answer[i + 1])))
+        return taken

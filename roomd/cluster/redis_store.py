@@ -1,0 +1,218 @@
+"""The change store of a node in cluster mode: rooms' changes written to Redis, fenced by epoch.
+
+It is the same `ChangeStore` rooms and directories use with SQLite: a
+writer's `write` returns once Redis acknowledged its changes (with
+`appendfsync always`, once they are on Redis' disk), and submissions are
+written in the order they were made, many in one script call. Each room's
+changes carry the epoch under which this node holds the room
+(`hold`); Redis refuses them when the room has moved on (another owner or
+epoch: the room was taken over) or when this node's lease is gone. Such a
+write fails for good ("fenced"): the room is handed over (`on_fenced`),
+and nothing written later by this node for that room can land.
+
+Redis unreachable: requests' submissions fail at once (their rooms undo
+them, the client hears "busy"); background ones (evictions, closes) wait
+and are tried again every second, in order, and meanwhile requests'
+changes are refused before they are applied, as for a failing disk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+import trio
+from loguru import logger
+
+from roomd.actors.messages import Change, GroupDestroyed
+from roomd.actors.store import MAX_QUEUED, RETRY_DELAY, SavedRoom, WriteFailed
+from roomd.cluster.redis_rooms import FENCED, NO_LEASE, RedisUnavailable, RoomsInRedis, operations, room_name
+
+MAX_BATCH = 500  # submissions per script call
+
+
+class _Submission:
+    __slots__ = ("about", "changes", "deadline", "done", "failed_attempts", "failure")
+
+    def __init__(self, changes: list[Change], about: str | None = None, deadline: float = math.inf) -> None:
+        self.changes = changes
+        self.about = about
+        self.deadline = deadline
+        self.done = trio.Event()
+        self.failure: WriteFailed | None = None
+        self.failed_attempts = 0
+
+
+class RedisStore:
+    persistent = True
+
+    def __init__(
+        self,
+        rooms: RoomsInRedis,
+        *,
+        owner: Callable[[], str],
+        on_fenced: Callable[[str, str], None],
+        actor_path: str,
+    ) -> None:
+        self._rooms = rooms
+        self._owner = owner
+        self._on_fenced = on_fenced
+        self.epochs: dict[tuple[str, str], int] = {}  # (kind, roomID) -> the epoch this node holds it under
+        self._queue: deque[_Submission] = deque()
+        self._wake = trio.Event()
+        self._retrying = False
+        self._stopping = False
+        self.failed_writes = 0
+        self.fenced_writes = 0
+        self.batches = 0
+        self.finished = trio.Event()  # set once the writer has ended
+        self.log = logger.bind(actor=actor_path)
+
+    def hold(self, kind: str, room_id: str, epoch: int) -> None:
+        self.epochs[(kind, room_id)] = epoch
+
+    def drop(self, kind: str, room_id: str) -> None:
+        self.epochs.pop((kind, room_id), None)
+
+    # --- ChangeStore -----------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return not self._retrying and len(self._queue) < MAX_QUEUED
+
+    async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
+        submission = _Submission(changes, deadline=deadline)
+        self._queue.append(submission)
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await submission.done.wait()
+        return submission.failure
+
+    def write_later(self, changes: list[Change], *, about: str) -> None:
+        self._queue.append(_Submission(changes, about))
+        self._wake.set()
+
+    def load(self, kind: str) -> list[SavedRoom]:
+        return []  # rooms come to a node by claims and takeovers, never at start
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # --- the writer --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[RedisStore] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started(self)
+        try:
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                with trio.CancelScope(shield=True):
+                    kept = await self._write_batch(batch)
+                self._retrying = bool(kept)
+                if kept:
+                    self._queue.extendleft(reversed(kept))
+                    self._refuse_requests("Redis is unavailable")
+                    if self._stopping:
+                        self._give_up("the store stopped while Redis was unavailable")
+                        return
+                    await trio.sleep(RETRY_DELAY)
+        finally:
+            self._give_up("the store stopped before writing")
+            self.finished.set()
+
+    def _next_batch(self) -> list[_Submission]:
+        now = trio.current_time()
+        batch: list[_Submission] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            submission = self._queue.popleft()
+            if submission.deadline < now:
+                submission.failure = WriteFailed("its deadline passed while it waited for Redis")
+                submission.done.set()
+            else:
+                batch.append(submission)
+        return batch
+
+    async def _write_batch(self, batch: list[_Submission]) -> list[_Submission]:
+        """Write the batch; returns the background submissions kept to be tried again (Redis down)."""
+        owner = self._owner()
+        entries: list[tuple[str, int, list[list[object]]]] = []
+        targets: list[tuple[str, str] | None] = []
+        for submission in batch:
+            target = _room_of(submission.changes)
+            epoch = self.epochs.get(target) if target is not None else None
+            targets.append(target)
+            if target is None or epoch is None or not owner:
+                entries.append(("", 0, []))
+            else:
+                entries.append((room_name(*target), epoch, operations(submission.changes)))
+        try:
+            statuses = await self._rooms.write(owner, entries) if owner else [NO_LEASE] * len(batch)
+        except RedisUnavailable as error:
+            self.failed_writes += 1
+            kept: list[_Submission] = []
+            for submission in batch:
+                if submission.about is not None and not self._stopping:
+                    submission.failed_attempts += 1
+                    if submission.failed_attempts == 1:
+                        self.log.warning(
+                            "changes of {} not saved ({}); trying again every second", submission.about, error
+                        )
+                    kept.append(submission)
+                else:
+                    submission.failure = WriteFailed(f"Redis is unavailable: {error}")
+                    submission.done.set()
+            return kept
+        self.batches += 1
+        for submission, target, status in zip(batch, targets, statuses, strict=True):
+            if status == FENCED or target is None or (status != NO_LEASE and self.epochs.get(target) is None):
+                self.fenced_writes += 1
+                submission.failure = WriteFailed("the room is held by another node now")
+                if target is not None:
+                    self.log.warning("write fenced room={}: another node holds it now", target[1])
+                    self.drop(*target)
+                    self._on_fenced(*target)
+            elif status == NO_LEASE:
+                self.fenced_writes += 1
+                submission.failure = WriteFailed("this node's lease is gone")
+            else:
+                if submission.failed_attempts:
+                    self.log.info(
+                        "changes of {} saved after {} failed attempts", submission.about, submission.failed_attempts
+                    )
+                if any(isinstance(change, GroupDestroyed) for change in submission.changes):
+                    self.drop(*target)  # nothing of the room is left to write
+            submission.done.set()
+        return []
+
+    def _refuse_requests(self, reason: str) -> None:
+        kept: deque[_Submission] = deque()
+        for submission in self._queue:
+            if submission.about is None:
+                submission.failure = WriteFailed(reason)
+                submission.done.set()
+            else:
+                kept.append(submission)
+        self._queue = kept
+
+    def _give_up(self, reason: str) -> None:
+        while self._queue:
+            submission = self._queue.popleft()
+            submission.failure = WriteFailed(reason)
+            if submission.about is not None:
+                self.log.error("changes of {} not saved: {}", submission.about, reason)
+            submission.done.set()
+
+
+def _room_of(changes: list[Change]) -> tuple[str, str] | None:
+    """The one room `changes` belong to (rooms and directories submit one room's changes at a time)."""
+    rooms = {(change.kind, change.room_id) for change in changes}
+    return next(iter(rooms)) if len(rooms) == 1 else None

@@ -1,0 +1,365 @@
+"""The cluster router: any node answers for any room, the room's owner decides.
+
+`ClusterRouter` wraps the node's `LocalRouter`. A room this node runs is
+called in process, as with one node. Any other room is looked up in Redis
+(cached) and its call forwarded over the link to its owner; an owner that
+no longer runs the room answers `Moved`, and the call is sent once more to
+whoever Redis names then. Creations claim the roomID in Redis first (one
+script: the roomID is unique across nodes, code 11), then make the room
+here; a join-creation of a roomID another node holds is sent to that node.
+The listing is read from Redis (one script call, O(page)), so every node
+pages through the same rooms in the same global creation order.
+
+Heartbeats of rooms owned elsewhere are relayed (relay.py): answered here
+from the members the owner said it has, and sent on in batches.
+
+Takeover: every `reap_interval` the node looks for owners whose lease is
+gone and claims their rooms (epoch bumped, in batches), then runs them
+through the directory's ordinary restore path: members on fresh deadlines,
+IM groups kept. A node that loses its lease hands back every room it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import trio
+from loguru import logger
+
+from roomd.actors.ids import new_room_id
+from roomd.actors.messages import (
+    Ask,
+    CreateRoom,
+    ForwardedCall,
+    ForwardedCreate,
+    Heartbeat,
+    MembersKnown,
+    Moved,
+    RelayedHeartbeats,
+    RoomSnapshot,
+    WatchMembers,
+)
+from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
+from roomd.actors.router import LocalRouter, unknown_kind
+from roomd.actors.stats import RouterStats
+from roomd.actors.store import SavedRoom
+from roomd.cluster.lease import NodeLease
+from roomd.cluster.peers import Peers
+from roomd.cluster.redis_rooms import RedisUnavailable, RoomsInRedis
+from roomd.cluster.redis_store import RedisStore
+from roomd.cluster.relay import HeartbeatRelay
+
+R = TypeVar("R")
+OWNER_CACHE_SIZE = 100_000  # rooms whose owner is remembered; beyond it the cache starts over
+ADOPT_RETRY = 0.05  # seconds between attempts to run a room taken over that still stops here
+
+
+def _busy(detail: str) -> Refused:
+    return Refused(DomainError.BUSY, detail)
+
+
+REDIS_DOWN = "the cluster's Redis is unavailable; retry"
+NO_LEASE = "this node holds no lease right now; retry"
+
+
+class ClusterRouter:
+    def __init__(
+        self,
+        local: LocalRouter,
+        *,
+        rooms: RoomsInRedis,
+        store: RedisStore,
+        lease: NodeLease,
+        peers: Peers,
+        call_timeout: float,
+        takeover_batch: int,
+        relay_interval: float,
+    ) -> None:
+        self.local = local
+        self._rooms = rooms
+        self._store = store
+        self.lease = lease
+        self.peers = peers
+        self._call_timeout = call_timeout
+        self._takeover_batch = takeover_batch
+        self._owners: dict[tuple[str, str], str] = {}
+        self.relay = HeartbeatRelay(self, interval=relay_interval)
+        self.forwarded = 0
+        self.served_for_peers = 0
+        self.moved_retries = 0
+        self.takeovers = 0
+        self.log = logger.bind(actor="root/cluster")
+
+    # --- RoomRouter ------------------------------------------------------------------------
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.local.kinds
+
+    @property
+    def ready(self) -> str | None:
+        if not self.lease.owner:
+            return "this node holds no lease in Redis"
+        if self.lease.redis_down or not self.lease.held:
+            return "this node cannot reach Redis"
+        return None
+
+    async def create_room(self, kind: str, request: CreateRoom, *, deadline: float) -> Ok[str] | Refused:
+        if self.local.directory(kind) is None:
+            return unknown_kind(kind)
+        owner = self.lease.owner
+        if not owner or not self.lease.serving:
+            return _busy(NO_LEASE)
+        while True:
+            room_id = request.room_id or new_room_id()
+            try:
+                with trio.move_on_at(deadline):
+                    status, found = await self._rooms.claim(owner, kind, room_id)
+                if trio.current_time() >= deadline:
+                    return _busy("no answer from Redis by the deadline")
+            except RedisUnavailable:
+                return _busy(REDIS_DOWN)
+            if status == 1:
+                break
+            if status == -1:
+                return _busy(NO_LEASE)
+            if request.join_if_exists and request.room_id is not None:
+                return await self._join_elsewhere(kind, request, found, deadline)
+            if request.room_id is not None:
+                return Refused(DomainError.ROOM_EXISTS, f"room {room_id} already exists")
+        epoch = int(found)
+        self._store.hold(kind, room_id, epoch)
+        self._owners[(kind, room_id)] = owner
+        made = await self.local.create_room(kind, dataclasses.replace(request, room_id=room_id), deadline=deadline)
+        if isinstance(made, Refused):
+            self._store.drop(kind, room_id)
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(self._rooms.timeout):
+                    await self._rooms.release(owner, kind, room_id, epoch)
+            except RedisUnavailable:
+                pass  # the claim stays pending: the next takeover of this owner removes it
+        return made
+
+    async def _join_elsewhere(self, kind: str, request: CreateRoom, owner: str, deadline: float) -> Ok[str] | Refused:
+        """add_pusher on a roomID that another node made meanwhile: that node joins the member."""
+        assert request.room_id is not None
+        if owner == self.lease.owner:
+            return await self.local.create_room(kind, request, deadline=deadline)
+        self.forwarded += 1
+        time_left = max(0.0, deadline - trio.current_time())
+        reply = await self.peers.call(owner, ForwardedCreate(kind, request, time_left), deadline=deadline)
+        if isinstance(reply, Moved):
+            return _busy(f"room {request.room_id} is moving between nodes; retry")
+        return reply  # type: ignore[no-any-return]
+
+    async def call_room(self, kind: str, room_id: str, message: Ask[R], *, deadline: float) -> R | Refused:
+        directory = self.local.directory(kind)
+        if directory is None:
+            return unknown_kind(kind)
+        if directory.holds(room_id) and self.lease.serving:
+            return await self.local.call_room(kind, room_id, message, deadline=deadline)
+        if isinstance(message, Heartbeat):
+            relayed = self.relay.answer(kind, room_id, message.user_id)
+            if relayed is not None:
+                return relayed  # type: ignore[return-value]
+        owner = await self._owner_of(kind, room_id, fresh=False)
+        if isinstance(owner, Refused):
+            return owner
+        for attempt in range(2):
+            if owner is None:
+                return no_such_room(room_id)
+            if owner == self.lease.owner:
+                if not self.lease.serving:
+                    return _busy(NO_LEASE)
+                return await self.local.call_room(kind, room_id, message, deadline=deadline)
+            self.forwarded += 1
+            time_left = max(0.0, deadline - trio.current_time())
+            call = ForwardedCall(kind, room_id, message, time_left)  # type: ignore[arg-type]  # an Ask is a RoomMessage
+            reply = await self.peers.call(owner, call, deadline=deadline)
+            if not isinstance(reply, Moved):
+                if isinstance(message, Heartbeat) and isinstance(reply, Ok):
+                    await self.relay.watch(owner, kind, room_id, deadline=deadline)
+                return reply  # type: ignore[no-any-return]
+            if attempt == 0:
+                self.moved_retries += 1
+                owner = await self._owner_of(kind, room_id, fresh=True)
+                if isinstance(owner, Refused):
+                    return owner
+        return _busy(f"room {room_id} is moving between nodes; retry")
+
+    async def _owner_of(self, kind: str, room_id: str, *, fresh: bool) -> str | Refused | None:
+        key = (kind, room_id)
+        if not fresh and key in self._owners:
+            return self._owners[key]
+        try:
+            owner = await self._rooms.owner_of(kind, room_id)
+        except RedisUnavailable:
+            return _busy(REDIS_DOWN)
+        if owner is None:
+            self._owners.pop(key, None)
+            return None
+        if len(self._owners) >= OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners[key] = owner
+        return owner
+
+    async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot] | Refused:
+        if self.local.directory(kind) is None:
+            return []
+        try:
+            return await self._rooms.page(kind, index, count)
+        except RedisUnavailable:
+            return _busy(REDIS_DOWN)
+
+    def stats(self) -> RouterStats:
+        local = self.local.stats()
+        peers = self.peers
+        cluster = {
+            "roomd_cluster_forwarded": float(self.forwarded),
+            "roomd_cluster_served_for_peers": float(self.served_for_peers),
+            "roomd_cluster_relayed_heartbeats": float(self.relay.relayed),
+            "roomd_cluster_moved_retries": float(self.moved_retries),
+            "roomd_cluster_link_round_trip_seconds": peers.round_trip_total / peers.calls if peers.calls else 0.0,
+            "roomd_cluster_lease_renew_failures": float(self.lease.renew_failures),
+            "roomd_cluster_leases_taken": float(self.lease.leases_taken),
+            "roomd_cluster_takeovers": float(self.takeovers),
+            "roomd_cluster_fenced_writes": float(self._store.fenced_writes),
+            "roomd_cluster_rooms_owned": float(sum(s.waiting_rooms + s.active_rooms for s in local.kinds.values())),
+            "roomd_cluster_peers": float(len(peers.connected)),
+            "roomd_cluster_redis_up": 0.0 if self.lease.redis_down else 1.0,
+        }
+        return dataclasses.replace(local, cluster=cluster)
+
+    async def describe(self, *, limit: int) -> list[dict[str, Any]]:
+        node = {
+            "path": "root/cluster",
+            "kind": "cluster node",
+            "state": "serving" if self.lease.serving else "not serving",
+            "node": self.lease.name,
+            "owner": self.lease.owner,
+            "link": self.lease.address,
+            "redis": "down" if self.lease.redis_down else "up",
+            "peers": self.peers.connected,
+            "owned_rooms": {
+                kind: directory.room_ids()[:limit]
+                for kind in self.local.kinds
+                if (directory := self.local.directory(kind)) is not None
+            },
+        }
+        return [node, *await self.local.describe(limit=limit)]
+
+    # --- what other nodes ask ------------------------------------------------------------------
+
+    async def serve_peer(self, payload: Any) -> Any:
+        """The link server's handler: answer a call another node sent here."""
+        match payload:
+            case ForwardedCall(kind, room_id, message, time_left):
+                directory = self.local.directory(kind)
+                if directory is None or not directory.holds(room_id) or not self.lease.serving:
+                    return Moved(room_id)
+                self.served_for_peers += 1
+                deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
+                return await self.local.call_room(kind, room_id, message, deadline=deadline)
+            case ForwardedCreate(kind, request, time_left):
+                directory = self.local.directory(kind)
+                if directory is None or request.room_id is None or not directory.holds(request.room_id):
+                    return Moved(request.room_id or "")
+                if not self.lease.serving:
+                    return Moved(request.room_id)
+                self.served_for_peers += 1
+                deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
+                return await self.local.create_room(kind, request, deadline=deadline)
+            case RelayedHeartbeats() | WatchMembers() | MembersKnown():
+                return await self.relay.serve(payload)
+        return Refused(DomainError.INVALID, f"a node cannot answer {type(payload).__name__}")
+
+    # --- ownership changing hands ---------------------------------------------------------------
+
+    def lease_lost(self, owner: str) -> None:
+        """Hand back every room: other nodes (or this one, under its next lease) take them over."""
+        released = 0
+        for kind in self.local.kinds:
+            directory = self.local.directory(kind)
+            if directory is None:
+                continue
+            for room_id in directory.room_ids():
+                directory.release(room_id, f"the lease of {owner} was lost")
+                self._store.drop(kind, room_id)
+                released += 1
+        self._owners.clear()
+        self.relay.forget_all()
+        self.log.warning("lease lost owner={}: {} rooms handed back", owner, released)
+
+    def room_fenced(self, kind: str, room_id: str) -> None:
+        """A write was refused: another node holds the room now."""
+        directory = self.local.directory(kind)
+        if directory is not None:
+            directory.release(room_id, "another node holds it now (a write was fenced)")
+        self._owners.pop((kind, room_id), None)
+
+    async def reap(self, interval: float) -> None:
+        """Forever: take over the rooms of every owner whose lease is gone."""
+        while True:
+            await trio.sleep(interval)
+            owner = self.lease.owner
+            if not owner or not self.lease.held:
+                continue
+            try:
+                owners = await self._rooms.owners()
+                live = await self._rooms.live_owners()
+            except RedisUnavailable:
+                continue
+            for dead in owners:
+                if dead not in live and dead != owner:
+                    await self._take_over(dead, owner)
+
+    async def _take_over(self, dead: str, owner: str) -> None:
+        started = trio.current_time()
+        total = 0
+        self.peers.forget(dead)
+        self.relay.forget_owner(dead)
+        while True:
+            try:
+                taken = await self._rooms.take_over(dead, owner, self._takeover_batch)
+            except RedisUnavailable as error:
+                self.log.warning("takeover of {} paused: Redis unavailable ({})", dead, error)
+                return
+            if not taken:
+                break
+            async with trio.open_nursery() as loading:
+                for kind, room_id, epoch in taken:
+                    loading.start_soon(self._adopt, kind, room_id, epoch)
+            total += len(taken)
+        if total:
+            self.takeovers += total
+            self.log.info("took over rooms={} from={} in {:.3f}s", total, dead, trio.current_time() - started)
+
+    async def _adopt(self, kind: str, room_id: str, epoch: int) -> None:
+        directory = self.local.directory(kind)
+        try:
+            stored = await self._rooms.load(kind, room_id)
+        except RedisUnavailable as error:
+            self.log.warning("room taken over but not loaded room={} ({}); the next takeover retries", room_id, error)
+            return
+        if directory is None or stored is None:
+            return
+        self._store.hold(kind, room_id, epoch)
+        self._owners[(kind, room_id)] = self.lease.owner
+        if stored.state == "pending":  # claimed, never made: its creator was never told it exists
+            self.log.info("room claimed by a node that died before making it; removing room={}", room_id)
+            stored = dataclasses.replace(stored, state="closing")
+        saved = SavedRoom(
+            stored.room_id,
+            stored.creator,
+            stored.room_info,
+            stored.members,
+            closing=stored.state == "closing",
+            audiences=stored.audiences,
+            custom=stored.custom,
+        )
+        for _ in range(100):  # a room this node is still stopping (its own old lease) runs again after
+            if directory.adopt(saved):
+                return
+            await trio.sleep(ADOPT_RETRY)
+        self.log.error("room taken over could not run here room={}", room_id)
