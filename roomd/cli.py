@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML settings file")
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="port to listen on, 0 = any free one (server.port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N cluster nodes on this port (SO_REUSEPORT), restarted when they die; N > 1 needs "
+        "cluster.redis_url (default 1: this process serves)",
+    )
+    serve.add_argument("--node-index", type=int, help=argparse.SUPPRESS)  # a node started by --workers
 
     usersig = commands.add_parser("usersig", help="print a UserSig for USERID")
     usersig.add_argument("user_id", metavar="USERID")
@@ -52,16 +62,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {}
     server: dict[str, Any] = {}
     if getattr(args, "host", None) is not None:
         server["host"] = args.host
     if getattr(args, "port", None) is not None:
         server["port"] = args.port
-    return load_settings(
-        config_path=args.config,
-        environ=os.environ,
-        overrides={"server": server} if server else None,
-    )
+    if server:
+        overrides["server"] = server
+    settings = load_settings(config_path=args.config, environ=os.environ, overrides=overrides or None)
+    index = getattr(args, "node_index", None)
+    if index is None:
+        return settings
+    # a node of `--workers`: its own logs and name, the shared port
+    overrides["server"] = {**server, "reuse_port": True}
+    overrides["log"] = {"dir": str(Path(settings.log.dir) / f"node-{index}")}
+    if not settings.cluster.node_name:
+        overrides["cluster"] = {"node_name": f"{socket.gethostname()}-{index}"}
+    return load_settings(config_path=args.config, environ=os.environ, overrides=overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,19 +111,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"verifies: issued at {result.issued_at}, valid for {result.expire} s")
         return 0
-    try:
-        data_dir_lock = _prepare_data_dir(settings)
-    except (DataDirUnavailable, SecretFileError) as e:
-        print(f"roomd: {e}", file=sys.stderr)
+    if args.workers < 1:
+        print("roomd: --workers: must be at least 1", file=sys.stderr)
         return CONFIG_ERROR_STATUS
+    if args.workers > 1 and not settings.cluster.enabled:
+        print(
+            "roomd: configuration error: --workers > 1 needs cluster.redis_url (nodes share rooms through Redis)",
+            file=sys.stderr,
+        )
+        return CONFIG_ERROR_STATUS
+    data_dir_lock: DataDirLock | None = None
+    if args.node_index is None:  # a node of --workers: its supervisor holds the lock and made the secret
+        try:
+            data_dir_lock = _prepare_data_dir(settings)
+        except (DataDirUnavailable, SecretFileError) as e:
+            print(f"roomd: {e}", file=sys.stderr)
+            return CONFIG_ERROR_STATUS
     configure_logging(settings.log)
-    from roomd.server import serve
-
     try:
+        if args.workers > 1:
+            from roomd.supervisor import supervise
+
+            argv = list(sys.argv[1:] if argv is None else argv)
+            return trio.run(
+                partial(supervise, argv, workers=args.workers, host=settings.server.host, port=settings.server.port)
+            )
+        from roomd.server import serve
+
         trio.run(serve, settings, signer)
     finally:
         flush_logs()  # the log threads write every queued line before the process exits
-        data_dir_lock.release()
+        if data_dir_lock is not None:
+            data_dir_lock.release()
     return 0
 
 

@@ -115,6 +115,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False  # replies say nothing about the stack
     config.graceful_timeout = settings.server.shutdown_timeout
+    if settings.server.reuse_port:
+        config.workers = 2  # what makes hypercorn's sockets SO_REUSEPORT; roomd.http starts no workers itself
     # hostile clients: idle connections, slow senders and huge headers cost them, not others.
     # The keep-alive timer also runs while a request head arrives: a head has that long in all.
     # Whole-body deadline, write timeout, head size and protocol checks: request_checks, body_deadline, http.connection.

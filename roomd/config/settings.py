@@ -30,6 +30,7 @@ class ServerSettings:
     max_reply_bytes: int = 262144
     max_connections_per_address: int = 128
     h2c: bool = False
+    reuse_port: bool = False  # listen with SO_REUSEPORT beside other nodes on this port (set by --workers)
 
 
 @dataclass(frozen=True)

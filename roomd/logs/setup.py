@@ -228,5 +228,5 @@ class _ToLoguru(logging.Handler):
 
 def _route_standard_logging() -> None:
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.INFO, force=True)
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "coredis"):  # coredis: e.g. each script loaded again after a Redis restart
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,107 @@
+"""`roomd serve --workers N`: N cluster nodes on one machine, one public port, restarted when they die.
+
+Each node is a process of its own (`roomd serve --node-index i`), so the
+machine's cores all serve; each opens its own listening socket on the
+public port with SO_REUSEPORT, and the kernel spreads connections over
+them. Any node answers any request (the cluster router finds the room's
+owner), so the spread needs no care. Nodes need Redis: N > 1 without
+`cluster.redis_url` is a configuration error.
+
+The supervisor holds the data_dir lock and makes the token secret before
+starting nodes; a node that exits without being asked to is started again
+after a pause that doubles while it keeps dying within a minute (1 s up to
+30 s). SIGTERM or SIGINT is passed to every node, and the supervisor exits
+once they all have. Each node logs under `<log.dir>/node-<i>/`.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+
+import trio
+from loguru import logger
+
+RESTART_DELAY = 1.0  # seconds before a dead node starts again; doubles while it keeps dying
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 60.0  # a node that ran this long before dying starts again after RESTART_DELAY
+STOP_TIMEOUT = 60.0  # seconds nodes get to stop after SIGTERM before they are killed
+
+log = logger.bind(actor="supervisor")
+
+
+def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
+    """A bound, not listening SO_REUSEPORT socket on `port` (0: a free one), held so that the port
+    stays this server's; the nodes listen on the same port beside it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock, sock.getsockname()[1]
+
+
+def node_command(argv: list[str], index: int, port: int) -> list[str]:
+    """The `roomd serve` command line of node `index`: the supervisor's own, less --workers."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workers", "--port"):
+            skip = True
+            continue
+        if arg.startswith(("--workers=", "--port=")):
+            continue
+        kept.append(arg)
+    return [sys.executable, "-m", "roomd.cli", *kept, "--port", str(port), "--node-index", str(index)]
+
+
+async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int) -> int:
+    reserved, port = reserve_port(host, port)
+    log.info("supervisor starting workers={} listening on http://{}:{}", workers, host, port)
+    stopping = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            for index in range(workers):
+                nursery.start_soon(_keep_running, node_command(serve_argv, index, port), index, stopping)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("received {}: stopping every node", signal.Signals(signum).name)
+                    stopping.set()
+                    break
+    finally:
+        reserved.close()
+    log.info("supervisor stopped")
+    return 0
+
+
+async def _stop_when_asked(process: trio.Process, index: int, stopping: trio.Event) -> None:
+    await stopping.wait()
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(STOP_TIMEOUT):
+        await process.wait()
+    if process.returncode is None:
+        log.warning("node {} pid={} did not stop within {:g} s; killing it", index, process.pid, STOP_TIMEOUT)
+        process.kill()
+
+
+async def _keep_running(command: list[str], index: int, stopping: trio.Event) -> None:
+    delay = RESTART_DELAY
+    while not stopping.is_set():
+        started = trio.current_time()
+        process = await trio.lowlevel.open_process(command)
+        log.info("node {} started pid={}", index, process.pid)
+        async with trio.open_nursery() as watching:
+            watching.start_soon(_stop_when_asked, process, index, stopping)
+            status = await process.wait()
+            watching.cancel_scope.cancel()
+        if stopping.is_set():
+            log.info("node {} stopped status={}", index, status)
+            return
+        delay = RESTART_DELAY if trio.current_time() - started >= STABLE_AFTER else delay
+        log.warning("node {} pid={} exited status={}; starting it again in {:g} s", index, process.pid, status, delay)
+        with trio.move_on_after(delay):
+            await stopping.wait()
+        delay = min(delay * 2, MAX_RESTART_DELAY)
