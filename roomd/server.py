@@ -105,6 +105,7 @@ async def _stop_on_signal(ctx: AppContext, stop: trio.Event) -> None:
             log.info("received {}", signal.Signals(signum).name)
             ctx.draining = True
             stop.set()
+            await ctx.router.drain()
             return
 
 

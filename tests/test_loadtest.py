@@ -1,28 +1,34 @@
-"""roomd-load against a real server process: the short version of the 500-room run."""
+"""roomd-load against real server processes (one, or two nodes of a cluster given as
+several --url): the short version of the 500-room run; and what it makes of its arguments."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.server_process import running_roomd
+from roomd.loadtest.cli import main
+from roomd.loadtest.driver import LoadSettings, Session, plan_members, pool_sizes
+from roomd.loadtest.http import HttpPool
+from roomd.loadtest.stats import LoadStats
+from tests.redis_server import RedisServer
+from tests.server_process import ServerProcess, running_roomd
 
-pytestmark = pytest.mark.slow
 
-
-async def _roomd_load(base_url: str, report: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+async def _roomd_load(base_urls: Sequence[str], report: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    urls = [arg for url in base_urls for arg in ("--url", url)]
     return await trio.run_process(
         [
             sys.executable,
             "-m",
             "roomd.loadtest.cli",
-            "--url",
-            base_url,
+            *urls,
             "--report",
             str(report),
             "--no-progress",
@@ -34,11 +40,12 @@ async def _roomd_load(base_url: str, report: Path, *extra: str) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     async with running_roomd(tmp_path, ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT="4") as server:
         result = await _roomd_load(
-            server.base_url,
+            [server.base_url],
             report_file,
             "--rooms",
             "20",
@@ -77,11 +84,12 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
     assert sum("reason=timeout" in line for line in server.output) == 12
 
 
+@pytest.mark.slow
 async def test_token_mode(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     async with running_roomd(tmp_path, ROOMD_AUTH__MODE="token") as server:
         result = await _roomd_load(
-            server.base_url,
+            [server.base_url],
             report_file,
             "--rooms",
             "4",
@@ -101,11 +109,12 @@ async def test_token_mode(tmp_path: Path) -> None:
     assert report["endpoints"]["create_room"]["codes"] == {"0": 4}
 
 
+@pytest.mark.slow
 async def test_live_rooms_with_audiences_list_exactly_their_viewers(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
     async with running_roomd(tmp_path) as server:
         result = await _roomd_load(
-            server.base_url,
+            [server.base_url],
             report_file,
             *("--kind", "live_room", "--rooms", "4", "--members", "2", "--audiences", "5"),
             *("--duration", "4", "--heartbeat", "1", "--ramp", "0.5"),
@@ -116,3 +125,74 @@ async def test_live_rooms_with_audiences_list_exactly_their_viewers(tmp_path: Pa
     assert report["endpoints"]["add_audience"]["codes"] == {"0": 20}
     assert report["endpoints"]["delete_audience"]["codes"] == {"0": 20}
     assert "audience lists exact" in result.stdout.decode()
+
+
+@asynccontextmanager
+async def _cluster_node(tmp_path: Path, name: str, redis: RedisServer) -> AsyncIterator[ServerProcess]:
+    directory = tmp_path / name
+    directory.mkdir()
+    async with running_roomd(directory, ROOMD_CLUSTER__REDIS_URL=redis.url, ROOMD_CLUSTER__NODE_NAME=name) as server:
+        yield server
+
+
+@pytest.mark.slow
+async def test_two_urls_spread_the_clients_over_two_cluster_nodes(tmp_path: Path, redis: RedisServer) -> None:
+    report_file = tmp_path / "report.json"
+    async with _cluster_node(tmp_path, "a", redis) as a, _cluster_node(tmp_path, "b", redis) as b:
+        urls = [a.base_url.rstrip("/"), b.base_url.rstrip("/")]
+        result = await _roomd_load(
+            urls,
+            report_file,
+            *("--rooms", "4", "--members", "3", "--duration", "5", "--heartbeat", "1", "--ramp", "1"),
+        )
+    output = result.stdout.decode()
+    assert result.returncode == 0, output[-3000:]
+    report = json.loads(report_file.read_text())
+    nodes = report["nodes"]
+    assert list(nodes) == urls and report["settings"]["base_urls"] == urls
+    assert all(node["requests"] > 0 and node["errors"] == 0 for node in nodes.values())
+    assert sum(node["requests"] for node in nodes.values()) == report["requests"]
+    # each room's members alternate between the nodes, so every join but the creator's crosses to the other one
+    assert report["endpoints"]["create_room"]["codes"] == {"0": 4}
+    assert report["endpoints"]["add_pusher"]["codes"] == {"0": 8}
+    assert "by node" in output and all(url in output for url in urls)
+
+
+def test_members_of_a_room_are_bound_to_the_nodes_in_turn() -> None:
+    urls = ("http://127.0.0.1:5757", "http://127.0.0.1:5758")
+    settings = LoadSettings(base_urls=urls, rooms=2, members=3)
+    stats = LoadStats()
+    sessions = [Session(settings, url, HttpPool(url, size=1, timeout=1.0), stats) for url in urls]
+    members = plan_members(sessions, settings, start=0.0)
+    assert [m.session.url for m in members] == [urls[0], urls[1], urls[0], urls[1], urls[0], urls[1]]
+
+
+def test_the_connection_budget_is_split_over_the_urls_with_at_least_one_each() -> None:
+    assert pool_sizes(32, 1) == [32]
+    assert pool_sizes(32, 3) == [11, 11, 10]
+    assert pool_sizes(2, 3) == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["127.0.0.1:5757", "ftp://127.0.0.1:5757", "http://", "http://127.0.0.1:port", "http://127.0.0.1:0"],
+)
+def test_a_url_that_is_not_http_is_refused_with_status_2(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--url", "http://127.0.0.1:5757", "--url", bad, "--duration", "0", "--report", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("roomd-load: error: argument --url:") and repr(bad) in error
+
+
+def test_url_is_required_and_its_help_says_it_may_be_repeated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--duration", "0", "--report", str(tmp_path / "r.json")])
+    assert exit_.value.code == 2 and "--url" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "repeat it" in " ".join(capsys.readouterr().out.split())

@@ -107,6 +107,8 @@ class Directory:
         # reports from rooms, one per change; applied as soon as the directory's task runs
         self._reports: collections.deque[RoomReport] = collections.deque()
         self._reports_waiting = trio.Event()
+        # whether rooms may apply their deadlines now (cluster mode: while this node holds its lease)
+        self.may_expire: Callable[[], bool] = lambda: True
         # told of every report once applied (cluster mode: the nodes relaying this kind's heartbeats)
         self.observer: Callable[[str, RoomReport], None] | None = None
         self.log = logger.bind(actor=path)
@@ -342,6 +344,7 @@ class Directory:
             store=self._store,
             path=f"{self.path}/{room_id}",
             mailbox_capacity=self._mailbox_size,
+            may_expire=self.may_expire,
         )
 
     def _run_room(self, room: Room, *, first_join: bool) -> None:

@@ -22,6 +22,7 @@ member with a fresh deadline, evicted again).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ NOT_SAVED = "the change could not be saved (the server's storage failed); nothin
 STORE_BEHIND = "the server's storage is behind or failing; nothing was changed, retry shortly"
 # a change's write must start this long before its caller's deadline, so that it ends in time
 STORE_GRACE = 0.25
+TIMERS_HELD_RETRY = 0.1  # seconds between looks at whether held deadlines may be applied
 CHANGES = (Join, Leave, Destroy, AddAudience, RemoveAudience, SetCustomField)  # may change what is stored
 MAX_CUSTOM_FIELDS = 16  # per room
 MAX_SAFE_INTEGER = 2**53 - 1  # what a JavaScript client reads exactly: inc and dec stay within it
@@ -128,6 +130,7 @@ class Room:
         store: ChangeStore,
         path: str,
         mailbox_capacity: int = 0,
+        may_expire: Callable[[], bool] = lambda: True,
     ) -> None:
         """A room holding `members` (the creator of a seed-era room, or the members saved
         before a restart), each with a fresh deadline, and the `audiences` and `custom` fields
@@ -153,6 +156,8 @@ class Room:
         self._path = path
         self._mailbox_capacity = mailbox_capacity
         self._inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]] | None = None
+        self._may_expire = may_expire  # False: deadlines wait (cluster mode: this node's lease is in doubt)
+        self._timers_held_until = -math.inf
         self.log = logger.bind(actor=path)
 
     # --- the actor loop ---------------------------------------------------
@@ -207,8 +212,11 @@ class Room:
                     envelope.answer(result)
                     until_next_deadline.deadline = self.next_deadline()
             if until_next_deadline.cancelled_caught:
-                self.expire(trio.current_time())
-                self._save_in_background()
+                if self._may_expire():
+                    self.expire(trio.current_time())
+                    self._save_in_background()
+                else:  # this node may not own the room any more: nobody is evicted until that is known
+                    self._timers_held_until = trio.current_time() + TIMERS_HELD_RETRY
 
     async def _step(self, envelope: Envelope[RoomMessage]) -> Any:
         """Handle one message; answer only once its changes are durable, or undo it."""
@@ -274,8 +282,10 @@ class Room:
 
     def next_deadline(self) -> float:
         if self.state is RoomState.WAITING:
-            return self._idle_deadline
-        return min((m.deadline for m in self.members.values()), default=trio.current_time())
+            deadline = self._idle_deadline
+        else:
+            deadline = min((m.deadline for m in self.members.values()), default=trio.current_time())
+        return max(deadline, self._timers_held_until)
 
     # --- messages ---------------------------------------------------------
 

@@ -47,6 +47,9 @@ class RoomRouter(Protocol):
     async def describe(self, *, limit: int) -> list[dict[str, Any]]:
         """The actors behind the router for /debug/actors, at most `limit` rooms per kind."""
 
+    async def drain(self) -> None:
+        """The server is stopping: let other nodes, if any, take this one's rooms now."""
+
 
 def unknown_kind(kind: str) -> Refused:
     return Refused(DomainError.NO_ROOM, f"there is no room kind {kind}")
@@ -95,6 +98,9 @@ class LocalRouter:
             im_queue_depth=self._im.queue_depth,
             store_failed_writes=self._store.failed_writes,
         )
+
+    async def drain(self) -> None:
+        return None  # one process: rooms stop (or are kept for the next start) when the system stops
 
     async def describe(self, *, limit: int) -> list[dict[str, Any]]:
         return [self._im.describe(), *[await d.describe(limit=limit) for d in self._directories.values()]]

@@ -98,8 +98,9 @@ async def open_cluster_node(
                 )
                 for directory in system.directories.values():
                     directory.observer = router.relay.observe
+                    directory.may_expire = lambda: lease.serving
                 await services.start(router.relay.run)
-                services.start_soon(router.reap, cluster.reap_interval)
+                await services.start(router.run, cluster.reap_interval)
                 try:
                     yield ClusterNode(router=router, system=system, link_address=address)
                 finally:

@@ -7,6 +7,7 @@ cannot be reached are answered `Refused(BUSY)` like any link failure.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -17,6 +18,12 @@ from roomd.cluster.link import LinkClient
 from roomd.cluster.redis_rooms import RedisUnavailable, RoomsInRedis
 
 CONNECT_TIMEOUT = 1.0  # seconds to open a link
+
+
+@dataclass(frozen=True)
+class Unreachable(Refused):
+    """Refused(BUSY) for a call that never reached the peer: the caller may ask another node.
+    Stays in this process (not a wire type)."""
 
 
 class Peers:
@@ -38,7 +45,9 @@ class Peers:
         """The reply of `owner` to `payload`, or Refused(BUSY) when it cannot be had by `deadline`."""
         link = await self._link(owner, deadline)
         if isinstance(link, Refused):
-            return link
+            return Unreachable(link.error, link.detail)
+        if link.closed_because is not None:
+            return Unreachable(DomainError.BUSY, f"the link to node {owner} is down ({link.closed_because})")
         started = trio.current_time()
         reply = await link.call(payload, deadline=deadline)
         self.calls += 1

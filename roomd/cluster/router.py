@@ -45,7 +45,7 @@ from roomd.actors.router import LocalRouter, unknown_kind
 from roomd.actors.stats import RouterStats
 from roomd.actors.store import SavedRoom
 from roomd.cluster.lease import NodeLease
-from roomd.cluster.peers import Peers
+from roomd.cluster.peers import Peers, Unreachable
 from roomd.cluster.redis_rooms import RedisUnavailable, RoomsInRedis
 from roomd.cluster.redis_store import RedisStore
 from roomd.cluster.relay import HeartbeatRelay
@@ -84,6 +84,9 @@ class ClusterRouter:
         self._call_timeout = call_timeout
         self._takeover_batch = takeover_batch
         self._owners: dict[tuple[str, str], str] = {}
+        self._takeovers: dict[str, trio.Event] = {}  # dead owner -> set when its rooms are taken
+        self._adopting: dict[tuple[str, str], trio.Event] = {}  # rooms claimed here, not yet running
+        self._nursery: trio.Nursery | None = None
         self.relay = HeartbeatRelay(self, interval=relay_interval)
         self.forwarded = 0
         self.served_for_peers = 0
@@ -163,7 +166,8 @@ class ClusterRouter:
             relayed = self.relay.answer(kind, room_id, message.user_id)
             if relayed is not None:
                 return relayed  # type: ignore[return-value]
-        owner = await self._owner_of(kind, room_id, fresh=False)
+        # a node that is not serving (just woken past its lease, say) trusts no cached owner
+        owner = await self._owner_of(kind, room_id, fresh=not self.lease.serving)
         if isinstance(owner, Refused):
             return owner
         for attempt in range(2):
@@ -172,21 +176,51 @@ class ClusterRouter:
             if owner == self.lease.owner:
                 if not self.lease.serving:
                     return _busy(NO_LEASE)
+                await self._adopted(kind, room_id, deadline)
                 return await self.local.call_room(kind, room_id, message, deadline=deadline)
             self.forwarded += 1
             time_left = max(0.0, deadline - trio.current_time())
             call = ForwardedCall(kind, room_id, message, time_left)  # type: ignore[arg-type]  # an Ask is a RoomMessage
             reply = await self.peers.call(owner, call, deadline=deadline)
-            if not isinstance(reply, Moved):
+            if not isinstance(reply, (Moved, Unreachable)):
                 if isinstance(message, Heartbeat) and isinstance(reply, Ok):
                     await self.relay.watch(owner, kind, room_id, deadline=deadline)
                 return reply  # type: ignore[no-any-return]
-            if attempt == 0:
-                self.moved_retries += 1
-                owner = await self._owner_of(kind, room_id, fresh=True)
-                if isinstance(owner, Refused):
-                    return owner
+            if attempt == 1:
+                break
+            self.moved_retries += 1
+            fresh = await self._owner_of(kind, room_id, fresh=True)
+            if fresh == owner and await self._take_over_now(owner, deadline):
+                fresh = await self._owner_of(kind, room_id, fresh=True)
+            if isinstance(fresh, Refused):
+                return fresh
+            if fresh == owner and isinstance(reply, Unreachable):
+                return Refused(reply.error, reply.detail)
+            owner = fresh
         return _busy(f"room {room_id} is moving between nodes; retry")
+
+    async def _adopted(self, kind: str, room_id: str, deadline: float) -> None:
+        """Wait (until `deadline`) for a room taken over here to run, if it is on its way."""
+        adopting = self._adopting.get((kind, room_id))
+        if adopting is not None:
+            with trio.move_on_at(deadline):
+                await adopting.wait()
+
+    async def _take_over_now(self, owner: str, deadline: float) -> bool:
+        """Take the rooms of `owner` now if its lease is gone (it stopped, or died), instead of
+        waiting for the reaper: True when it was gone."""
+        me = self.lease.owner
+        if not me or owner == me:
+            return False
+        try:
+            with trio.move_on_at(deadline):
+                if await self._rooms.address_of(owner) is not None:
+                    return False
+                await self._take_over(owner).wait()
+                return True
+        except RedisUnavailable:
+            return False
+        return False
 
     async def _owner_of(self, kind: str, room_id: str, *, fresh: bool) -> str | Refused | None:
         key = (kind, room_id)
@@ -255,11 +289,12 @@ class ClusterRouter:
         """The link server's handler: answer a call another node sent here."""
         match payload:
             case ForwardedCall(kind, room_id, message, time_left):
+                deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
+                await self._adopted(kind, room_id, deadline)
                 directory = self.local.directory(kind)
                 if directory is None or not directory.holds(room_id) or not self.lease.serving:
                     return Moved(room_id)
                 self.served_for_peers += 1
-                deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
                 return await self.local.call_room(kind, room_id, message, deadline=deadline)
             case ForwardedCreate(kind, request, time_left):
                 directory = self.local.directory(kind)
@@ -276,19 +311,30 @@ class ClusterRouter:
 
     # --- ownership changing hands ---------------------------------------------------------------
 
-    def lease_lost(self, owner: str) -> None:
-        """Hand back every room: other nodes (or this one, under its next lease) take them over."""
+    async def drain(self) -> None:
+        """Give the lease up, then stop running rooms here: the other nodes take them at once."""
+        owner = self.lease.owner
+        await self.lease.resign()
+        if owner:
+            self._hand_back(owner, "this node is stopping")
+
+    def _hand_back(self, owner: str, why: str) -> int:
         released = 0
         for kind in self.local.kinds:
             directory = self.local.directory(kind)
             if directory is None:
                 continue
             for room_id in directory.room_ids():
-                directory.release(room_id, f"the lease of {owner} was lost")
+                directory.release(room_id, why)
                 self._store.drop(kind, room_id)
                 released += 1
         self._owners.clear()
         self.relay.forget_all()
+        return released
+
+    def lease_lost(self, owner: str) -> None:
+        """Hand back every room: other nodes (or this one, under its next lease) take them over."""
+        released = self._hand_back(owner, f"the lease of {owner} was lost")
         self.log.warning("lease lost owner={}: {} rooms handed back", owner, released)
 
     def room_fenced(self, kind: str, room_id: str) -> None:
@@ -298,44 +344,72 @@ class ClusterRouter:
             directory.release(room_id, "another node holds it now (a write was fenced)")
         self._owners.pop((kind, room_id), None)
 
-    async def reap(self, interval: float) -> None:
+    async def run(self, reap_interval: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Forever: take over the rooms of every owner whose lease is gone."""
-        while True:
-            await trio.sleep(interval)
-            owner = self.lease.owner
-            if not owner or not self.lease.held:
-                continue
-            try:
-                owners = await self._rooms.owners()
-                live = await self._rooms.live_owners()
-            except RedisUnavailable:
-                continue
-            for dead in owners:
-                if dead not in live and dead != owner:
-                    await self._take_over(dead, owner)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(reap_interval)
+                owner = self.lease.owner
+                if not owner or not self.lease.held:
+                    continue
+                try:
+                    owners = await self._rooms.owners()
+                    live = await self._rooms.live_owners()
+                except RedisUnavailable:
+                    continue
+                for dead in owners:
+                    if dead not in live and dead != owner:
+                        await self._take_over(dead).wait()
 
-    async def _take_over(self, dead: str, owner: str) -> None:
+    def _take_over(self, dead: str) -> trio.Event:
+        """Start taking the rooms of `dead` (unless already under way); the event is set once done.
+        A takeover runs to its end whoever waits for it: rooms claimed in Redis always run here."""
+        running = self._takeovers.get(dead)
+        if running is not None:
+            return running
+        done = self._takeovers[dead] = trio.Event()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._take_all_of, dead, done)
+        return done
+
+    async def _take_all_of(self, dead: str, done: trio.Event) -> None:
         started = trio.current_time()
         total = 0
         self.peers.forget(dead)
         self.relay.forget_owner(dead)
-        while True:
-            try:
-                taken = await self._rooms.take_over(dead, owner, self._takeover_batch)
-            except RedisUnavailable as error:
-                self.log.warning("takeover of {} paused: Redis unavailable ({})", dead, error)
-                return
-            if not taken:
-                break
-            async with trio.open_nursery() as loading:
-                for kind, room_id, epoch in taken:
-                    loading.start_soon(self._adopt, kind, room_id, epoch)
-            total += len(taken)
-        if total:
-            self.takeovers += total
-            self.log.info("took over rooms={} from={} in {:.3f}s", total, dead, trio.current_time() - started)
+        try:
+            while self.lease.owner:
+                try:
+                    taken = await self._rooms.take_over(dead, self.lease.owner, self._takeover_batch)
+                except RedisUnavailable as error:
+                    self.log.warning("takeover of {} paused: Redis unavailable ({})", dead, error)
+                    return
+                if not taken:
+                    break
+                for kind, room_id, _ in taken:
+                    self._adopting.setdefault((kind, room_id), trio.Event())
+                async with trio.open_nursery() as loading:
+                    for kind, room_id, epoch in taken:
+                        loading.start_soon(self._adopt, kind, room_id, epoch)
+                total += len(taken)
+        finally:
+            del self._takeovers[dead]
+            done.set()
+            if total:
+                self.takeovers += total
+                self.log.info("took over rooms={} from={} in {:.3f}s", total, dead, trio.current_time() - started)
 
     async def _adopt(self, kind: str, room_id: str, epoch: int) -> None:
+        try:
+            await self._run_taken_room(kind, room_id, epoch)
+        finally:
+            adopting = self._adopting.pop((kind, room_id), None)
+            if adopting is not None:
+                adopting.set()
+
+    async def _run_taken_room(self, kind: str, room_id: str, epoch: int) -> None:
         directory = self.local.directory(kind)
         try:
             stored = await self._rooms.load(kind, room_id)

@@ -3,6 +3,9 @@
     roomd-load --url http://127.0.0.1:5757 --rooms 500 --members 4 --duration 60 \\
                --churn 5 --crash-fraction 0.05
 
+`--url` may be repeated, one per node of a cluster: the simulated clients are
+bound to the URLs in turn, and the summary counts the requests each got.
+
 Exit status 0 when every check passed (no wrong eviction, every crashed
 member evicted in time, no transport failure), 1 otherwise.
 """
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from rich.console import Console
@@ -28,9 +32,28 @@ from roomd.loadtest.stats import LoadStats
 PROGRESS_EVERY = 0.5
 
 
+def base_url(text: str) -> str:
+    """An --url value: an http:// or https:// URL with a host, without a trailing slash."""
+    try:
+        url = urlsplit(text)
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:  # e.g. a port that is not a number
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL with a host: {text!r}")
+    return text.rstrip("/")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roomd-load", description="Drive many rooms of simulated RTCRoom clients.")
-    p.add_argument("--url", required=True, help="roomd's base URL, e.g. http://127.0.0.1:5757")
+    p.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        type=base_url,
+        help="roomd's base URL, e.g. http://127.0.0.1:5757; repeat it for several nodes of a cluster "
+        "(the clients are spread over them in turn, so the members of a room talk to different nodes)",
+    )
     p.add_argument("--prefix", default="/weapp", help="route prefix (server.route_prefix)")
     p.add_argument("--kind", default="multi_room", help="room kind")
     p.add_argument("--rooms", type=int, default=10)
@@ -55,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _progress(stats: LoadStats, settings: LoadSettings, elapsed: float, rate: float) -> Table:
     checks = stats.checks
-    table = Table(title=f"roomd-load -> {settings.base_url}", show_header=False)
+    table = Table(title=f"roomd-load -> {', '.join(settings.base_urls)}", show_header=False)
     table.add_row("elapsed", f"{elapsed:5.1f} / {settings.duration:g} s")
     table.add_row("members active", str(stats.members_active))
     table.add_row("requests", f"{stats.requests}  ({rate:.0f}/s)")
@@ -68,7 +91,8 @@ def _progress(stats: LoadStats, settings: LoadSettings, elapsed: float, rate: fl
 
 def _summary(report: dict[str, Any]) -> Table:
     table = Table(
-        title=f"{report['requests']} requests in {report['elapsed_s']:.1f} s ({report['requests_per_second']:.0f}/s)"
+        title=f"{', '.join(report['nodes'])}: {report['requests']} requests in {report['elapsed_s']:.1f} s "
+        f"({report['requests_per_second']:.0f}/s)"
     )
     for column in ("endpoint", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "replies by code"):
         table.add_column(column, justify="left" if column in ("endpoint", "replies by code") else "right")
@@ -83,6 +107,16 @@ def _summary(report: dict[str, Any]) -> Table:
             f"{s['max_ms']:.1f}",
             codes,
         )
+    return table
+
+
+def _by_node(report: dict[str, Any]) -> Table:
+    table = Table(title="by node")
+    table.add_column("URL")
+    table.add_column("requests", justify="right")
+    table.add_column("errors", justify="right")
+    for url, node in report["nodes"].items():
+        table.add_row(url, str(node["requests"]), str(node["errors"]))
     return table
 
 
@@ -133,13 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     fields = {f.name for f in dataclasses.fields(LoadSettings)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    settings = LoadSettings(base_url=args.url.rstrip("/"), **{k: v for k, v in values.items() if k != "base_url"})
+    settings = LoadSettings(base_urls=tuple(args.url), **values)
     console = Console()
     live_display = console.is_terminal and not args.no_progress
     stats, elapsed = trio.run(_main, settings, console, live_display)
     report = stats.report(elapsed, {**dataclasses.asdict(settings)})
     Path(args.report).write_text(json.dumps(report, indent=2))
     console.print(_summary(report))
+    console.print(_by_node(report))
     console.print(_checks(report))
     console.print(f"report written to {args.report}")
     passed = report["evictions"]["passed"] and report["audiences"]["passed"] and report["transport_failures"] == 0

@@ -1,10 +1,15 @@
 """Simulated RTCRoom clients: each member logs in, joins, heartbeats with jitter, may churn
-or crash, and leaves at the end; watchers check what the server does about crashed members."""
+or crash, and leaves at the end; watchers check what the server does about crashed members.
+Given several node URLs (a cluster), the clients are bound to them in turn, so the members
+of one room talk to different nodes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +20,12 @@ from roomd.loadtest.stats import LoadStats
 
 NOT_MEMBER, NO_ROOM = 5, 3
 CHECK_POLL = 0.25  # seconds between two looks at a crashed member's room
+HTTP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class LoadSettings:
-    base_url: str
+    base_urls: tuple[str, ...]  # one node, or several nodes of a cluster that each answer for any room
     kind: str = "multi_room"
     prefix: str = "/weapp"
     rooms: int = 10
@@ -38,12 +44,17 @@ class LoadSettings:
     seed: int | None = None
     audiences: int = 0  # viewers per room (add_audience once the room exists, delete_audience at the end)
 
+    def __post_init__(self) -> None:
+        if not self.base_urls:
+            raise ValueError("roomd-load needs at least one base URL")
+
 
 class Session:
-    """One HTTP pool for every simulated member; records what each call got."""
+    """One node's HTTP pool, shared by the simulated clients bound to that node; records what each call got."""
 
-    def __init__(self, settings: LoadSettings, http: HttpPool, stats: LoadStats) -> None:
+    def __init__(self, settings: LoadSettings, url: str, http: HttpPool, stats: LoadStats) -> None:
         self.settings = settings
+        self.url = url
         self.http = http
         self.stats = stats
 
@@ -61,10 +72,10 @@ class Session:
         try:
             _, reply, seconds = await self.http.post_json(path, body, auth)
         except TransportError as error:
-            self.stats.record(endpoint, trio.current_time() - started, "transport")
-            self.stats.transport_errors.append(f"{endpoint}: {error}")
+            self.stats.record(endpoint, self.url, trio.current_time() - started, "transport")
+            self.stats.transport_errors.append(f"{self.url} {endpoint}: {error}")
             return None, started
-        self.stats.record(endpoint, seconds, str(reply.get("code")))
+        self.stats.record(endpoint, self.url, seconds, str(reply.get("code")))
         return reply, trio.current_time() - seconds
 
 
@@ -291,13 +302,15 @@ async def churn_driver(members: list[Member], settings: LoadSettings, end: trio.
             random.choice(eligible).churn_requested = True
 
 
-def plan_members(session: Session, settings: LoadSettings, start: float) -> list[Member]:
-    """Every member of every room; crashed ones get the time they stop heartbeating."""
+def plan_members(sessions: Sequence[Session], settings: LoadSettings, start: float) -> list[Member]:
+    """Every member of every room, each client (member or viewer) bound to the next node in
+    turn; crashed ones get the time they stop heartbeating."""
+    nodes = itertools.cycle(sessions)
     members: list[Member] = []
     rooms = [Room(i) for i in range(settings.rooms)]
     for room in rooms:
-        members.extend(Member(session, room, n) for n in range(settings.members))
-        room.viewers = [Audience(session, room, n) for n in range(settings.audiences)]
+        members.extend(Member(next(nodes), room, n) for n in range(settings.members))
+        room.viewers = [Audience(next(nodes), room, n) for n in range(settings.audiences)]
     candidates = [m for m in members if not m.is_creator]
     latest_crash = settings.duration - settings.heartbeat_timeout - settings.tolerance * 3 - 2
     earliest_crash = settings.ramp + settings.heartbeat
@@ -307,15 +320,32 @@ def plan_members(session: Session, settings: LoadSettings, start: float) -> list
     return members
 
 
+def pool_sizes(connections: int, nodes: int) -> list[int]:
+    """The connection budget split over the nodes, at least one connection each."""
+    return [max(1, connections // nodes + (i < connections % nodes)) for i in range(nodes)]
+
+
+@asynccontextmanager
+async def node_sessions(settings: LoadSettings, stats: LoadStats) -> AsyncIterator[list[Session]]:
+    """One session, with its own connection pool, per base URL."""
+    urls = settings.base_urls
+    sizes = pool_sizes(settings.connections, len(urls))
+    pools = [HttpPool(url, size=size, timeout=HTTP_TIMEOUT) for url, size in zip(urls, sizes, strict=True)]
+    stats.add_nodes(urls)
+    try:
+        yield [Session(settings, url, pool, stats) for url, pool in zip(urls, pools, strict=True)]
+    finally:
+        for pool in pools:
+            await pool.aclose()
+
+
 async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Event | None = None) -> float:
     """Drive the load for settings.duration seconds; returns the elapsed time."""
     if settings.seed is not None:
         random.seed(settings.seed)
-    http = HttpPool(settings.base_url, size=settings.connections, timeout=10.0)
-    try:
-        session = Session(settings, http, stats)
+    async with node_sessions(settings, stats) as sessions:
         start = trio.current_time()
-        members = plan_members(session, settings, start)
+        members = plan_members(sessions, settings, start)
         end = trio.Event()
         if started is not None:
             started.set()
@@ -331,5 +361,3 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
             await trio.sleep_until(start + settings.duration)
             end.set()
         return trio.current_time() - start
-    finally:
-        await http.aclose()

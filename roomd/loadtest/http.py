@@ -3,13 +3,15 @@
 httpx spends more CPU per request than roomd does answering it, so with
 thousands of simulated clients on one machine the generator, not the
 server, became the bottleneck. This pool does only what roomd-load needs:
-POST a JSON body to one plain-HTTP host over at most `size` kept-alive
-connections, and hand back the status and body.
+POST a JSON body to one host (http or https) over at most `size` kept-alive
+connections, and hand back the status and body. roomd-load keeps one pool
+per node URL it was given.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -26,10 +28,13 @@ class _Closed(TransportError):
 
 
 MAX_IDLE = 3.0  # seconds; hypercorn closes connections idle for 5 s
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
 
 class _Connection:
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    def __init__(self, stream: _Stream, host: str) -> None:
         self.stream = stream
         self.host = host
         self.h11 = h11.Connection(h11.CLIENT)
@@ -51,7 +56,7 @@ class _Connection:
                 received = await self.stream.receive_some(65536)
                 if not received:
                     raise _Closed("the server closed the connection")
-                self.h11.receive_data(received)
+                self.h11.receive_data(bytes(received))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):
@@ -60,6 +65,11 @@ class _Connection:
                 return status, b"".join(chunks)
             elif isinstance(event, h11.ConnectionClosed):
                 raise _Closed("the server closed the connection")
+
+    def drop(self) -> None:
+        """Close at once, without a TLS goodbye: for a connection the server has likely closed already."""
+        socket_stream = self.stream.transport_stream if isinstance(self.stream, trio.SSLStream) else self.stream
+        socket_stream.socket.close()
 
     def reusable(self) -> bool:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
@@ -71,9 +81,10 @@ class _Connection:
 class HttpPool:
     def __init__(self, base_url: str, *, size: int, timeout: float) -> None:
         url = urlsplit(base_url)
-        if url.scheme != "http" or not url.hostname:
-            raise ValueError(f"roomd-load speaks plain http only, not {base_url!r}")
-        self.host, self.port = url.hostname, url.port or 80
+        if url.scheme not in DEFAULT_PORTS or not url.hostname:
+            raise ValueError(f"roomd-load needs an http:// or https:// URL, not {base_url!r}")
+        self.host, self.port = url.hostname, url.port or DEFAULT_PORTS[url.scheme]
+        self.tls = ssl.create_default_context() if url.scheme == "https" else None
         self.base_path = url.path.rstrip("/")
         self.timeout = timeout
         self._slots = trio.CapacityLimiter(size)
@@ -109,15 +120,14 @@ class HttpPool:
             connection = self._idle.pop()
             if now - connection.idle_since < MAX_IDLE:
                 return connection
-            connection.stream.socket.close()
+            connection.drop()
         return None
 
     async def _over(self, connection: _Connection | None, target: str, payload: bytes) -> tuple[int, bytes]:
         try:
             with trio.fail_after(self.timeout):
                 if connection is None:
-                    stream = await trio.open_tcp_stream(self.host, self.port)
-                    connection = _Connection(stream, f"{self.host}:{self.port}")
+                    connection = _Connection(await self._connect(), f"{self.host}:{self.port}")
                 answer = await connection.request(target, payload)
         except _Closed:
             if connection is not None:
@@ -133,6 +143,11 @@ class HttpPool:
         else:
             await connection.stream.aclose()
         return answer
+
+    async def _connect(self) -> _Stream:
+        if self.tls is None:
+            return await trio.open_tcp_stream(self.host, self.port)
+        return await trio.open_ssl_over_tcp_stream(self.host, self.port, ssl_context=self.tls, https_compatible=True)
 
     async def aclose(self) -> None:
         while self._idle:

@@ -1,8 +1,10 @@
-"""What the load generator saw: latencies and reply codes per endpoint, and eviction checks."""
+"""What the load generator saw: latencies and reply codes per endpoint, requests per node URL,
+and eviction checks."""
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,20 @@ class EndpointStats:
             "p90_ms": percentile(ordered, 0.90) * 1000,
             "p99_ms": percentile(ordered, 0.99) * 1000,
             "max_ms": (ordered[-1] if ordered else 0.0) * 1000,
+            "codes": dict(sorted(self.codes.items())),
+        }
+
+
+@dataclass
+class NodeStats:
+    """What one node URL was asked: its share of the load."""
+
+    codes: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.codes.total(),
+            "errors": sum(n for code, n in self.codes.items() if code != "0"),
             "codes": dict(sorted(self.codes.items())),
         }
 
@@ -64,16 +80,23 @@ class EvictionChecks:
 @dataclass
 class LoadStats:
     endpoints: dict[str, EndpointStats] = field(default_factory=lambda: collections.defaultdict(EndpointStats))
+    nodes: dict[str, NodeStats] = field(default_factory=dict)  # by base URL, in the order they were given
     checks: EvictionChecks = field(default_factory=EvictionChecks)
     members_active: int = 0
     churned: int = 0
     transport_errors: list[str] = field(default_factory=list)
     audience_checks: list[bool] = field(default_factory=list)  # per room: get_audiences listed exactly its viewers
 
-    def record(self, endpoint: str, seconds: float, code: str) -> None:
+    def add_nodes(self, urls: Iterable[str]) -> None:
+        """Name every node in the report, even one that gets no request."""
+        for url in urls:
+            self.nodes.setdefault(url, NodeStats())
+
+    def record(self, endpoint: str, node: str, seconds: float, code: str) -> None:
         stats = self.endpoints[endpoint]
         stats.latencies.append(seconds)
         stats.codes[code] += 1
+        self.nodes.setdefault(node, NodeStats()).codes[code] += 1
 
     @property
     def requests(self) -> int:
@@ -93,6 +116,7 @@ class LoadStats:
             "transport_failure_examples": self.transport_errors[:10],
             "churned": self.churned,
             "endpoints": {name: s.summary(elapsed) for name, s in sorted(self.endpoints.items())},
+            "nodes": {url: s.summary() for url, s in self.nodes.items()},
             "evictions": self.checks.summary(),
             "audiences": {
                 "rooms_checked": len(self.audience_checks),
