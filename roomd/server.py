@@ -26,6 +26,7 @@ from loguru import logger
 from roomd.actors.router import RoomRouter
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import SignerChoice
+from roomd.auth.tokens import TokenBook
 from roomd.cluster.node import open_cluster_node
 from roomd.config import Settings
 from roomd.http.accept_errors import AcceptErrorLog
@@ -49,8 +50,8 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         log.info("IM configured sdkAppID={} base_url={}", settings.im.sdk_app_id, settings.im.base_url)
     else:
         log.info("IM not configured (im.sdk_app_id = 0): IM REST calls are skipped")
-    async with httpx.AsyncClient() as http, _open_router(settings, signer) as router:
-        ctx = AppContext.build(settings, router, signer.signer, http=http)
+    async with httpx.AsyncClient() as http, _open_router(settings, signer) as (router, tokens):
+        ctx = AppContext.build(settings, router, signer.signer, http=http, tokens=tokens)
         ctx.ready = False
         stop = trio.Event()
 
@@ -89,14 +90,15 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
 
 
 @asynccontextmanager
-async def _open_router(settings: Settings, signer: SignerChoice) -> AsyncIterator[RoomRouter]:
-    """One process: the local router over SQLite (or nothing); cluster.redis_url set: a cluster node."""
+async def _open_router(settings: Settings, signer: SignerChoice) -> AsyncIterator[tuple[RoomRouter, TokenBook | None]]:
+    """One process: the local router over SQLite (or nothing), tokens of this process;
+    cluster.redis_url set: a cluster node, with the cluster's tokens."""
     if settings.cluster.enabled:
         async with open_cluster_node(settings, user_signer=signer.signer) as node:
-            yield node.router
+            yield node.router, node.tokens
     else:
         async with open_room_system(settings, user_signer=signer.signer) as system:
-            yield system.router
+            yield system.router, None
 
 
 async def _stop_on_signal(ctx: AppContext, stop: trio.Event) -> None:

@@ -34,7 +34,7 @@ async def open_node(redis_url: str, *, name: str, **env: str) -> AsyncIterator[N
     settings = make_settings(ROOMD_CLUSTER__REDIS_URL=redis_url, ROOMD_CLUSTER__NODE_NAME=name, **{**FAST_LEASE, **env})
     signer = choose_user_signer(settings.im).signer
     async with httpx.AsyncClient() as http, open_cluster_node(settings, user_signer=signer) as node:
-        ctx = AppContext.build(settings, node.router, signer, http=http, wall_clock=time.time)
+        ctx = AppContext.build(settings, node.router, signer, http=http, wall_clock=time.time, tokens=node.tokens)
         app = create_app(ctx)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://roomd.test") as client:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import trio
 
 from roomd.cluster.redis_rooms import RoomsInRedis
 from tests.bodies import joining, member_fields
-from tests.cluster_helpers import node_in_scope, open_nodes
+from tests.cluster_helpers import NodeApi, node_in_scope, open_nodes
 from tests.conftest import eventually
 from tests.redis_server import RedisServer
+from tests.token_calls import call_as, logged_in
 
 
 async def test_a_room_life_spread_over_three_nodes_answers_as_one_server(redis: RedisServer) -> None:
@@ -175,3 +177,20 @@ async def test_a_write_under_an_old_epoch_changes_nothing(redis: RedisServer) ->
         assert await rooms.write("old", [("multi_room/room_f", int(epoch), ops)]) == [0]
         stored = await rooms.load("multi_room", "room_f")
         assert stored is not None and stored.owner == "new" and stored.creator == ""
+
+
+async def test_a_token_from_one_node_works_on_every_node_and_a_logout_ends_it_everywhere(redis: RedisServer) -> None:
+    token_mode = {"ROOMD_AUTH__MODE": "token"}
+    async with open_nodes(redis.url, 2, **token_mode) as (a, b):
+        (alice,) = await logged_in(a, 1, kind="multi_room")
+        created = await call_as(b, alice, "multi_room", "create_room", {"userID": alice["userID"], "roomInfo": "t"})
+        assert created.code == 0, created.body
+        assert (await call_as(b, alice, "multi_room", "logout", {})).code == 0
+        await eventually(lambda: alice_refused(a, alice), within=2)
+        async with open_nodes(redis.url, 1, **token_mode) as (late,):  # a node started after the logout
+            refused = await call_as(late, alice, "multi_room", "get_pushers", {"roomID": created.body["roomID"]})
+            assert refused.code == 7
+
+
+def alice_refused(node: NodeApi, who: dict[str, str]) -> bool:
+    return node.ctx.tokens.check(who["userID"], who["token"], now=int(time.time())) is not None

@@ -21,6 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from roomd.auth.revocations import LEGACY_ID_CHARS, REVOKED_FILE, RevocationLog, RevocationNotDurable
 from roomd.auth.secret_file import SECRET_FILE, SecretFileError, read_secret
@@ -71,13 +72,24 @@ def parse_token(token: str) -> ParsedToken | str:
     return ParsedToken(int(expires_text), nonce, mac)
 
 
+class Revocations(Protocol):
+    """Where logouts are kept: a file of this process (RevocationLog), or Redis for a cluster."""
+
+    has_legacy_ids: bool
+
+    def __contains__(self, token_id: str) -> bool: ...
+
+    async def add(self, token_id: str, expires: int, *, now: int) -> None:
+        """Revoke `token_id` until `expires`; return once that is durable (RevocationNotDurable if not)."""
+
+
 class TokenBook:
     def __init__(
         self,
         secret: bytes | None,
         *,
         ttl: int,
-        revocations: RevocationLog | None = None,
+        revocations: Revocations | None = None,
         no_secret: str = "no token secret was given",
     ) -> None:
         """`secret` None: every issue or check raises SecretFileError(`no_secret`)."""
@@ -86,7 +98,7 @@ class TokenBook:
         self._secret = secret
         self._no_secret = no_secret
         self._ttl = ttl
-        self._revoked = revocations if revocations is not None else RevocationLog(None, now=0)
+        self._revoked: Revocations = revocations if revocations is not None else RevocationLog(None, now=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenBook:

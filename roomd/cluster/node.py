@@ -22,12 +22,14 @@ import trio
 from loguru import logger
 
 from roomd.actors.system import RoomSystem, open_room_system
+from roomd.auth.tokens import TokenBook
 from roomd.cluster.lease import NodeLease, default_node_name
 from roomd.cluster.link import LinkServer
 from roomd.cluster.peers import Peers
 from roomd.cluster.redis_rooms import RoomsInRedis
 from roomd.cluster.redis_store import RedisStore
 from roomd.cluster.router import ClusterRouter
+from roomd.cluster.shared_tokens import SharedRevocations, shared_token_secret
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
 
@@ -37,6 +39,7 @@ class ClusterNode:
     router: ClusterRouter
     system: RoomSystem
     link_address: str
+    tokens: TokenBook
 
 
 @asynccontextmanager
@@ -82,6 +85,9 @@ async def open_cluster_node(
         await services.start(store.run)
         log.info("cluster node starting link={}: taking a lease in Redis", address)
         await services.start(lease.run)
+        secret = settings.auth.token_secret.encode() or await shared_token_secret(rooms)
+        revocations = await services.start(SharedRevocations(rooms, token_ttl=settings.auth.token_ttl).run)
+        tokens = TokenBook(secret, ttl=settings.auth.token_ttl, revocations=revocations)
         try:
             async with open_room_system(
                 settings, user_signer=user_signer, wall_clock=wall_clock, store=store
@@ -102,7 +108,7 @@ async def open_cluster_node(
                 await services.start(router.relay.run)
                 await services.start(router.run, cluster.reap_interval)
                 try:
-                    yield ClusterNode(router=router, system=system, link_address=address)
+                    yield ClusterNode(router=router, system=system, link_address=address, tokens=tokens)
                 finally:
                     with trio.CancelScope(shield=True):
                         await lease.resign()

@@ -129,6 +129,9 @@ class RoomsInRedis:
         self._load = client.register_script(scripts.LOAD)
         self._page = client.register_script(scripts.PAGE)
         self._takeover = client.register_script(scripts.TAKEOVER)
+        self._token_secret = client.register_script(scripts.TOKEN_SECRET)
+        self._revoke = client.register_script(scripts.REVOKE)
+        self._revoked_after = client.register_script(scripts.REVOKED_AFTER)
 
     @classmethod
     @asynccontextmanager
@@ -255,3 +258,22 @@ class RoomsInRedis:
             kind, room_id = split_name(_text(answer[i]))
             taken.append((kind, room_id, int(answer[i + 1])))
         return taken
+
+    # --- login tokens --------------------------------------------------------------------------
+
+    async def token_secret(self, candidate: bytes) -> bytes:
+        """The login-token secret of the cluster: `candidate` if this is the first node to ask."""
+        secret: bytes = await self._run(self._token_secret(args=[candidate]))
+        return secret
+
+    async def revoke(self, token_id: str, expires: int, *, keep_after_ms: int) -> None:
+        await self._run(self._revoke(args=[token_id, expires, keep_after_ms]))
+
+    async def revoked_after(self, last: str, count: int) -> list[tuple[str, str, int]]:
+        """(entry id, token id, expires) of the revocations added after entry `last`, oldest first."""
+        entries = await self._run(self._revoked_after(args=[last, count]))
+        found: list[tuple[str, str, int]] = []
+        for entry_id, fields in entries:
+            values = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+            found.append((_text(entry_id), values.get("id", ""), int(values.get("expires", "0"))))
+        return found

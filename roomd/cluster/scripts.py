@@ -209,3 +209,25 @@ end
 if redis.call('SCARD', P .. 'owned:' .. dead) == 0 then redis.call('SREM', P .. 'nodes', dead) end
 return taken
 """
+
+TOKEN_SECRET = """
+-- ARGV: a fresh random secret, kept only if none is there: the login-token secret every node shares
+local secret = redis.call('GET', 'roomd:token_secret')
+if not secret then
+  redis.call('SET', 'roomd:token_secret', ARGV[1])
+  secret = ARGV[1]
+end
+return secret
+"""
+
+REVOKE = """
+-- ARGV: token id, its expiry (unix s), the oldest entry to keep (ms: older ones are of expired tokens)
+return redis.call('XADD', 'roomd:revoked', 'MINID', '~', ARGV[3], '*', 'id', ARGV[1], 'expires', ARGV[2])
+"""
+
+REVOKED_AFTER = """
+-- ARGV: the last entry id read ('' for none), count: the revocations added after it, oldest first
+local start = '-'
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+return redis.call('XRANGE', 'roomd:revoked', start, '+', 'COUNT', ARGV[2])
+"""

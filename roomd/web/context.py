@@ -52,14 +52,16 @@ class AppContext:
         *,
         http: httpx.AsyncClient | None = None,
         wall_clock: Callable[[], float] = time.time,
+        tokens: TokenBook | None = None,
     ) -> AppContext:
-        """The edge for `settings`; `http` is the client for WeChat and mixing calls (none: both off)."""
+        """The edge for `settings`; `http` is the client for WeChat and mixing calls (none: both off);
+        `tokens`: the login tokens when not this process's own (a cluster's, shared through Redis)."""
         return cls(
             settings=settings,
             router=router,
             user_signer=user_signer,
             live=live_signer(settings.live),
-            tokens=TokenBook.from_settings(settings),
+            tokens=tokens if tokens is not None else TokenBook.from_settings(settings),
             metrics=Metrics(router),
             response_log=ResponseLog(as_json=settings.log.format == "json"),
             creation_limits=CreationLimits(
