@@ -28,9 +28,9 @@ class Serving:
 
 
 @asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[Serving]:
+async def serving(handler: Handler, *, secret: str | None = None) -> AsyncIterator[Serving]:
     """A LinkServer on a loopback port; `scope` stops the server alone."""
-    server = LinkServer()
+    server = LinkServer(secret=secret)
     scope = trio.CancelScope()
 
     async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
@@ -267,3 +267,22 @@ async def test_a_call_past_its_deadline_is_busy_and_the_link_carries_on() -> Non
         release.set()  # its late reply finds nobody waiting and is dropped
         assert await client.call(Heartbeat("fast"), deadline=soon()) == Ok(Heartbeat("fast"))
         assert client.closed_because is None
+
+
+@pytest.mark.parametrize("given", [None, "wrong", "cluster-secret-but-longer"])
+async def test_a_link_without_the_clusters_secret_is_closed_before_any_call_is_answered(given: str | None) -> None:
+    answered: list[Any] = []
+
+    async def record(payload: Any) -> Any:
+        answered.append(payload)
+        return Ok(payload)
+
+    async with serving(record, secret="cluster-secret") as served:
+        async with LinkClient.connect(LOOPBACK, served.port, secret=given) as client:
+            reply = await client.call(Heartbeat("mallory"), deadline=soon())
+        assert isinstance(reply, Refused) and reply.error is DomainError.BUSY
+        assert answered == []
+        assert served.server.refused_links == 1
+        async with LinkClient.connect(LOOPBACK, served.port, secret="cluster-secret") as client:
+            assert await client.call(Heartbeat("alice"), deadline=soon()) == Ok(Heartbeat("alice"))
+

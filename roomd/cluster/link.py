@@ -21,6 +21,7 @@ in the payload.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -174,12 +175,18 @@ def _busy(reason: str) -> Refused:
 
 
 class LinkServer:
-    """Accepts links from other nodes and answers each call with `handler`, every call in its own task."""
+    """Accepts links from other nodes and answers each call with `handler`, every call in its own task.
 
-    def __init__(self, *, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE) -> None:
+    With a `secret`, a link's first frame must be `(CALL, 0, secret)` (hex text): anything else
+    closes it before any call is read, so a client that reached the port but does not know the
+    cluster's secret can ask nothing."""
+
+    def __init__(self, *, secret: str | None = None, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE) -> None:
+        self.secret = secret
         self.max_frame = max_frame
         self.max_queue = max_queue
         self.links: set[_Link] = set()
+        self.refused_links = 0
 
     async def serve(
         self,
@@ -200,7 +207,21 @@ class LinkServer:
         link = _Link(stream, on_close=lambda _reason: None, max_frame=self.max_frame, max_queue=self.max_queue)
         logger.info("cluster link accepted peer={}", link.peer)
 
+        greeted = self.secret is None
+
         def on_frame(nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
+            nonlocal greeted
+            if not greeted:
+                if (
+                    kind != CALL
+                    or request_id != 0
+                    or not isinstance(payload, str)
+                    or not hmac.compare_digest(payload.encode(), (self.secret or "").encode())
+                ):
+                    self.refused_links += 1
+                    return "the peer did not give the cluster's link secret"
+                greeted = True
+                return None
             if kind != CALL:
                 return f"kind {kind} sent to a server"
             nursery.start_soon(self._answer, link, handler, request_id, payload)
@@ -244,11 +265,20 @@ class LinkClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, host: str, port: int, *, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE
+        cls,
+        host: str,
+        port: int,
+        *,
+        secret: str | None = None,
+        max_frame: int = MAX_FRAME,
+        max_queue: int = MAX_QUEUE,
     ) -> AsyncIterator[LinkClient]:
-        """A link open for the block: calls still waiting when it ends are answered BUSY."""
+        """A link open for the block (greeting the server with `secret`, if given): calls still
+        waiting when it ends are answered BUSY."""
         stream = await trio.open_tcp_stream(host, port)
         client = cls(stream, max_frame=max_frame, max_queue=max_queue)
+        if secret is not None:
+            client._link.offer(frame_bytes(CALL, 0, secret))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._link.run, client._on_frame)
             try:

@@ -29,7 +29,7 @@ from roomd.cluster.peers import Peers
 from roomd.cluster.redis_rooms import RoomsInRedis
 from roomd.cluster.redis_store import RedisStore
 from roomd.cluster.router import ClusterRouter
-from roomd.cluster.shared_tokens import SharedRevocations, shared_token_secret
+from roomd.cluster.shared_tokens import SharedRevocations, shared_secret
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
 
@@ -70,7 +70,9 @@ async def open_cluster_node(
         RoomsInRedis.connect(cluster.redis_url, call_timeout=cluster.redis_timeout) as rooms,
         trio.open_nursery() as services,
     ):
-        listeners = await services.start(LinkServer().serve, serve_peer, cluster.link_host, cluster.link_port)
+        link_secret = (await shared_secret(rooms, "link_secret")).decode()
+        link_server = LinkServer(secret=link_secret)
+        listeners = await services.start(link_server.serve, serve_peer, cluster.link_host, cluster.link_port)
         port = listeners[0].socket.getsockname()[1]
         address = f"{cluster.advertise_host or cluster.link_host}:{port}"
         lease = NodeLease(
@@ -85,7 +87,7 @@ async def open_cluster_node(
         await services.start(store.run)
         log.info("cluster node starting link={}: taking a lease in Redis", address)
         await services.start(lease.run)
-        secret = settings.auth.token_secret.encode() or await shared_token_secret(rooms)
+        secret = settings.auth.token_secret.encode() or await shared_secret(rooms, "token_secret")
         revocations = await services.start(SharedRevocations(rooms, token_ttl=settings.auth.token_ttl).run)
         tokens = TokenBook(secret, ttl=settings.auth.token_ttl, revocations=revocations)
         try:
@@ -97,7 +99,7 @@ async def open_cluster_node(
                     rooms=rooms,
                     store=store,
                     lease=lease,
-                    peers=Peers(rooms, services),
+                    peers=Peers(rooms, services, secret=link_secret),
                     call_timeout=settings.server.call_timeout,
                     takeover_batch=cluster.takeover_batch,
                     relay_interval=cluster.relay_interval,

@@ -27,8 +27,9 @@ class Unreachable(Refused):
 
 
 class Peers:
-    def __init__(self, rooms: RoomsInRedis, nursery: trio.Nursery) -> None:
+    def __init__(self, rooms: RoomsInRedis, nursery: trio.Nursery, *, secret: str | None = None) -> None:
         self._rooms = rooms
+        self._secret = secret
         self._nursery = nursery
         self._links: dict[str, LinkClient] = {}
         self._opening: dict[str, trio.Event] = {}
@@ -97,7 +98,7 @@ class Peers:
         """Keep the link to `owner` open until it breaks (the link logs why)."""
         link: LinkClient | None = None
         try:
-            async with LinkClient.connect(host, port) as link:
+            async with LinkClient.connect(host, port, secret=self._secret) as link:
                 self.log.info("link open to node {} at {}:{}", owner, host, port)
                 task_status.started(link)
                 await link.wait_closed()

@@ -129,7 +129,7 @@ class RoomsInRedis:
         self._load = client.register_script(scripts.LOAD)
         self._page = client.register_script(scripts.PAGE)
         self._takeover = client.register_script(scripts.TAKEOVER)
-        self._token_secret = client.register_script(scripts.TOKEN_SECRET)
+        self._shared_secret = client.register_script(scripts.SHARED_SECRET)
         self._revoke = client.register_script(scripts.REVOKE)
         self._revoked_after = client.register_script(scripts.REVOKED_AFTER)
 
@@ -261,9 +261,10 @@ class RoomsInRedis:
 
     # --- login tokens --------------------------------------------------------------------------
 
-    async def token_secret(self, candidate: bytes) -> bytes:
-        """The login-token secret of the cluster: `candidate` if this is the first node to ask."""
-        secret: bytes = await self._run(self._token_secret(args=[candidate]))
+    async def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        """The cluster's secret `name` (token_secret, link_secret): `candidate` if this is the first
+        node to ask."""
+        secret: bytes = await self._run(self._shared_secret(args=[name, candidate]))
         return secret
 
     async def revoke(self, token_id: str, expires: int, *, keep_after_ms: int) -> None:

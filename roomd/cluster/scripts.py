@@ -210,12 +210,13 @@ if redis.call('SCARD', P .. 'owned:' .. dead) == 0 then redis.call('SREM', P .. 
 return taken
 """
 
-TOKEN_SECRET = """
--- ARGV: a fresh random secret, kept only if none is there: the login-token secret every node shares
-local secret = redis.call('GET', 'roomd:token_secret')
+SHARED_SECRET = """
+-- ARGV: which secret (token_secret, link_secret), a fresh random one kept only if none is there
+local key = 'roomd:' .. ARGV[1]
+local secret = redis.call('GET', key)
 if not secret then
-  redis.call('SET', 'roomd:token_secret', ARGV[1])
-  secret = ARGV[1]
+  redis.call('SET', key, ARGV[2])
+  secret = ARGV[2]
 end
 return secret
 """

@@ -27,13 +27,14 @@ POLL_INTERVAL = 0.1  # seconds between reads of the revocations other nodes made
 READ_BATCH = 1000
 
 
-async def shared_token_secret(rooms: RoomsInRedis) -> bytes:
-    """The cluster's token secret (waits for Redis: a node cannot check tokens without it)."""
+async def shared_secret(rooms: RoomsInRedis, name: str) -> bytes:
+    """The cluster's secret `name` (token_secret, link_secret); waits for Redis, since a node can
+    neither check tokens nor talk to its peers without it."""
     while True:
         try:
-            return await rooms.token_secret(secrets.token_hex(32).encode())
+            return await rooms.shared_secret(name, secrets.token_hex(32).encode())
         except RedisUnavailable as error:
-            logger.bind(actor="auth").warning("token secret not read yet: Redis unavailable ({}); retrying", error)
+            logger.bind(actor="root/cluster").warning("{} not read yet: Redis unavailable ({}); retrying", name, error)
             await trio.sleep(1)
 
 
