@@ -104,3 +104,34 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def running_sentinel(directory: Path, primary: RedisServer, *, name: str = "mymaster") -> Iterator[int]:
+    """A Redis Sentinel on loopback watching `primary` as `name`; yields its port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = directory / "sentinel.conf"  # Sentinel rewrites its own file: it must be writable
+    config.write_text(
+        f"port {port}\nbind {LOOPBACK}\ndir {directory}\nsentinel monitor {name} {LOOPBACK} {primary.port} 1\n"
+    )
+    log = (directory / "sentinel.log").open("ab")
+    process = subprocess.Popen([redis_binary(), str(config), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((LOOPBACK, port), timeout=0.5) as probe:
+                    probe.sendall(f"SENTINEL get-master-addr-by-name {name}\r\n".encode())
+                    if str(primary.port).encode() in probe.recv(256):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"Sentinel did not start: {(directory / 'sentinel.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 
 import trio
 
 from roomd.cluster.redis_rooms import RoomsInRedis
 from tests.bodies import joining, member_fields
-from tests.cluster_helpers import NodeApi, node_in_scope, open_nodes
+from tests.cluster_helpers import NodeApi, node_in_scope, open_node, open_nodes
 from tests.conftest import eventually
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running_sentinel
 from tests.token_calls import call_as, logged_in
 
 
@@ -194,3 +195,16 @@ async def test_a_token_from_one_node_works_on_every_node_and_a_logout_ends_it_ev
 
 def alice_refused(node: NodeApi, who: dict[str, str]) -> bool:
     return node.ctx.tokens.check(who["userID"], who["token"], now=int(time.time())) is not None
+
+
+async def test_a_node_finds_its_redis_through_sentinel(redis: RedisServer, tmp_path: Path) -> None:
+    with running_sentinel(tmp_path / "sentinel", redis) as port:
+        async with (
+            open_node(f"redis+sentinel://127.0.0.1:{port}/mymaster/0", name="via-sentinel") as watched,
+            open_node(redis.url, name="direct") as direct,
+        ):
+            created = await watched.post("create_room", member_fields("alice", roomName="s"))
+            assert created.code == 0, created.body
+            listing = await direct.post("get_room_list", {})
+            assert [r["roomID"] for r in listing.body["rooms"]] == [created.body["roomID"]]
+            assert (await direct.post("add_pusher", joining("bob", created.body["roomID"]))).code == 0

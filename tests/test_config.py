@@ -72,6 +72,12 @@ def test_layers_in_order(tmp_path: Path) -> None:
         ("", {"ROOMD_KINDS__MULTI_ROOM__CREATOR_LEAVE_CLOSES_ROOM": "maybe"}, "expected true or false"),
         ('[im]\nbase_url = "ftp://x"\n', {}, "im.base_url: must be an http:// or https:// URL"),
         ("[server\n", {}, "is not valid TOML"),
+        ('[cluster]\nredis_url = "http://r:6379"\n', {}, "cluster.redis_url: must be a redis://"),
+        ('[cluster]\nredis_url = "redis+sentinel://s:26379"\n', {}, "cluster.redis_url: expected redis"),
+        ('[cluster]\nredis_url = "redis+sentinel://s/mymaster"\n', {}, "cluster.redis_url: 's' is not host:port"),
+        ('[cluster]\nredis_url = "redis+sentinel://s:1/m/x"\n', {}, "cluster.redis_url: 'x' is not a database"),
+        ("[cluster]\nlease_ms = 100\n", {}, "cluster.lease_ms: must be at least 500"),
+        ("[cluster]\nrenew_interval = 2.0\n", {}, "cluster.renew_interval: must be positive and at most half"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, toml: str, environ: dict[str, str], message: str) -> None:

@@ -18,6 +18,7 @@ import anyio
 import coredis
 import msgpack
 import trio
+from coredis.connection import TCPLocation
 from coredis.retry import NoRetryPolicy
 
 from roomd.actors.messages import (
@@ -37,6 +38,7 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.cluster import scripts
+from roomd.config.redis_url import parse_sentinel_url
 from roomd.qcloud.live import stream_name_from_push_url
 
 WRITTEN, FENCED, NO_LEASE = 1, 0, -1
@@ -136,16 +138,28 @@ class RoomsInRedis:
     @classmethod
     @asynccontextmanager
     async def connect(cls, url: str, *, call_timeout: float) -> AsyncIterator[RoomsInRedis]:
-        """A pool for the block; connections are made (and made again after Redis restarts) on use."""
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            retry_policy=NoRetryPolicy(),
-            connect_timeout=call_timeout,
-            stream_timeout=call_timeout,
-            verify_version=False,
+        """A pool for the block; connections are made (and made again after Redis restarts) on use.
+        `redis+sentinel://host:port[,host:port...]/<primary name>[/db]` asks those Sentinels for the
+        primary (and again after a failover)."""
+        options: dict[str, Any] = {
+            "decode_responses": False,
+            "retry_policy": NoRetryPolicy(),
+            "connect_timeout": call_timeout,
+            "stream_timeout": call_timeout,
+        }
+        sentinel = parse_sentinel_url(url)
+        if sentinel is None:
+            async with coredis.Redis.from_url(url, verify_version=False, **options) as client:
+                yield cls(client, timeout=call_timeout)
+            return
+        sentinels, service, db, password = sentinel
+        timeouts = {"connect_timeout": call_timeout, "stream_timeout": call_timeout}
+        locations = [TCPLocation(host, port) for host, port in sentinels]
+        watchers = coredis.Sentinel(locations, sentinel_kwargs=timeouts, decode_responses=False)  # no retries
+        primary = watchers.primary_for(
+            service, db=db, password=password, connect_timeout=call_timeout, stream_timeout=call_timeout
         )
-        async with client:
+        async with watchers, primary as client:
             yield cls(client, timeout=call_timeout)
 
     async def _run(self, call: Any) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from roomd.config.durations import is_duration
+from roomd.config.redis_url import parse_sentinel_url
 from roomd.config.settings import IM_CREATE_GRACE, KIND_SETTING_ALIASES, KindSettings, Settings
 
 ENV_PREFIX = "ROOMD_"
@@ -271,9 +272,16 @@ def _validate(s: Settings) -> None:
     )
     cluster = s.cluster
     require(
-        not cluster.redis_url or cluster.redis_url.startswith(("redis://", "rediss://", "unix://")),
-        "cluster.redis_url: must be a redis://, rediss:// or unix:// URL (or empty: one process, SQLite)",
+        not cluster.redis_url
+        or cluster.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")),
+        "cluster.redis_url: must be a redis://, rediss://, unix:// or redis+sentinel:// URL "
+        "(or empty: one process, SQLite)",
     )
+    if cluster.redis_url.startswith("redis+sentinel://"):
+        try:
+            parse_sentinel_url(cluster.redis_url)
+        except ValueError as error:
+            raise ConfigError(f"cluster.redis_url: {error}") from None
     require(cluster.lease_ms >= 500, "cluster.lease_ms: must be at least 500")
     require(
         0 < cluster.renew_interval * 1000 <= cluster.lease_ms / 2,
