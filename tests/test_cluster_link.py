@@ -285,4 +285,3 @@ async def test_a_link_without_the_clusters_secret_is_closed_before_any_call_is_a
         assert served.server.refused_links == 1
         async with LinkClient.connect(LOOPBACK, served.port, secret="cluster-secret") as client:
             assert await client.call(Heartbeat("alice"), deadline=soon()) == Ok(Heartbeat("alice"))
-
