@@ -208,3 +208,27 @@ async def test_a_node_finds_its_redis_through_sentinel(redis: RedisServer, tmp_p
             listing = await direct.post("get_room_list", {})
             assert [r["roomID"] for r in listing.body["rooms"]] == [created.body["roomID"]]
             assert (await direct.post("add_pusher", joining("bob", created.body["roomID"]))).code == 0
+
+
+async def test_operators_see_the_node_its_peers_its_rooms_and_the_cluster_counters(redis: RedisServer) -> None:
+    async with open_nodes(redis.url, 2) as (owner, other):
+        room_id = (await owner.post("create_room", member_fields("alice", roomName="ops"))).body["roomID"]
+        for _ in range(3):  # the first is forwarded, the next ones relayed
+            assert (await other.post("pusher_heartbeat", {"roomID": room_id, "userID": "alice"})).code == 0
+        assert (await other.get("/readyz")).status == 200
+        metrics = (await other.http.get("/metrics")).text
+        for line in (
+            "roomd_cluster_forwarded_total 1.0",  # the first heartbeat (the watch that follows is not a request)
+            "roomd_cluster_relayed_heartbeats_total 2.0",
+            "roomd_cluster_peers 1.0",
+            "roomd_cluster_redis_up 1.0",
+            "roomd_cluster_rooms_owned 0.0",
+        ):
+            assert line in metrics.splitlines(), line
+        tree = (await owner.get("/debug/actors")).body["tree"]
+        node = next(child for child in tree["children"] if child["kind"] == "cluster node")
+        assert node["owner"] == owner.node.router.lease.owner and node["owner"].startswith("n0-")
+        assert node["owned_rooms"]["multi_room"] == [room_id]
+        other_node = other.node.router.lease
+        assert node["peers"] == [{"owner": other_node.owner, "link": other_node.address, "connected": False}]
+        assert node["state"] == "serving" and node["redis"] == "up"

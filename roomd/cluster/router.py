@@ -266,15 +266,26 @@ class ClusterRouter:
         return dataclasses.replace(local, cluster=cluster)
 
     async def describe(self, *, limit: int) -> list[dict[str, Any]]:
+        me = self.lease.owner
+        connected = set(self.peers.connected)
+        try:
+            live = await self._rooms.live_owners()
+            peers: list[dict[str, Any]] | str = [
+                {"owner": owner, "link": address, "connected": owner in connected}
+                for owner, address in sorted(live.items())
+                if owner != me
+            ]
+        except RedisUnavailable:
+            peers = "unknown: Redis is unavailable"
         node = {
             "path": "root/cluster",
             "kind": "cluster node",
             "state": "serving" if self.lease.serving else "not serving",
             "node": self.lease.name,
-            "owner": self.lease.owner,
+            "owner": me,
             "link": self.lease.address,
             "redis": "down" if self.lease.redis_down else "up",
-            "peers": self.peers.connected,
+            "peers": peers,
             "owned_rooms": {
                 kind: directory.room_ids()[:limit]
                 for kind in self.local.kinds
