@@ -45,12 +45,14 @@ def _environment(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     return environment
 
 
-async def failing_roomd(tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str) -> FailedStart:
-    """Run `roomd serve --port 0` that is expected to give up at start; its exit status and stderr."""
+async def failing_roomd(
+    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, args: tuple[str, ...] = (), **env: str
+) -> FailedStart:
+    """Run `roomd serve --port 0` (plus `args`) that is expected to give up at start; its exit status and stderr."""
     started = time.monotonic()
     with trio.fail_after(START_TIMEOUT):
         result = await trio.run_process(
-            SERVE_COMMAND,
+            [*SERVE_COMMAND, *args],
             stdout=subprocess.DEVNULL,
             capture_stderr=True,
             check=False,
@@ -64,14 +66,14 @@ async def failing_roomd(tmp_path: Path, *, preexec_fn: Callable[[], None] | None
 
 @asynccontextmanager
 async def running_roomd(
-    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, **env: str
+    tmp_path: Path, *, preexec_fn: Callable[[], None] | None = None, args: tuple[str, ...] = (), **env: str
 ) -> AsyncIterator[ServerProcess]:
-    """Start `roomd serve --port 0`, wait for its listening line, stop it with SIGTERM.
+    """Start `roomd serve --port 0` (plus `args`), wait for its listening line, stop it with SIGTERM.
 
     `preexec_fn` runs in the child before roomd, e.g. to set a resource limit.
     """
     process = await trio.lowlevel.open_process(
-        SERVE_COMMAND,
+        [*SERVE_COMMAND, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=_environment(tmp_path, env),

@@ -1,0 +1,76 @@
+"""`roomd serve --workers N`: N nodes on one port, a dead one started again, all stopped by one SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.bodies import joining, member_fields
+from tests.conftest import eventually
+from tests.redis_server import RedisServer
+from tests.server_process import failing_roomd, running_roomd
+
+pytestmark = pytest.mark.slow
+
+NODE_STARTED = re.compile(r"node (\d) started pid=(\d+)")
+
+
+def node_pids(output: list[str]) -> dict[int, int]:
+    """The latest pid of each node, from the supervisor's log."""
+    pids: dict[int, int] = {}
+    for line in output:
+        found = NODE_STARTED.search(line)
+        if found:
+            pids[int(found[1])] = int(found[2])
+    return pids
+
+
+async def test_two_workers_share_the_port_and_a_killed_one_comes_back(tmp_path: Path, redis: RedisServer) -> None:
+    env = {
+        "ROOMD_CLUSTER__REDIS_URL": redis.url,
+        "ROOMD_CLUSTER__LEASE_MS": "1000",
+        "ROOMD_CLUSTER__RENEW_INTERVAL": "0.2",
+    }
+    async with running_roomd(tmp_path, args=("--workers", "2"), **env) as server, httpx.AsyncClient() as http:
+        await eventually(
+            lambda: len(node_pids(server.output)) == 2 and len(server.lines_about("roomd listening on")) == 2
+        )
+        base = server.base_url
+        room = (await http.post(f"{base}/weapp/multi_room/create_room", json=member_fields("a", roomName="w"))).json()
+        answered_by = set()
+        for i in range(20):  # new connections: the kernel spreads them over both nodes
+            async with httpx.AsyncClient() as fresh:
+                reply = await fresh.post(
+                    f"{base}/weapp/multi_room/add_pusher", json=joining(f"u{i % 4}", room["roomID"])
+                )
+                assert reply.json()["code"] == 0
+        for node in (0, 1):
+            log = tmp_path / "logs" / f"node-{node}" / "response"
+            answered_by.update({node} if any("add_pusher" in f.read_text() for f in log.glob("*.log")) else set())
+        assert answered_by == {0, 1}
+
+        victim = node_pids(server.output)[0]
+        os.kill(victim, signal.SIGKILL)
+        await eventually(
+            lambda: node_pids(server.output)[0] != victim and len(server.lines_about("roomd listening on")) == 3
+        )
+        assert server.lines_about("node 0 pid=") and "starting it again" in server.lines_about("node 0 pid=")[-1]
+        for _ in range(10):
+            async with httpx.AsyncClient() as fresh:
+                reply = await fresh.post(f"{base}/weapp/multi_room/get_pushers", json={"roomID": room["roomID"]})
+                assert reply.json()["code"] == 0 and len(reply.json()["pushers"]) == 5
+    assert server.process.returncode == 0
+    assert server.lines_about("node 0 stopped status=0") and server.lines_about("node 1 stopped status=0")
+
+
+async def test_workers_without_redis_is_one_line_and_status_2(tmp_path: Path) -> None:
+    failed = await failing_roomd(tmp_path, args=("--workers", "2"))
+    assert failed.returncode == 2
+    assert failed.output == [
+        "roomd: configuration error: --workers > 1 needs cluster.redis_url (nodes share rooms through Redis)"
+    ]
