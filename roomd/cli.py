@@ -120,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return CONFIG_ERROR_STATUS
+    if args.workers > 1 and settings.cluster.link_port:
+        print(
+            "roomd: configuration error: cluster.link_port: must be 0 with --workers > 1 (each node takes its own)",
+            file=sys.stderr,
+        )
+        return CONFIG_ERROR_STATUS
     data_dir_lock: DataDirLock | None = None
     if args.node_index is None:  # a node of --workers: its supervisor holds the lock and made the secret
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 
 import trio
 from loguru import logger
@@ -63,18 +64,27 @@ async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int
     log.info("supervisor starting workers={} listening on http://{}:{}", workers, host, port)
     stopping = trio.Event()
     try:
-        async with trio.open_nursery() as nursery:
-            for index in range(workers):
-                nursery.start_soon(_keep_running, node_command(serve_argv, index, port), index, stopping)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("received {}: stopping every node", signal.Signals(signum).name)
-                    stopping.set()
-                    break
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as watching:
+                watching.start_soon(_watch_signals, signals, stopping)
+                async with trio.open_nursery() as nodes:  # ends once every node has stopped
+                    for index in range(workers):
+                        nodes.start_soon(_keep_running, node_command(serve_argv, index, port), index, stopping)
+                watching.cancel_scope.cancel()
     finally:
         reserved.close()
     log.info("supervisor stopped")
     return 0
+
+
+async def _watch_signals(signals: AsyncIterator[int], stopping: trio.Event) -> None:
+    """The first signal stops every node; later ones are noted (the nodes are stopping already)."""
+    async for signum in signals:
+        if stopping.is_set():
+            log.info("received {} again: the nodes are stopping already", signal.Signals(signum).name)
+        else:
+            log.info("received {}: stopping every node", signal.Signals(signum).name)
+            stopping.set()
 
 
 async def _stop_when_asked(process: trio.Process, index: int, stopping: trio.Event) -> None:

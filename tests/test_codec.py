@@ -116,8 +116,8 @@ EXAMPLES: list[object] = [
     ForwardedCreate("live_room", CreateRoom("alice", "", room_id="r1", first_member=ALICE, join_if_exists=True), 3.0),
     Moved("room_1"),
     RelayedHeartbeats((("multi_room", "room_1", "alice"), ("live_room", "r2", "bob"))),
-    MembersKnown("multi_room", "room_1", ("alice", "bob")),
-    MembersKnown("multi_room", "room_1", ()),
+    MembersKnown("multi_room", "room_1", ("alice", "bob"), "node-a-1234abcd"),
+    MembersKnown("multi_room", "room_1", (), ""),
     WatchMembers("multi_room", "room_1", "node-a-1234abcd"),
 ]
 

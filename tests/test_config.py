@@ -60,7 +60,8 @@ def test_layers_in_order(tmp_path: Path) -> None:
         ('[server]\nport = "x"\n', {}, "server.port: expected an integer, got 'x'"),
         ("[server]\nport = 70000\n", {}, "server.port: must be 0..65535"),
         ('[auth]\nmode = "magic"\n', {}, "auth.mode: must be 'open' or 'token'"),
-        ("[kinds.multi_room]\nmax_members = 0\n", {}, "kinds.multi_room.max_members: must be at least 1"),
+        ("[kinds.multi_room]\nmax_members = 0\n", {}, "kinds.multi_room.max_members: must be 1 to 200"),
+        ("[kinds.multi_room]\nmax_members = 201\n", {}, "kinds.multi_room.max_members: must be 1 to 200"),
         ("[kinds.Bad-Name]\nmax_members = 3\n", {}, "kinds.Bad-Name: a kind name must be"),
         ("[kinds.multi_room]\ncolor = 1\n", {}, "kinds.multi_room.color: unknown key"),
         (

@@ -96,6 +96,7 @@ class Directory:
         self._call_timeout = call_timeout
         self._rooms: dict[str, Mailbox[RoomMessage]] = {}
         self._pending: set[str] = set()
+        self._released: set[str] = set()  # handed over to another node, their actors still ending
         self._joins_waiting: dict[str, list[Envelope[Any]]] = {}  # join-creations of a room being made
         self._pending_waiting = 0  # creations in progress of rooms that will wait for a member
         self._owners: dict[str, _Owner] = {}  # open and pending rooms
@@ -292,6 +293,8 @@ class Directory:
         ]
         failure = await self._store.write(changes, deadline=envelope.deadline)
         if failure is not None:
+            if failure.maybe_written:  # it may be saved after all: close it there too
+                self._store.write_later([RoomRemoved(self.kind_name, room_id)], about=f"{self.path}/{room_id}")
             self._destroy_group(room_id)
             self.log.warning("room not created room={} because it could not be saved: {}", room_id, failure.reason)
             envelope.answer(Refused(DomainError.BUSY, NOT_SAVED))
@@ -399,8 +402,8 @@ class Directory:
     # --- rooms coming and going between nodes --------------------------------------
 
     def holds(self, room_id: str) -> bool:
-        """Whether the room runs here, or is being made here."""
-        return room_id in self._rooms or room_id in self._pending
+        """Whether the room runs here (and was not handed over), or is being made here."""
+        return (room_id in self._rooms and room_id not in self._released) or room_id in self._pending
 
     def adopt(self, saved: SavedRoom) -> bool:
         """Run a room another node held (a takeover): restored like a room of the last run, its
@@ -420,8 +423,9 @@ class Directory:
         """Stop running the room here without closing it (another node holds it now): it stays
         as it is in the store, its IM group untouched."""
         mailbox = self._rooms.get(room_id)
-        if mailbox is not None:
+        if mailbox is not None and room_id not in self._released:
             self.log.info("room handed over room={} because {}", room_id, why)
+            self._released.add(room_id)  # until its actor has ended: not answered for, not adopted again
             mailbox.close()
 
     def snapshot_of(self, room_id: str) -> RoomSnapshot | None:
@@ -544,6 +548,7 @@ class Directory:
             case MemberDeparted(reason=reason):
                 self._departures[reason] = self._departures.get(reason, 0) + 1
             case RoomClosed(room_id, reason):
+                self._released.discard(room_id)
                 if self._rooms.pop(room_id, None) is not None:
                     self.index.remove(room_id)
                     self._forget_owner(room_id)

@@ -369,12 +369,13 @@ class RelayedHeartbeats:
 
 @dataclass(frozen=True, slots=True)
 class MembersKnown:
-    """What the owner tells a relaying node of one room: who may heartbeat there (empty:
-    nobody, the room is gone or moved)."""
+    """What the owner (`owner`, its lease's name) tells a relaying node of one room: who may
+    heartbeat there (empty: nobody, the room is gone or moved)."""
 
     kind: str
     room_id: str
     user_ids: tuple[str, ...]
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)

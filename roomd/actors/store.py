@@ -97,9 +97,11 @@ class SavedRoom:
 
 @dataclass(frozen=True)
 class WriteFailed:
-    """Changes that did not reach the disk, and why (for the log; clients get a generic detail)."""
+    """Changes that did not reach the disk, and why (for the log; clients get a generic detail).
+    `maybe_written`: the store cannot tell (a reply from Redis was lost): they may be there."""
 
     reason: str
+    maybe_written: bool = False
 
 
 class _Submission:

@@ -37,6 +37,9 @@ from roomd.actors.replies import DomainError, Refused
 CALL, REPLY = 1, 2
 MAX_FRAME = 1 << 20  # the longest frame read or written: far above any router value
 MAX_QUEUE = 10_000  # frames waiting to be written on one link
+MAX_GREETING = 256  # the longest first frame of a link to a server that asks for a secret
+GREETING_TIMEOUT = 5.0  # seconds a new link has to greet
+MAX_LINKS = 1024  # links a server holds at once; more are closed as they come
 RECEIVE_SIZE = 64 * 1024
 _LENGTH = struct.Struct(">I")
 
@@ -204,10 +207,18 @@ class LinkServer:
         await trio.serve_tcp(serve_link, port, host=host, task_status=task_status)
 
     async def _serve_link(self, handler: Handler, stream: trio.SocketStream) -> None:
-        link = _Link(stream, on_close=lambda _reason: None, max_frame=self.max_frame, max_queue=self.max_queue)
-        logger.info("cluster link accepted peer={}", link.peer)
-
+        if len(self.links) >= MAX_LINKS:
+            self.refused_links += 1
+            await trio.aclose_forcefully(stream)
+            return
         greeted = self.secret is None
+        link = _Link(
+            stream,
+            on_close=lambda _reason: None,
+            max_frame=self.max_frame if greeted else MAX_GREETING,  # no more until it is known
+            max_queue=self.max_queue,
+        )
+        logger.info("cluster link accepted peer={}", link.peer)
 
         def on_frame(nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
             nonlocal greeted
@@ -221,15 +232,26 @@ class LinkServer:
                     self.refused_links += 1
                     return "the peer did not give the cluster's link secret"
                 greeted = True
+                link.max_frame = self.max_frame
                 return None
             if kind != CALL:
                 return f"kind {kind} sent to a server"
             nursery.start_soon(self._answer, link, handler, request_id, payload)
             return None
 
+        async def close_unless_greeted() -> None:
+            await trio.sleep(GREETING_TIMEOUT)
+            if not greeted:
+                self.refused_links += 1
+                link.close(f"no greeting within {GREETING_TIMEOUT:g} s", warning=True)
+
         self.links.add(link)
         try:
-            await link.run(on_frame)
+            async with trio.open_nursery() as nursery:
+                if not greeted:
+                    nursery.start_soon(close_unless_greeted)
+                await link.run(on_frame)
+                nursery.cancel_scope.cancel()
         finally:
             self.links.discard(link)
 
@@ -297,6 +319,10 @@ class LinkClient:
 
     async def wait_closed(self) -> None:
         await self._link.closed.wait()
+
+    def close(self, reason: str) -> None:
+        """Close the link now; calls still waiting on it are answered BUSY."""
+        self._link.close(reason)
 
     @property
     def in_flight(self) -> int:

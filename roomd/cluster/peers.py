@@ -56,8 +56,10 @@ class Peers:
         return reply
 
     def forget(self, owner: str) -> None:
-        """Stop using the link to `owner` (its lease is gone)."""
-        self._links.pop(owner, None)
+        """Close the link to `owner` (its lease is gone: it is not dialled under that name again)."""
+        link = self._links.pop(owner, None)
+        if link is not None:
+            link.close(f"node {owner} holds no lease any more")
 
     async def _link(self, owner: str, deadline: float) -> LinkClient | Refused:
         while True:

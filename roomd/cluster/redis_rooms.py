@@ -41,7 +41,7 @@ from roomd.cluster import scripts
 from roomd.config.redis_url import parse_sentinel_url
 from roomd.qcloud.live import stream_name_from_push_url
 
-WRITTEN, FENCED, NO_LEASE = 1, 0, -1
+WRITTEN, GONE_FOR_GOOD, FENCED, NO_LEASE = 1, 2, 0, -1
 
 
 class RedisUnavailable(Exception):
@@ -205,7 +205,8 @@ class RoomsInRedis:
     # --- rooms ---------------------------------------------------------------------------
 
     async def claim(self, owner: str, kind: str, room_id: str) -> tuple[int, str]:
-        """(1, epoch) claimed for `owner`; (0, holder) the room exists; (-1, "") no lease."""
+        """(1, epoch) claimed for `owner`; (0, holder) the room exists; (2, holder) it is closing on
+        another live node; (-1, "") no lease."""
         answer = await self._run(self._claim(args=[owner, room_name(kind, room_id)]))
         status = int(answer[0])
         return status, _text(answer[1]) if len(answer) > 1 else ""
@@ -214,12 +215,21 @@ class RoomsInRedis:
         return bool(await self._run(self._release(args=[owner, room_name(kind, room_id), epoch])))
 
     async def owner_of(self, kind: str, room_id: str) -> str | None:
-        value = await self._run(self._client.hget(f"{scripts.PREFIX}room:{room_name(kind, room_id)}", "owner"))
-        return None if value is None else _text(value)
+        """Who runs the room; None when there is no such room to call (none, being made, or closed)."""
+        owner, state = await self._run(
+            self._client.hmget(f"{scripts.PREFIX}room:{room_name(kind, room_id)}", ["owner", "state"])
+        )
+        return None if owner is None or _text(state) != "open" else _text(owner)
 
-    async def write(self, owner: str, submissions: list[tuple[str, int, list[list[Any]]]]) -> list[int]:
+    async def owned(self, owner: str) -> list[tuple[str, str]]:
+        """(kind, roomID) of every room Redis says `owner` holds."""
+        names = await self._run(self._client.smembers(f"{scripts.PREFIX}owned:{owner}"))
+        return sorted(split_name(_text(name)) for name in names)
+
+    async def write(self, owner: str, submissions: list[tuple[str, str, list[list[Any]]]]) -> list[int]:
         """Apply each (room name, epoch, operations) if `owner` still holds that epoch:
-        one of WRITTEN, FENCED, NO_LEASE per submission."""
+        one of WRITTEN, GONE_FOR_GOOD (written, and nothing is left of the room), FENCED, NO_LEASE
+        per submission."""
         packed = msgpack.packb([[name, epoch, ops] for name, epoch, ops in submissions], use_bin_type=False)
         return [int(status) for status in await self._run(self._write(args=[owner, packed]))]
 

@@ -25,18 +25,35 @@ from collections.abc import Callable
 import trio
 from loguru import logger
 
-from roomd.actors.messages import Change, GroupDestroyed
+from roomd.actors.messages import Change
 from roomd.actors.store import MAX_QUEUED, RETRY_DELAY, SavedRoom, WriteFailed
-from roomd.cluster.redis_rooms import FENCED, NO_LEASE, RedisUnavailable, RoomsInRedis, operations, room_name
+from roomd.cluster.redis_rooms import (
+    FENCED,
+    GONE_FOR_GOOD,
+    NO_LEASE,
+    RedisUnavailable,
+    RoomsInRedis,
+    operations,
+    room_name,
+)
 
 MAX_BATCH = 500  # submissions per script call
 
 
 class _Submission:
-    __slots__ = ("about", "changes", "deadline", "done", "failed_attempts", "failure")
+    __slots__ = ("about", "changes", "deadline", "done", "epoch", "failed_attempts", "failure", "target")
 
-    def __init__(self, changes: list[Change], about: str | None = None, deadline: float = math.inf) -> None:
+    def __init__(
+        self,
+        changes: list[Change],
+        target: tuple[str, str] | None,
+        epoch: int | None,
+        about: str | None = None,
+        deadline: float = math.inf,
+    ) -> None:
         self.changes = changes
+        self.target = target  # the one room the changes are about
+        self.epoch = epoch  # the epoch the room was held under when they were made
         self.about = about
         self.deadline = deadline
         self.done = trio.Event()
@@ -81,8 +98,13 @@ class RedisStore:
     def accepting(self) -> bool:
         return not self._retrying and len(self._queue) < MAX_QUEUED
 
+    def _submission(self, changes: list[Change], about: str | None, deadline: float) -> _Submission:
+        target = _room_of(changes)
+        epoch = self.epochs.get(target) if target is not None else None
+        return _Submission(changes, target, epoch, about, deadline)
+
     async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
-        submission = _Submission(changes, deadline=deadline)
+        submission = self._submission(changes, None, deadline)
         self._queue.append(submission)
         self._wake.set()
         with trio.CancelScope(shield=True):
@@ -90,7 +112,7 @@ class RedisStore:
         return submission.failure
 
     def write_later(self, changes: list[Change], *, about: str) -> None:
-        self._queue.append(_Submission(changes, about))
+        self._queue.append(self._submission(changes, about, math.inf))
         self._wake.set()
 
     def load(self, kind: str) -> list[SavedRoom]:
@@ -144,22 +166,23 @@ class RedisStore:
     async def _write_batch(self, batch: list[_Submission]) -> list[_Submission]:
         """Write the batch; returns the background submissions kept to be tried again (Redis down)."""
         owner = self._owner()
-        entries: list[tuple[str, int, list[list[object]]]] = []
-        targets: list[tuple[str, str] | None] = []
+        sent: list[_Submission] = []
         for submission in batch:
-            target = _room_of(submission.changes)
-            epoch = self.epochs.get(target) if target is not None else None
-            targets.append(target)
-            if target is None or epoch is None or not owner:
-                entries.append(("", 0, []))
+            if submission.target is None or submission.epoch is None or not owner:
+                # not held here (any more): made by a room instance that has been handed over
+                submission.failure = WriteFailed("the room is not held by this node")
+                submission.done.set()
             else:
-                entries.append((room_name(*target), epoch, operations(submission.changes)))
+                sent.append(submission)
+        if not sent:
+            return []
+        entries = [(room_name(*s.target), str(s.epoch), operations(s.changes)) for s in sent if s.target is not None]
         try:
-            statuses = await self._rooms.write(owner, entries) if owner else [NO_LEASE] * len(batch)
+            statuses = await self._rooms.write(owner, entries)
         except RedisUnavailable as error:
             self.failed_writes += 1
             kept: list[_Submission] = []
-            for submission in batch:
+            for submission in sent:
                 if submission.about is not None and not self._stopping:
                     submission.failed_attempts += 1
                     if submission.failed_attempts == 1:
@@ -167,19 +190,21 @@ class RedisStore:
                             "changes of {} not saved ({}); trying again every second", submission.about, error
                         )
                     kept.append(submission)
-                else:
-                    submission.failure = WriteFailed(f"Redis is unavailable: {error}")
+                else:  # the script may have run before the reply was lost
+                    submission.failure = WriteFailed(f"Redis is unavailable: {error}", maybe_written=True)
                     submission.done.set()
             return kept
         self.batches += 1
-        for submission, target, status in zip(batch, targets, statuses, strict=True):
-            if status == FENCED or target is None or (status != NO_LEASE and self.epochs.get(target) is None):
+        for submission, status in zip(sent, statuses, strict=True):
+            assert submission.target is not None
+            current = self.epochs.get(submission.target) == submission.epoch
+            if status == FENCED:
                 self.fenced_writes += 1
                 submission.failure = WriteFailed("the room is held by another node now")
-                if target is not None:
-                    self.log.warning("write fenced room={}: another node holds it now", target[1])
-                    self.drop(*target)
-                    self._on_fenced(*target)
+                if current:  # else an earlier instance of the room, long replaced here
+                    self.log.warning("write fenced room={}: another node holds it now", submission.target[1])
+                    self.drop(*submission.target)
+                    self._on_fenced(*submission.target)
             elif status == NO_LEASE:
                 self.fenced_writes += 1
                 submission.failure = WriteFailed("this node's lease is gone")
@@ -188,8 +213,8 @@ class RedisStore:
                     self.log.info(
                         "changes of {} saved after {} failed attempts", submission.about, submission.failed_attempts
                     )
-                if any(isinstance(change, GroupDestroyed) for change in submission.changes):
-                    self.drop(*target)  # nothing of the room is left to write
+                if status == GONE_FOR_GOOD and current:
+                    self.drop(*submission.target)  # nothing of the room is left to write
             submission.done.set()
         return []
 

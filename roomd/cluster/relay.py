@@ -10,9 +10,11 @@ to the owner in one batch per owner every `relay_interval`.
   (`WatchMembers`): the owner answers with the members and pushes
   `MembersKnown` on every change of them, and an empty one when the room
   closes or leaves that node.
-- A view is trusted for `VIEW_TTL` seconds from when it came; then the
-  next heartbeat is forwarded again and the watch renewed, so a push that
-  was lost (a broken link) costs at most that long.
+- A view is trusted for `VIEW_TTL` seconds from when it came (at most a
+  quarter of the kind's heartbeat_timeout); then the next heartbeat is
+  forwarded again and the watch renewed, so a push that was lost (a
+  broken link) costs at most that long. An owner that is sent heartbeats
+  of a room it no longer runs says so, and the view goes at once.
 - Residual window, stated in the README: a heartbeat answered here in the
   instant the owner evicts that member (before its push arrives) is
   answered 0 although the member is gone; its next heartbeat gets 5. And
@@ -102,7 +104,7 @@ class HeartbeatRelay:
             return
         me = self._router.lease.owner
         reply = await self._router.peers.call(owner, WatchMembers(kind, room_id, me), deadline=deadline)
-        if isinstance(reply, MembersKnown):
+        if isinstance(reply, MembersKnown) and reply.owner == owner:
             self._view(owner, reply)
 
     def _view(self, owner: str, known: MembersKnown) -> None:
@@ -112,7 +114,9 @@ class HeartbeatRelay:
             return
         if len(self._views) >= MAX_VIEWS and key not in self._views:
             self._views.clear()
-        self._views[key] = _View(owner, frozenset(known.user_ids), trio.current_time() + VIEW_TTL)
+        directory = self._router.local.directory(known.kind)
+        trusted = min(VIEW_TTL, directory.kind.heartbeat_timeout / 4) if directory is not None else 0.0
+        self._views[key] = _View(owner, frozenset(known.user_ids), trio.current_time() + trusted)
 
     def _flush(self) -> None:
         queued, self._queued = self._queued, defaultdict(list)
@@ -126,6 +130,11 @@ class HeartbeatRelay:
         reply = await self._router.peers.call(owner, batch, deadline=trio.current_time() + PUSH_TIMEOUT)
         if not isinstance(reply, Ok):  # the owner is gone or unreachable: trust nothing it said
             self.forget_owner(owner)
+            return
+        for kind, room_id in reply.value if isinstance(reply.value, tuple) else ():
+            view = self._views.get((kind, room_id))
+            if view is not None and view.owner == owner:  # it runs that room no more
+                del self._views[(kind, room_id)]
 
     def forget_owner(self, owner: str) -> None:
         for key in [key for key, view in self._views.items() if view.owner == owner]:
@@ -133,11 +142,12 @@ class HeartbeatRelay:
         for watchers in self._watchers.values():
             watchers.discard(owner)
 
-    def forget_all(self) -> None:
+    def forget_all(self, owner: str) -> None:
+        """This node held its rooms as `owner` and holds them no more: tell their watchers."""
         self._views.clear()
         self._queued.clear()
         for key in list(self._watchers):
-            self._push_members(key, ())
+            self._push_members(key, (), owner)
         self._watchers.clear()
 
     # --- on the owner ----------------------------------------------------------------------------
@@ -149,24 +159,26 @@ class HeartbeatRelay:
                 for kind, room_id, user_id in beats:
                     by_room[(kind, room_id)].append(user_id)
                 deadline = trio.current_time() + PUSH_TIMEOUT
+                not_here: list[tuple[str, str]] = []
                 for (kind, room_id), user_ids in by_room.items():
                     directory = self._router.local.directory(kind)
-                    if directory is not None and directory.holds(room_id):
+                    if directory is not None and self._router.runs_here(kind, room_id):
                         await directory.call_room(room_id, Heartbeats(tuple(user_ids)), deadline=deadline)
-                return Ok(None)
+                    else:
+                        not_here.append((kind, room_id))
+                return Ok(tuple(not_here))
             case WatchMembers(kind, room_id, watcher):
                 directory = self._router.local.directory(kind)
-                if directory is None or not directory.holds(room_id) or not self._router.lease.serving:
-                    return MembersKnown(kind, room_id, ())
-                found = directory.snapshot_of(room_id)
-                if found is None:
-                    return MembersKnown(kind, room_id, ())
+                me = self._router.lease.owner
+                found = directory.snapshot_of(room_id) if directory is not None else None
+                if found is None or not self._router.runs_here(kind, room_id):
+                    return MembersKnown(kind, room_id, (), me)
                 self._watchers.setdefault((kind, room_id), set()).add(watcher)
-                return MembersKnown(kind, room_id, tuple(m.user_id for m in found.members))
-            case MembersKnown(kind, room_id, _):
+                return MembersKnown(kind, room_id, tuple(m.user_id for m in found.members), me)
+            case MembersKnown(kind, room_id, _, owner):
                 view = self._views.get((kind, room_id))
-                if view is not None:
-                    self._view(view.owner, payload)
+                if view is not None and view.owner == owner:  # never a late word from an earlier owner
+                    self._view(owner, payload)
                 return Ok(None)
         return None
 
@@ -183,10 +195,10 @@ class HeartbeatRelay:
                     self._push_members(key, ())
                     del self._watchers[key]
 
-    def _push_members(self, key: tuple[str, str], user_ids: tuple[str, ...]) -> None:
+    def _push_members(self, key: tuple[str, str], user_ids: tuple[str, ...], owner: str | None = None) -> None:
         if self._nursery is None:
             return
-        known = MembersKnown(key[0], key[1], user_ids)
+        known = MembersKnown(key[0], key[1], user_ids, owner if owner is not None else self._router.lease.owner)
         for watcher in self._watchers.get(key, ()):
             self._nursery.start_soon(self._push, watcher, known)
 

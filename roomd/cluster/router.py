@@ -22,6 +22,8 @@ IM groups kept. A node that loses its lease hands back every room it runs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from typing import Any, TypeVar
 
 import trio
@@ -37,11 +39,14 @@ from roomd.actors.messages import (
     MembersKnown,
     Moved,
     RelayedHeartbeats,
+    RoomRemoved,
     RoomSnapshot,
     WatchMembers,
 )
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
+from roomd.actors.room import CHANGES
 from roomd.actors.router import LocalRouter, unknown_kind
+from roomd.actors.runtime import COMMIT_WAIT
 from roomd.actors.stats import RouterStats
 from roomd.actors.store import SavedRoom
 from roomd.cluster.lease import NodeLease
@@ -53,6 +58,8 @@ from roomd.cluster.relay import HeartbeatRelay
 R = TypeVar("R")
 OWNER_CACHE_SIZE = 100_000  # rooms whose owner is remembered; beyond it the cache starts over
 ADOPT_RETRY = 0.05  # seconds between attempts to run a room taken over that still stops here
+ADOPT_PATIENCE = 5.0  # seconds after which that wait is logged
+RECONCILE_EVERY = 8  # reaps between looks at the rooms Redis says this node holds
 
 
 def _busy(detail: str) -> Refused:
@@ -86,6 +93,7 @@ class ClusterRouter:
         self._owners: dict[tuple[str, str], str] = {}
         self._takeovers: dict[str, trio.Event] = {}  # dead owner -> set when its rooms are taken
         self._adopting: dict[tuple[str, str], trio.Event] = {}  # rooms claimed here, not yet running
+        self._creating: set[tuple[str, str]] = set()  # rooms this node is claiming and making
         self._nursery: trio.Nursery | None = None
         self.relay = HeartbeatRelay(self, interval=relay_interval)
         self.forwarded = 0
@@ -116,51 +124,79 @@ class ClusterRouter:
             return _busy(NO_LEASE)
         while True:
             room_id = request.room_id or new_room_id()
+            key = (kind, room_id)
+            self._creating.add(key)  # a claim of it may be pending in Redis: the reconciler leaves it
             try:
-                with trio.move_on_at(deadline):
-                    status, found = await self._rooms.claim(owner, kind, room_id)
-                if trio.current_time() >= deadline:
-                    return _busy("no answer from Redis by the deadline")
-            except RedisUnavailable:
-                return _busy(REDIS_DOWN)
-            if status == 1:
-                break
-            if status == -1:
-                return _busy(NO_LEASE)
+                result = await self._claim_and_create(kind, room_id, request, owner, deadline)
+            finally:
+                self._creating.discard(key)
+            if result is not None:
+                return result
+
+    async def _claim_and_create(
+        self, kind: str, room_id: str, request: CreateRoom, owner: str, deadline: float
+    ) -> Ok[str] | Refused | None:
+        """Claim `room_id` and make the room here; None when a roomID made here was taken (try another)."""
+        try:
+            with trio.move_on_at(deadline):
+                status, found = await self._rooms.claim(owner, kind, room_id)
+            if trio.current_time() >= deadline:
+                return _busy("no answer from Redis by the deadline")
+        except RedisUnavailable:
+            return _busy(REDIS_DOWN)  # a claim made all the same is removed by the reconciler
+        if status == -1:
+            return _busy(NO_LEASE)
+        if status == 2:
+            return _busy(f"room {room_id} is closing; retry shortly")
+        if status == 0:
             if request.join_if_exists and request.room_id is not None:
                 return await self._join_elsewhere(kind, request, found, deadline)
             if request.room_id is not None:
                 return Refused(DomainError.ROOM_EXISTS, f"room {room_id} already exists")
+            return None
         epoch = int(found)
         self._store.hold(kind, room_id, epoch)
         self._owners[(kind, room_id)] = owner
         made = await self.local.create_room(kind, dataclasses.replace(request, room_id=room_id), deadline=deadline)
         if isinstance(made, Refused):
-            self._store.drop(kind, room_id)
             try:
                 with trio.CancelScope(shield=True), trio.move_on_after(self._rooms.timeout):
                     await self._rooms.release(owner, kind, room_id, epoch)
             except RedisUnavailable:
-                pass  # the claim stays pending: the next takeover of this owner removes it
+                pass  # a claim left pending is removed by the reconciler
+            self._store.drop(kind, room_id)  # what the directory wrote meanwhile kept its epoch
         return made
 
     async def _join_elsewhere(self, kind: str, request: CreateRoom, owner: str, deadline: float) -> Ok[str] | Refused:
-        """add_pusher on a roomID that another node made meanwhile: that node joins the member."""
+        """add_pusher on a roomID that was made meanwhile, maybe on another node: its node joins the member."""
         assert request.room_id is not None
         if owner == self.lease.owner:
+            await self._adopted(kind, request.room_id, deadline)
+            if not self.runs_here(kind, request.room_id):
+                return _busy(f"room {request.room_id} is moving between nodes; retry")
             return await self.local.create_room(kind, request, deadline=deadline)
         self.forwarded += 1
         time_left = max(0.0, deadline - trio.current_time())
-        reply = await self.peers.call(owner, ForwardedCreate(kind, request, time_left), deadline=deadline)
+        call = ForwardedCreate(kind, request, time_left)
+        reply = await self.peers.call(owner, call, deadline=deadline + COMMIT_WAIT)
         if isinstance(reply, Moved):
             return _busy(f"room {request.room_id} is moving between nodes; retry")
         return reply  # type: ignore[no-any-return]
 
-    async def call_room(self, kind: str, room_id: str, message: Ask[R], *, deadline: float) -> R | Refused:
+    def runs_here(self, kind: str, room_id: str) -> bool:
+        """Whether this node may answer for the room now: it runs it under its current lease."""
         directory = self.local.directory(kind)
-        if directory is None:
+        return (
+            directory is not None
+            and directory.holds(room_id)
+            and (kind, room_id) in self._store.epochs
+            and self.lease.serving
+        )
+
+    async def call_room(self, kind: str, room_id: str, message: Ask[R], *, deadline: float) -> R | Refused:
+        if self.local.directory(kind) is None:
             return unknown_kind(kind)
-        if directory.holds(room_id) and self.lease.serving:
+        if self.runs_here(kind, room_id):
             return await self.local.call_room(kind, room_id, message, deadline=deadline)
         if isinstance(message, Heartbeat):
             relayed = self.relay.answer(kind, room_id, message.user_id)
@@ -181,7 +217,9 @@ class ClusterRouter:
             self.forwarded += 1
             time_left = max(0.0, deadline - trio.current_time())
             call = ForwardedCall(kind, room_id, message, time_left)  # type: ignore[arg-type]  # an Ask is a RoomMessage
-            reply = await self.peers.call(owner, call, deadline=deadline)
+            # a change the owner has begun to write is answered with its outcome, as in one process
+            waiting = deadline + COMMIT_WAIT if isinstance(message, CHANGES) else deadline
+            reply = await self.peers.call(owner, call, deadline=waiting)
             if not isinstance(reply, (Moved, Unreachable)):
                 if isinstance(message, Heartbeat) and isinstance(reply, Ok):
                     await self.relay.watch(owner, kind, room_id, deadline=deadline)
@@ -302,19 +340,17 @@ class ClusterRouter:
             case ForwardedCall(kind, room_id, message, time_left):
                 deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
                 await self._adopted(kind, room_id, deadline)
-                directory = self.local.directory(kind)
-                if directory is None or not directory.holds(room_id) or not self.lease.serving:
+                if not self.runs_here(kind, room_id):
                     return Moved(room_id)
                 self.served_for_peers += 1
                 return await self.local.call_room(kind, room_id, message, deadline=deadline)
             case ForwardedCreate(kind, request, time_left):
-                directory = self.local.directory(kind)
-                if directory is None or request.room_id is None or not directory.holds(request.room_id):
-                    return Moved(request.room_id or "")
-                if not self.lease.serving:
-                    return Moved(request.room_id)
-                self.served_for_peers += 1
                 deadline = trio.current_time() + min(max(time_left, 0.0), self._call_timeout)
+                if request.room_id is not None:
+                    await self._adopted(kind, request.room_id, deadline)
+                if request.room_id is None or not self.runs_here(kind, request.room_id):
+                    return Moved(request.room_id or "")
+                self.served_for_peers += 1
                 return await self.local.create_room(kind, request, deadline=deadline)
             case RelayedHeartbeats() | WatchMembers() | MembersKnown():
                 return await self.relay.serve(payload)
@@ -337,10 +373,10 @@ class ClusterRouter:
                 continue
             for room_id in directory.room_ids():
                 directory.release(room_id, why)
-                self._store.drop(kind, room_id)
                 released += 1
+        self._store.epochs.clear()  # rooms closing here too: whoever takes them next finishes that
         self._owners.clear()
-        self.relay.forget_all()
+        self.relay.forget_all(owner)
         return released
 
     def lease_lost(self, owner: str) -> None:
@@ -356,11 +392,12 @@ class ClusterRouter:
         self._owners.pop((kind, room_id), None)
 
     async def run(self, reap_interval: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Forever: take over the rooms of every owner whose lease is gone."""
+        """Forever: take over the rooms of every owner whose lease is gone, and now and then make
+        sure every room Redis says this node holds runs here."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            while True:
+            for tick in itertools.count():
                 await trio.sleep(reap_interval)
                 owner = self.lease.owner
                 if not owner or not self.lease.held:
@@ -368,11 +405,29 @@ class ClusterRouter:
                 try:
                     owners = await self._rooms.owners()
                     live = await self._rooms.live_owners()
+                    for dead in owners:
+                        if dead not in live and dead != owner:
+                            await self._take_over(dead).wait()
+                    if tick % RECONCILE_EVERY == 0:
+                        await self._reconcile(owner)
                 except RedisUnavailable:
                     continue
-                for dead in owners:
-                    if dead not in live and dead != owner:
-                        await self._take_over(dead).wait()
+
+    async def _reconcile(self, owner: str) -> None:
+        """Run every room Redis says `owner` holds that runs nowhere here (a takeover whose load
+        failed, a claim or a creation whose reply was lost): open ones are restored, the rest closed."""
+        for kind, room_id in await self._rooms.owned(owner):
+            key = (kind, room_id)
+            if key in self._store.epochs or key in self._creating or key in self._adopting:
+                continue  # runs here, is closing here, or is on its way
+            stored = await self._rooms.load(kind, room_id)
+            if stored is None or stored.owner != owner or self.lease.owner != owner:
+                continue
+            self.log.warning(
+                "room held in Redis but run nowhere; running it here room={} state={}", room_id, stored.state
+            )
+            self._adopting[key] = trio.Event()
+            await self._adopt(kind, room_id, stored.epoch)
 
     def _take_over(self, dead: str) -> trio.Event:
         """Start taking the rooms of `dead` (unless already under way); the event is set once done.
@@ -421,30 +476,39 @@ class ClusterRouter:
                 adopting.set()
 
     async def _run_taken_room(self, kind: str, room_id: str, epoch: int) -> None:
+        owner = self.lease.owner
         directory = self.local.directory(kind)
         try:
             stored = await self._rooms.load(kind, room_id)
         except RedisUnavailable as error:
-            self.log.warning("room taken over but not loaded room={} ({}); the next takeover retries", room_id, error)
+            self.log.warning("room taken over but not loaded room={} ({}); the reconciler runs it", room_id, error)
             return
-        if directory is None or stored is None:
+        if directory is None or stored is None or stored.owner != owner or stored.epoch != epoch:
             return
-        self._store.hold(kind, room_id, epoch)
-        self._owners[(kind, room_id)] = self.lease.owner
-        if stored.state == "pending":  # claimed, never made: its creator was never told it exists
-            self.log.info("room claimed by a node that died before making it; removing room={}", room_id)
-            stored = dataclasses.replace(stored, state="closing")
         saved = SavedRoom(
             stored.room_id,
             stored.creator,
             stored.room_info,
             stored.members,
-            closing=stored.state == "closing",
+            closing=stored.state != "open",
             audiences=stored.audiences,
             custom=stored.custom,
         )
-        for _ in range(100):  # a room this node is still stopping (its own old lease) runs again after
-            if directory.adopt(saved):
-                return
+        if stored.state != "open":  # nothing runs: its IM group goes, then the room
+            self._store.hold(kind, room_id, epoch)
+            if stored.state == "pending":  # claimed, never made: its creator was never told it exists
+                self.log.info("room claimed but never made; removing it room={}", room_id)
+                self._store.write_later([RoomRemoved(kind, room_id)], about=f"root/{kind}/{room_id}")
+        waited = 0.0
+        while not directory.adopt(saved):  # this node still stops an earlier instance of the room
+            if self.lease.owner != owner:
+                return  # the lease was lost meanwhile: the room goes to whoever takes it next
+            if waited >= ADOPT_PATIENCE:
+                self.log.warning("room taken over waits for its earlier instance to stop room={}", room_id)
+                waited = -math.inf
             await trio.sleep(ADOPT_RETRY)
-        self.log.error("room taken over could not run here room={}", room_id)
+            waited += ADOPT_RETRY
+        # an open room is held from the moment it runs (it writes nothing before): an earlier
+        # instance, still stopping meanwhile, could not write under this epoch
+        self._store.hold(kind, room_id, epoch)
+        self._owners[(kind, room_id)] = owner

@@ -55,13 +55,16 @@ CLAIM = (
     _COMMON
     + """
 -- ARGV: owner, "<kind>/<roomID>". A new room, pending until its RoomSaved is written.
--- {1, epoch}: claimed; {0, owner}: the room exists, held by owner; {-1}: no lease.
+-- {1, epoch}: claimed; {0, owner}: the room exists, held by owner; {2, owner}: it is closing
+-- there (its IM group being destroyed by a live node, whose IM calls are not ordered with this
+-- one's); {-1}: no lease.
 local owner, name = ARGV[1], ARGV[2]
 if redis.call('EXISTS', P .. 'node:' .. owner) == 0 then return {-1} end
 local room = room_key(name)
 local held = redis.call('HMGET', room, 'owner', 'state')
 if held[1] then
   if held[2] ~= 'closing' then return {0, held[1]} end
+  if held[1] ~= owner and redis.call('EXISTS', P .. 'node:' .. held[1]) == 1 then return {2, held[1]} end
   redis.call('SREM', P .. 'owned:' .. held[1], name)
 end
 local m, a, c = parts(name)
@@ -94,7 +97,8 @@ WRITE = (
     _COMMON
     + """
 -- ARGV: owner, msgpack [[name, epoch, [op, ...]], ...]; one status per submission:
--- 1 written; 0 fenced (not this owner's, or another epoch's); -1 this owner has no lease.
+-- 1 written; 2 written, and the room is gone for good; 0 fenced (not this owner's, or another
+-- epoch's); -1 this owner has no lease.
 local owner = ARGV[1]
 local submissions = cmsgpack.unpack(ARGV[2])
 local statuses = {}
@@ -111,6 +115,7 @@ for i, submission in ipairs(submissions) do
     local m, a, c = parts(name)
     local listed = P .. 'listed:' .. kind_of(name)
     local id = id_of(name)
+    local status = 1
     for _, op in ipairs(ops) do
       local what = op[1]
       if what == 'room' then  -- created (0/1), creator, info
@@ -133,6 +138,7 @@ for i, submission in ipairs(submissions) do
         if redis.call('HGET', room, 'state') == 'closing' then
           redis.call('DEL', room)
           redis.call('SREM', P .. 'owned:' .. owner, name)
+          status = 2
         end
       elseif what == 'audience' then  -- userID, info
         local order = redis.call('INCR', P .. 'seq')
@@ -148,7 +154,7 @@ for i, submission in ipairs(submissions) do
         redis.call('HSET', c, op[2], cmsgpack.pack({order, op[3]}))
       end
     end
-    statuses[i] = 1
+    statuses[i] = status
   end
 end
 return statuses

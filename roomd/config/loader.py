@@ -22,6 +22,7 @@ from roomd.config.settings import IM_CREATE_GRACE, KIND_SETTING_ALIASES, KindSet
 
 ENV_PREFIX = "ROOMD_"
 MAX_AUDIENCES = 200  # get_audiences lists them all: 200 of 1 KiB each stay under server.max_reply_bytes
+MAX_MEMBERS = 200  # get_pushers lists them all: 200 of 3.4 KiB at most each stay within a node link's frame
 KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 RESERVED_KIND_NAMES = frozenset({"utils"})
 LOG_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"})
@@ -292,13 +293,17 @@ def _validate(s: Settings) -> None:
     require(cluster.takeover_batch >= 1, "cluster.takeover_batch: must be at least 1")
     require(cluster.redis_timeout > 0, "cluster.redis_timeout: must be positive")
     require(0 <= cluster.link_port <= 65535, "cluster.link_port: must be 0 to 65535")
+    require(
+        not (s.server.reuse_port and cluster.link_port),
+        "cluster.link_port: must be 0 (any free port) for nodes sharing a port (roomd serve --workers)",
+    )
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(
             bool(KIND_NAME.match(name)) and name not in RESERVED_KIND_NAMES,
             f"kinds.{name}: a kind name must be lowercase letters, digits and '_' (at most 32) and not 'utils'",
         )
-        require(kind.max_members >= 1, f"kinds.{name}.max_members: must be at least 1")
+        require(1 <= kind.max_members <= MAX_MEMBERS, f"kinds.{name}.max_members: must be 1 to {MAX_MEMBERS}")
         require(kind.heartbeat_timeout > 0, f"kinds.{name}.heartbeat_timeout: must be positive")
         require(kind.max_idle_duration > 0, f"kinds.{name}.max_idle_duration: must be positive")
         for cap in ("max_waiting_rooms", "max_rooms_per_creator", "max_rooms_per_address"):
