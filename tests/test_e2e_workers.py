@@ -74,3 +74,13 @@ async def test_workers_without_redis_is_one_line_and_status_2(tmp_path: Path) ->
     assert failed.output == [
         "roomd: configuration error: --workers > 1 needs cluster.redis_url (nodes share rooms through Redis)"
     ]
+
+
+async def test_workers_with_a_fixed_link_port_is_one_line_and_status_2(tmp_path: Path, redis: RedisServer) -> None:
+    failed = await failing_roomd(
+        tmp_path, args=("--workers", "2"), ROOMD_CLUSTER__REDIS_URL=redis.url, ROOMD_CLUSTER__LINK_PORT="7000"
+    )
+    assert failed.returncode == 2
+    assert failed.output == [
+        "roomd: configuration error: cluster.link_port: must be 0 with --workers > 1 (each node takes its own)"
+    ]
