@@ -4,8 +4,8 @@ leases lost mid-write, slow writes behind forwarded calls, and what reaches the 
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -19,6 +19,22 @@ from tests.conftest import IM_SDK_APP_ID, IM_SECRET, eventually
 from tests.fake_im import FakeIm, start_fake_im
 from tests.redis_server import RedisServer
 from tests.test_cluster_link import LOOPBACK, echo, serving
+
+
+@contextmanager
+def reply_lost(rooms: RoomsInRedis, method: str) -> Iterator[None]:
+    """For the block, Redis runs `method`'s script but its reply never comes back."""
+    real = getattr(rooms, method)
+
+    async def run_then_lose_the_reply(*args: Any) -> Any:
+        await real(*args)
+        raise RedisUnavailable("no answer within 0.5 s")
+
+    setattr(rooms, method, run_then_lose_the_reply)
+    try:
+        yield
+    finally:
+        setattr(rooms, method, real)
 
 
 async def test_a_dead_nodes_pending_claim_is_removed_by_the_takeover(redis: RedisServer) -> None:
@@ -38,17 +54,9 @@ async def test_a_claim_whose_reply_was_lost_does_not_burn_the_room_id(redis: Red
     """A claim that Redis made but whose reply was lost (the client heard 12) is removed by the
     reconciler, so a retry of the same roomID succeeds."""
     async with open_nodes(redis.url, 1) as (node,):
-        rooms = node.node.router._rooms
-        real_claim = rooms.claim
-
-        async def claim_reply_lost(*args: Any) -> Any:
-            await real_claim(*args)
-            raise RedisUnavailable("no answer within 0.5 s")
-
-        rooms.claim = claim_reply_lost  # type: ignore[method-assign]
-        first = await node.post("add_pusher", joining("alice", "room_lost"), kind="live_room")
+        with reply_lost(node.node.router._rooms, "claim"):
+            first = await node.post("add_pusher", joining("alice", "room_lost"), kind="live_room")
         assert first.code == 12
-        rooms.claim = real_claim  # type: ignore[method-assign]
         await trio.sleep(1.0)  # a reap or two
         again = await node.post("add_pusher", joining("alice", "room_lost"), kind="live_room")
         assert again.code == 0, again.body
@@ -249,16 +257,8 @@ async def test_a_creation_whose_write_reply_was_lost_leaves_no_ghost_in_the_list
     """A creation whose save reply from Redis was lost (the client heard 12) leaves no room listed
     that runs nowhere: it is closed, or it runs."""
     async with open_nodes(redis.url, 2) as (a, b):
-        rooms = a.node.router._rooms
-        real_write = rooms.write
-
-        async def write_reply_lost(*args: Any) -> Any:
-            await real_write(*args)
-            raise RedisUnavailable("no answer within 0.5 s")
-
-        rooms.write = write_reply_lost  # type: ignore[method-assign]
-        created = await a.post("create_room", member_fields("alice", roomName="ghost", roomID="room_ghost"))
-        rooms.write = real_write  # type: ignore[method-assign]
+        with reply_lost(a.node.router._rooms, "write"):
+            created = await a.post("create_room", member_fields("alice", roomName="ghost", roomID="room_ghost"))
         assert created.code == 12
         await trio.sleep(1.0)
         listing = await b.post("get_room_list", {})

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +59,7 @@ from roomd.actors.messages import (
     RoomRemoved,
     RoomSaved,
 )
+from roomd.actors.submissions import Submission, SubmissionQueue
 
 MAX_BATCH = 1000
 MAX_QUEUED = 10_000  # submissions waiting for the disk; beyond it requests that change something are refused
@@ -104,16 +104,7 @@ class WriteFailed:
     maybe_written: bool = False
 
 
-class _Submission:
-    __slots__ = ("about", "changes", "deadline", "done", "failed_attempts", "failure")
-
-    def __init__(self, changes: list[Change], about: str | None = None, deadline: float = math.inf) -> None:
-        self.changes = changes
-        self.deadline = deadline  # not started by then: not written, the writer is told so
-        self.about = about  # set when nobody waits for the outcome: who made the changes
-        self.done = trio.Event()
-        self.failure: WriteFailed | None = None
-        self.failed_attempts = 0
+LATE = WriteFailed("its deadline passed while it waited for the disk")
 
 
 class NullStore:
@@ -155,9 +146,8 @@ class SqliteStore:
             ).fetchone()[0]
             or 0
         )
-        self._queue: deque[_Submission] = deque()
+        self._queue = SubmissionQueue(self.log)
         self.max_queued = MAX_QUEUED
-        self._wake = trio.Event()
         self._stopping = trio.Event()
         self._retrying = False  # a background submission failed on the disk and waits to be tried again
         self.batches = 0
@@ -183,9 +173,8 @@ class SqliteStore:
         wait is shielded from cancellation: a caller always learns the
         outcome of changes it has already applied in memory.
         """
-        submission = _Submission(changes, deadline=deadline)
-        self._queue.append(submission)
-        self._wake.set()
+        submission = Submission(changes, deadline=deadline)
+        self._queue.add(submission)
         with trio.CancelScope(shield=True):
             await submission.done.wait()
         return submission.failure
@@ -194,8 +183,7 @@ class SqliteStore:
         """Write `changes` in order with every other submission, without waiting. A failure
         is logged (naming `about`) and counted, since nobody else will report it; one on
         the disk is tried again every second, before anything submitted after it."""
-        self._queue.append(_Submission(changes, about))
-        self._wake.set()
+        self._queue.add(Submission(changes, about))
 
     def load(self, kind: str) -> list[SavedRoom]:
         rooms = self._db.execute(
@@ -240,10 +228,11 @@ class SqliteStore:
                 if not self._queue:
                     if self._stopping.is_set():
                         return
-                    await self._wake.wait()
-                    self._wake = trio.Event()
+                    await self._queue.wait()
                     continue
-                batch = self._next_batch()
+                batch = self._queue.next_batch(
+                    MAX_BATCH, WriteFailed("its deadline passed while it waited for the disk")
+                )
                 if not batch:
                     continue
                 # shielded: a batch that reached the thread is finished and answered, even when stopping
@@ -261,59 +250,25 @@ class SqliteStore:
                     submission.done.set()
                 self._retrying = bool(kept)
                 if kept:
-                    self._queue.extendleft(reversed(kept))
-                    self._refuse_requests("the server's storage is failing")
+                    self._queue.put_back(kept)
+                    self._queue.refuse_requests(WriteFailed("the server's storage is failing"))
                     if self._stopping.is_set():
-                        self._give_up("the store stopped while the disk was failing")
+                        self._queue.give_up(WriteFailed("the store stopped while the disk was failing"))
                     else:
                         with trio.move_on_after(RETRY_DELAY):  # a stop cuts the wait short
                             await self._stopping.wait()
         finally:
-            self._give_up("the store stopped before writing")  # only reachable when cancelled from outside
+            self._queue.give_up(WriteFailed("the store stopped before writing"))  # when cancelled from outside
             self._db.close()
             self.log.info("store stopped batches={} changes={}", self.batches, self.changes_written)
-
-    def _next_batch(self) -> list[_Submission]:
-        """Up to MAX_BATCH submissions; those whose deadline has passed are answered, not written."""
-        now = trio.current_time()
-        batch: list[_Submission] = []
-        while self._queue and len(batch) < MAX_BATCH:
-            submission = self._queue.popleft()
-            if submission.deadline < now:
-                submission.failure = WriteFailed("its deadline passed while it waited for the disk")
-                submission.done.set()
-            else:
-                batch.append(submission)
-        return batch
-
-    def _refuse_requests(self, reason: str) -> None:
-        """Answer the requests' queued submissions unwritten (their rooms undo them at once, as
-        for a failed write); keep the background ones, in order."""
-        kept: deque[_Submission] = deque()
-        for submission in self._queue:
-            if submission.about is None:
-                submission.failure = WriteFailed(reason)
-                submission.done.set()
-            else:
-                kept.append(submission)
-        self._queue = kept
-
-    def _give_up(self, reason: str) -> None:
-        """Answer every queued submission with `reason`, unwritten."""
-        while self._queue:
-            submission = self._queue.popleft()
-            submission.failure = WriteFailed(reason)
-            if submission.about is not None:
-                self.log.error("changes of {} not saved: {}", submission.about, reason)
-            submission.done.set()
 
     def stop(self) -> None:
         """Write what is queued at once, then end; what fails on the disk from now on is
         given up (logged), not tried again."""
         self._stopping.set()
-        self._wake.set()
+        self._queue.wake()
 
-    def _write_batch(self, batch: list[_Submission]) -> list[_Submission]:
+    def _write_batch(self, batch: list[Submission]) -> list[Submission]:
         """One transaction for the batch; when it fails, one per submission, so a failure
         costs only the submissions it concerns. Returns the tail of the batch kept to be
         tried again: from a background submission that failed on the disk on. Never raises
@@ -332,7 +287,7 @@ class SqliteStore:
                     return batch[i:]
         return []
 
-    def _transaction(self, batch: list[_Submission]) -> None:
+    def _transaction(self, batch: list[Submission]) -> None:
         db = self._db
         if self.inject_failures > 0:  # a whole batch fails; each submission then counts once
             if len(batch) == 1:
@@ -352,7 +307,7 @@ class SqliteStore:
         self.batches += 1
         self.changes_written += sum(len(s.changes) for s in batch)
 
-    def _failed(self, submission: _Submission, error: Exception) -> bool:
+    def _failed(self, submission: Submission, error: Exception) -> bool:
         """Count and log a failed attempt; True when the submission is kept to be tried again."""
         self.failed_writes += 1
         submission.failed_attempts += 1

@@ -19,7 +19,6 @@ changes are refused before they are applied, as for a failing disk.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -27,6 +26,7 @@ from loguru import logger
 
 from roomd.actors.messages import Change
 from roomd.actors.store import MAX_QUEUED, RETRY_DELAY, SavedRoom, WriteFailed
+from roomd.actors.submissions import Submission, SubmissionQueue
 from roomd.cluster.redis_rooms import (
     FENCED,
     GONE_FOR_GOOD,
@@ -38,27 +38,7 @@ from roomd.cluster.redis_rooms import (
 )
 
 MAX_BATCH = 500  # submissions per script call
-
-
-class _Submission:
-    __slots__ = ("about", "changes", "deadline", "done", "epoch", "failed_attempts", "failure", "target")
-
-    def __init__(
-        self,
-        changes: list[Change],
-        target: tuple[str, str] | None,
-        epoch: int | None,
-        about: str | None = None,
-        deadline: float = math.inf,
-    ) -> None:
-        self.changes = changes
-        self.target = target  # the one room the changes are about
-        self.epoch = epoch  # the epoch the room was held under when they were made
-        self.about = about
-        self.deadline = deadline
-        self.done = trio.Event()
-        self.failure: WriteFailed | None = None
-        self.failed_attempts = 0
+LATE = WriteFailed("its deadline passed while it waited for Redis")
 
 
 class RedisStore:
@@ -76,8 +56,7 @@ class RedisStore:
         self._owner = owner
         self._on_fenced = on_fenced
         self.epochs: dict[tuple[str, str], int] = {}  # (kind, roomID) -> the epoch this node holds it under
-        self._queue: deque[_Submission] = deque()
-        self._wake = trio.Event()
+        self._queue = SubmissionQueue(logger.bind(actor=actor_path))
         self._retrying = False
         self._stopping = False
         self.failed_writes = 0
@@ -98,29 +77,27 @@ class RedisStore:
     def accepting(self) -> bool:
         return not self._retrying and len(self._queue) < MAX_QUEUED
 
-    def _submission(self, changes: list[Change], about: str | None, deadline: float) -> _Submission:
+    def _submission(self, changes: list[Change], about: str | None, deadline: float) -> Submission:
         target = _room_of(changes)
         epoch = self.epochs.get(target) if target is not None else None
-        return _Submission(changes, target, epoch, about, deadline)
+        return Submission(changes, about, deadline, target=target, epoch=epoch)
 
     async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
         submission = self._submission(changes, None, deadline)
-        self._queue.append(submission)
-        self._wake.set()
+        self._queue.add(submission)
         with trio.CancelScope(shield=True):
             await submission.done.wait()
         return submission.failure
 
     def write_later(self, changes: list[Change], *, about: str) -> None:
-        self._queue.append(self._submission(changes, about, math.inf))
-        self._wake.set()
+        self._queue.add(self._submission(changes, about, math.inf))
 
     def load(self, kind: str) -> list[SavedRoom]:
         return []  # rooms come to a node by claims and takeovers, never at start
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self._queue.wake()
 
     # --- the writer --------------------------------------------------------------------------
 
@@ -131,47 +108,33 @@ class RedisStore:
                 if not self._queue:
                     if self._stopping:
                         return
-                    await self._wake.wait()
-                    self._wake = trio.Event()
+                    await self._queue.wait()
                     continue
-                batch = self._next_batch()
+                batch = self._queue.next_batch(MAX_BATCH, LATE)
                 if not batch:
                     continue
                 with trio.CancelScope(shield=True):
                     kept = await self._write_batch(batch)
                 self._retrying = bool(kept)
                 if kept:
-                    self._queue.extendleft(reversed(kept))
-                    self._refuse_requests("Redis is unavailable")
+                    self._queue.put_back(kept)
+                    self._queue.refuse_requests(WriteFailed("Redis is unavailable"))
                     if self._stopping:
-                        self._give_up("the store stopped while Redis was unavailable")
+                        self._queue.give_up(WriteFailed("the store stopped while Redis was unavailable"))
                         return
                     await trio.sleep(RETRY_DELAY)
         finally:
-            self._give_up("the store stopped before writing")
+            self._queue.give_up(WriteFailed("the store stopped before writing"))
             self.finished.set()
 
-    def _next_batch(self) -> list[_Submission]:
-        now = trio.current_time()
-        batch: list[_Submission] = []
-        while self._queue and len(batch) < MAX_BATCH:
-            submission = self._queue.popleft()
-            if submission.deadline < now:
-                submission.failure = WriteFailed("its deadline passed while it waited for Redis")
-                submission.done.set()
-            else:
-                batch.append(submission)
-        return batch
-
-    async def _write_batch(self, batch: list[_Submission]) -> list[_Submission]:
+    async def _write_batch(self, batch: list[Submission]) -> list[Submission]:
         """Write the batch; returns the background submissions kept to be tried again (Redis down)."""
         owner = self._owner()
-        sent: list[_Submission] = []
+        sent: list[Submission] = []
         for submission in batch:
             if submission.target is None or submission.epoch is None or not owner:
                 # not held here (any more): made by a room instance that has been handed over
-                submission.failure = WriteFailed("the room is not held by this node")
-                submission.done.set()
+                submission.answer(WriteFailed("the room is not held by this node"))
             else:
                 sent.append(submission)
         if not sent:
@@ -181,7 +144,7 @@ class RedisStore:
             statuses = await self._rooms.write(owner, entries)
         except RedisUnavailable as error:
             self.failed_writes += 1
-            kept: list[_Submission] = []
+            kept: list[Submission] = []
             for submission in sent:
                 if submission.about is not None and not self._stopping:
                     submission.failed_attempts += 1
@@ -191,8 +154,7 @@ class RedisStore:
                         )
                     kept.append(submission)
                 else:  # the script may have run before the reply was lost
-                    submission.failure = WriteFailed(f"Redis is unavailable: {error}", maybe_written=True)
-                    submission.done.set()
+                    submission.answer(WriteFailed(f"Redis is unavailable: {error}", maybe_written=True))
             return kept
         self.batches += 1
         for submission, status in zip(sent, statuses, strict=True):
@@ -217,24 +179,6 @@ class RedisStore:
                     self.drop(*submission.target)  # nothing of the room is left to write
             submission.done.set()
         return []
-
-    def _refuse_requests(self, reason: str) -> None:
-        kept: deque[_Submission] = deque()
-        for submission in self._queue:
-            if submission.about is None:
-                submission.failure = WriteFailed(reason)
-                submission.done.set()
-            else:
-                kept.append(submission)
-        self._queue = kept
-
-    def _give_up(self, reason: str) -> None:
-        while self._queue:
-            submission = self._queue.popleft()
-            submission.failure = WriteFailed(reason)
-            if submission.about is not None:
-                self.log.error("changes of {} not saved: {}", submission.about, reason)
-            submission.done.set()
 
 
 def _room_of(changes: list[Change]) -> tuple[str, str] | None:
