@@ -192,8 +192,8 @@ class FakeIm:
             return _fail(10010, "group does not exist"), "10010"
         if api == "destroy_group":
             del self.groups[group_id]
-        elif body.get("Content") != '{"cmd":"notifyPusherChange","data":""}':
-            return _fail(10004, "unexpected Content"), "10004"
+        elif not isinstance(body.get("Content"), str) or not body["Content"]:  # IM takes any text
+            return _fail(10004, "Content is required"), "10004"
         return {"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}, "ok"
 
     def _check_auth(self, query: dict[str, str]) -> str:

@@ -13,6 +13,10 @@ import pytest
 from roomd.actors import codec, messages, replies, stats
 from roomd.actors.messages import (
     AddAudience,
+    AdminClose,
+    AdminPage,
+    AdminRoom,
+    AdminUpdate,
     Audience,
     AudienceRemoved,
     AudienceSaved,
@@ -29,10 +33,13 @@ from roomd.actors.messages import (
     GroupDestroyed,
     Heartbeat,
     Heartbeats,
+    Inspect,
     Join,
+    Kick,
     Leave,
     LeaveReason,
     MemberDeparted,
+    MemberDetail,
     MemberInfo,
     MemberRemoved,
     MemberSaved,
@@ -44,6 +51,7 @@ from roomd.actors.messages import (
     RoomChanged,
     RoomClosed,
     RoomDescription,
+    RoomDetail,
     RoomRemoved,
     RoomSaved,
     RoomSnapshot,
@@ -119,6 +127,27 @@ EXAMPLES: list[object] = [
     MembersKnown("multi_room", "room_1", ("alice", "bob"), "node-a-1234abcd"),
     MembersKnown("multi_room", "room_1", (), ""),
     WatchMembers("multi_room", "room_1", "node-a-1234abcd"),
+    Inspect(),
+    Kick("bob"),
+    AdminClose(),
+    AdminUpdate("new info", (("likes", 2), ("title", "x"))),
+    AdminUpdate(None, ()),
+    Ok(
+        RoomDetail(
+            "room_1",
+            RoomState.ACTIVE,
+            "alice",
+            "info",
+            12.5,
+            None,
+            (MemberDetail("alice", "Alice", "", 19.75),),
+            (CAROL,),
+            (("likes", 3),),
+        )
+    ),
+    Ok(RoomDetail("room_2", RoomState.WAITING, "bob", "", 1.0, 29.0, (), (), ())),
+    AdminPage((AdminRoom("room_1", "active", "alice", "info", 2, 0, 3.25),), "17"),
+    AdminPage((), None),
 ]
 
 

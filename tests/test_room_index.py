@@ -13,7 +13,7 @@ def snap(room_id: str, *members: str) -> RoomSnapshot:
 
 
 def test_pages_in_creation_order_skipping_empty_rooms() -> None:
-    index = RoomIndex()
+    index = RoomIndex(clock=lambda: 0.0)
     for i in range(6):
         index.upsert(snap(f"r{i}"))
     for i in (4, 1, 5, 2):  # rooms fill in another order than they were created
@@ -25,6 +25,27 @@ def test_pages_in_creation_order_skipping_empty_rooms() -> None:
     index.upsert(snap("r4"))
     assert [r.room_id for r in index.page(0, 10)] == ["r1", "r5"]
     assert (index.room_count, index.listed_count) == (5, 2)
+
+
+def test_admin_pages_follow_a_cursor_through_active_waiting_or_all_rooms() -> None:
+    clock = iter(range(100))
+    index = RoomIndex(clock=lambda: float(next(clock)))
+    for i in range(6):
+        index.upsert(snap(f"r{i}", *(["m"] if i % 2 else [])))
+    every = index.after(-1, 4, state=None)
+    assert [(seq, s.room_id, started) for seq, s, started in every] == [
+        (0, "r0", 0.0),
+        (1, "r1", 1.0),
+        (2, "r2", 2.0),
+        (3, "r3", 3.0),
+    ]
+    assert [s.room_id for _, s, _ in index.after(every[-1][0], 4, state=None)] == ["r4", "r5"]
+    assert [s.room_id for _, s, _ in index.after(-1, 10, state="active")] == ["r1", "r3", "r5"]
+    assert [s.room_id for _, s, _ in index.after(2, 10, state="waiting")] == ["r4"]
+    index.upsert(snap("r4", "m"))  # joined: active now, where it was made
+    index.remove("r1")
+    assert [s.room_id for _, s, _ in index.after(-1, 10, state="active")] == ["r3", "r4", "r5"]
+    assert [s.room_id for _, s, _ in index.after(-1, 10, state="waiting")] == ["r0", "r2"]
 
 
 async def test_listing_never_messages_a_room() -> None:

@@ -27,6 +27,8 @@ from loguru import logger
 
 from roomd.actors.ids import new_room_id
 from roomd.actors.messages import (
+    AdminPage,
+    AdminRoom,
     Ask,
     Audience,
     Change,
@@ -448,6 +450,25 @@ class Directory:
             deadline = trio.current_time() + self._call_timeout
         result = await mailbox.call(message, deadline=deadline)
         return no_such_room(room_id) if result is GONE else result
+
+    def admin_page(self, cursor: int, count: int, *, state: str | None) -> AdminPage:
+        """Rooms made after `cursor` (-1: from the first), for the admin API."""
+        self._apply_queued_reports()
+        found = self.index.after(cursor, count + 1, state=state)
+        now = trio.current_time()
+        rooms = tuple(
+            AdminRoom(
+                room_id=snapshot.room_id,
+                state="active" if snapshot.members else "waiting",
+                creator=snapshot.creator,
+                room_info=snapshot.room_info,
+                members=len(snapshot.members),
+                audiences=snapshot.audience_count,
+                age=round(now - started, 3),
+            )
+            for _, snapshot, started in found[:count]
+        )
+        return AdminPage(rooms, str(found[count - 1][0]) if len(found) > count else None)
 
     def page(self, index: int, count: int) -> list[RoomSnapshot]:
         self._apply_queued_reports()

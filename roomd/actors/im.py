@@ -76,6 +76,13 @@ class SkippedIm:
     def notify_pusher_change(self, group_id: str) -> None:
         self._skip(ImApi.SEND_NOTIFICATION, group_id)
 
+    def send_notification(self, group_id: str, content: str) -> bool:
+        self._skip(ImApi.SEND_NOTIFICATION, group_id)
+        return True
+
+    def group_state(self, group_id: str) -> dict[str, object]:
+        return {"im": "not configured"}
+
     def destroy_group(self, group_id: str, *, on_done: Callable[[], None] | None = None) -> None:
         self._skip(ImApi.DESTROY_GROUP, group_id)
         if on_done is not None:  # there is no group to wait for
@@ -97,7 +104,11 @@ class _Call:
 
     @property
     def is_notification(self) -> bool:
-        return self.request.api is ImApi.SEND_NOTIFICATION
+        """A "pusher change" notification: later ones collapse into it (an operator's do not)."""
+        return (
+            self.request.api is ImApi.SEND_NOTIFICATION
+            and self.request.body.get("Content") == im_api.PUSHER_CHANGE_CONTENT
+        )
 
 
 @dataclass
@@ -259,6 +270,24 @@ class ImActor:
             self.log.warning("IM queue full ({} calls); dropped a notification group={}", self._queued, group_id)
             return
         self._enqueue_background(im_api.pusher_change_notification(group_id))
+
+    def send_notification(self, group_id: str, content: str) -> bool:
+        """Queue an operator's system notification to the group; False when the queue is full."""
+        if self._queued >= QUEUE_LIMIT:
+            self.stats.record(ImApi.SEND_NOTIFICATION, "dropped")
+            return False
+        self._enqueue_background(im_api.custom_notification(group_id, content))
+        return True
+
+    def group_state(self, group_id: str) -> dict[str, object]:
+        """The group's calls waiting in this process, and the one being delivered."""
+        line = self._lines.get(group_id)
+        if line is None:
+            return {"queued": [], "in_flight": None}
+        return {
+            "queued": [call.request.api.value for call in line.calls],
+            "in_flight": line.in_flight.request.api.value if line.in_flight is not None else None,
+        }
 
     def ensure_group(self, group_id: str, name: str) -> None:
         """Queue create_group for a room that exists already (restored): nobody waits for it,

@@ -33,12 +33,14 @@ class CloseReason(enum.Enum):
     DESTROYED = "destroyed"  # destroy_room by the creator
     SHUTDOWN = "shutdown"  # the server is stopping
     CRASHED = "crashed"  # the room actor failed; see its stack trace
+    ADMIN_CLOSED = "admin_closed"  # closed through the admin API
 
 
 class LeaveReason(enum.Enum):
     LEFT = "left"  # delete_pusher
     TIMEOUT = "timeout"  # no heartbeat within heartbeat_timeout
     ROOM_CLOSED = "room_closed"  # the room closed around the member
+    KICKED = "kicked"  # removed through the admin API
 
 
 class RoomState(enum.Enum):
@@ -186,6 +188,75 @@ class SetCustomField(Ask[Ok[CustomFields] | Refused]):
     member: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MemberDetail:
+    """A member as an operator sees it: what it said about itself, and when it is due."""
+
+    user_id: str
+    user_name: str
+    user_avatar: str
+    deadline_in: float  # seconds until it is evicted without a heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class RoomDetail:
+    """Everything about one room, for the admin API."""
+
+    room_id: str
+    state: RoomState
+    creator: str
+    room_info: str
+    age: float  # seconds since the room started here (made, restored or taken over)
+    idle_deadline_in: float | None  # a waiting room: seconds until it closes with nobody in it
+    members: tuple[MemberDetail, ...]
+    audiences: tuple[Audience, ...]
+    custom: CustomFields
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRoom:
+    """One room in the admin API's listing."""
+
+    room_id: str
+    state: str  # waiting, active, or (cluster mode) closing
+    creator: str
+    room_info: str
+    members: int
+    audiences: int
+    age: float  # seconds since it was made (cluster mode) or started on this node
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPage:
+    rooms: tuple[AdminRoom, ...]
+    cursor: str | None  # where the next page starts; None: this was the last
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect(Ask[Ok[RoomDetail] | Refused]):
+    """The admin API's view of a room (changes nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kick(Ask[Ok[None] | Refused]):
+    """Remove a member (reason `kicked`); its next heartbeat gets 5."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdminClose(Ask[Ok[None] | Refused]):
+    """Close the room (reason `admin_closed`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminUpdate(Ask[Ok[RoomDetail] | Refused]):
+    """Set the room's info (None: keep it) and custom fields (set to these values)."""
+
+    room_info: str | None
+    custom: CustomFields
+
+
 RoomMessage = (
     Join
     | Leave
@@ -198,6 +269,10 @@ RoomMessage = (
     | RemoveAudience
     | GetAudiences
     | SetCustomField
+    | Inspect
+    | Kick
+    | AdminClose
+    | AdminUpdate
 )
 
 

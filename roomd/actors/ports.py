@@ -54,5 +54,11 @@ class ImPort(Protocol):
     def notify_pusher_change(self, group_id: str) -> None:
         """Tell the group's clients to re-read get_pushers (queued, collapsed)."""
 
+    def send_notification(self, group_id: str, content: str) -> bool:
+        """Queue a system notification with `content` (an operator's); False when IM's queue is full."""
+
+    def group_state(self, group_id: str) -> dict[str, object]:
+        """What this process is doing with the group at IM, for the admin API."""
+
     def destroy_group(self, group_id: str, *, on_done: Callable[[], None] | None = None) -> None:
         """Destroy the room's IM group (queued); `on_done` runs once IM confirmed it is gone."""

@@ -34,6 +34,8 @@ from loguru import logger
 
 from roomd.actors.messages import (
     AddAudience,
+    AdminClose,
+    AdminUpdate,
     Audience,
     AudienceRemoved,
     AudienceSaved,
@@ -49,10 +51,13 @@ from roomd.actors.messages import (
     GroupDestroyed,
     Heartbeat,
     Heartbeats,
+    Inspect,
     Join,
+    Kick,
     Leave,
     LeaveReason,
     MemberDeparted,
+    MemberDetail,
     MemberInfo,
     MemberRemoved,
     MemberSaved,
@@ -61,6 +66,7 @@ from roomd.actors.messages import (
     RoomChanged,
     RoomClosed,
     RoomDescription,
+    RoomDetail,
     RoomMessage,
     RoomRemoved,
     RoomReport,
@@ -81,7 +87,17 @@ STORE_BEHIND = "the server's storage is behind or failing; nothing was changed, 
 # a change's write must start this long before its caller's deadline, so that it ends in time
 STORE_GRACE = 0.25
 TIMERS_HELD_RETRY = 0.1  # seconds between looks at whether held deadlines may be applied
-CHANGES = (Join, Leave, Destroy, AddAudience, RemoveAudience, SetCustomField)  # may change what is stored
+CHANGES = (  # may change what is stored
+    Join,
+    Leave,
+    Destroy,
+    AddAudience,
+    RemoveAudience,
+    SetCustomField,
+    Kick,
+    AdminClose,
+    AdminUpdate,
+)
 MAX_CUSTOM_FIELDS = 16  # per room
 MAX_SAFE_INTEGER = 2**53 - 1  # what a JavaScript client reads exactly: inc and dec stay within it
 _INTEGER_TEXT = re.compile(r"0|-?[1-9][0-9]{0,15}")
@@ -317,6 +333,16 @@ class Room:
                 return Ok(tuple(Audience(user_id, info) for user_id, info in self.audiences.items()))
             case SetCustomField(name, operation, value, member):
                 return self.set_custom_field(name, operation, value, member=member)
+            case Inspect():
+                return Ok(self.detail(trio.current_time()))
+            case Kick(user_id):
+                return self.kick(user_id)
+            case AdminClose():
+                self._later(partial(self.log.info, "room closed by=admin"))
+                self.close(CloseReason.ADMIN_CLOSED)
+                return Ok(None)
+            case AdminUpdate(room_info, custom):
+                return self.admin_update(room_info, custom)
         raise TypeError(f"a room cannot handle {message!r}")
 
     def heartbeat(self, user_id: str) -> Ok[None] | Refused:
@@ -452,6 +478,35 @@ class Room:
             self._later(self._relist)
         return Ok(tuple(self.custom.items()))
 
+    def kick(self, user_id: str) -> Ok[None] | Refused:
+        if user_id not in self.members:
+            return self._not_member(user_id)
+        self._later(partial(self.log.info, "member removed user={} by=admin", user_id))
+        self._remove(user_id, LeaveReason.KICKED)
+        return Ok(None)
+
+    def admin_update(self, room_info: str | None, custom: CustomFields) -> Ok[RoomDetail] | Refused:
+        """Set the room info and custom fields at once, or nothing (over the custom field limit)."""
+        added = {name for name, _ in custom if name not in self.custom}
+        if len(self.custom) + len(added) > MAX_CUSTOM_FIELDS:
+            return Refused(
+                DomainError.INVALID,
+                f"room {self.room_id} would have {len(self.custom) + len(added)} custom fields; "
+                f"{MAX_CUSTOM_FIELDS} at most",
+            )
+        if room_info is not None and room_info != self.room_info:
+            self.room_info = room_info
+            self._changes.append(RoomSaved(self.kind_name, self.room_id, self.creator, room_info))
+            self._later(partial(self.log.info, "room info changed by=admin"))
+            self._changed()
+        for name, value in custom:
+            if type(value) is not type(self.custom.get(name)) or value != self.custom.get(name):
+                self.custom[name] = value
+                self._changes.append(CustomFieldSaved(self.kind_name, self.room_id, name, value))
+                self._later(partial(self.log.info, "custom field set name={} by=admin", name))
+                self._later(self._relist)
+        return Ok(self.detail(trio.current_time()))
+
     # --- time -------------------------------------------------------------
 
     def expire(self, now: float) -> None:
@@ -575,6 +630,22 @@ class Room:
             creator=self.creator,
             members=tuple(m.view() for m in self.members.values()),
             audience_count=len(self.audiences),
+            custom=tuple(self.custom.items()),
+        )
+
+    def detail(self, now: float) -> RoomDetail:
+        return RoomDetail(
+            room_id=self.room_id,
+            state=self.state,
+            creator=self.creator,
+            room_info=self.room_info,
+            age=round(now - self.started_at, 3),
+            idle_deadline_in=round(self._idle_deadline - now, 3) if self.state is RoomState.WAITING else None,
+            members=tuple(
+                MemberDetail(m.info.user_id, m.info.user_name, m.info.user_avatar, round(m.deadline - now, 3))
+                for m in self.members.values()
+            ),
+            audiences=tuple(Audience(user_id, info) for user_id, info in self.audiences.items()),
             custom=tuple(self.custom.items()),
         )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol, TypeVar
 
 from roomd.actors.directory import Directory
-from roomd.actors.messages import Ask, CreateRoom, RoomSnapshot
+from roomd.actors.messages import AdminPage, Ask, CreateRoom, GetRoom, RoomSnapshot
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.stats import RouterStats
@@ -41,6 +41,15 @@ class RoomRouter(Protocol):
     async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot] | Refused:
         """Rooms with members in creation order: skip `index`, at most `count` (Refused: not now)."""
 
+    async def admin_rooms(self, kind: str, *, state: str | None, cursor: str, limit: int) -> AdminPage | Refused:
+        """Rooms of `kind` in creation order from `cursor` ("" for the first), for the admin API."""
+
+    async def send_notification(self, kind: str, room_id: str, content: str, *, deadline: float) -> Ok[None] | Refused:
+        """Queue a system notification with `content` to the room's IM group (no room: NO_ROOM)."""
+
+    def im_group_state(self, room_id: str) -> dict[str, object]:
+        """What this process is doing with the room's IM group."""
+
     def stats(self) -> RouterStats:
         """Counts for /metrics."""
 
@@ -53,6 +62,22 @@ class RoomRouter(Protocol):
 
 def unknown_kind(kind: str) -> Refused:
     return Refused(DomainError.NO_ROOM, f"there is no room kind {kind}")
+
+
+def parse_cursor(cursor: str) -> int | None:
+    """A listing cursor as this server gives them (a creation sequence number), -1 for ""."""
+    if cursor == "":
+        return -1
+    return int(cursor) if cursor.isascii() and cursor.isdigit() and len(cursor) <= 18 else None
+
+
+def notify_when_found(found: Ok[RoomSnapshot] | Refused, im: ImPort, room_id: str, content: str) -> Ok[None] | Refused:
+    """Queue an operator's notification to a room that was found."""
+    if isinstance(found, Refused):
+        return found
+    if not im.send_notification(room_id, content):
+        return Refused(DomainError.BUSY, "the IM queue is full; retry later")
+    return Ok(None)
 
 
 class LocalRouter:
@@ -70,6 +95,10 @@ class LocalRouter:
     @property
     def ready(self) -> str | None:
         return None
+
+    @property
+    def im(self) -> ImPort:
+        return self._im
 
     def directory(self, kind: str) -> Directory | None:
         """The kind's directory: for tests and tools in this process, never for web."""
@@ -90,6 +119,22 @@ class LocalRouter:
     async def page(self, kind: str, index: int, count: int) -> list[RoomSnapshot] | Refused:
         directory = self._directories.get(kind)
         return directory.page(index, count) if directory is not None else []
+
+    async def admin_rooms(self, kind: str, *, state: str | None, cursor: str, limit: int) -> AdminPage | Refused:
+        directory = self._directories.get(kind)
+        if directory is None:
+            return unknown_kind(kind)
+        after = parse_cursor(cursor)
+        if after is None:
+            return Refused(DomainError.INVALID, "cursor is not one this server gave")
+        return directory.admin_page(after, limit, state=state)
+
+    async def send_notification(self, kind: str, room_id: str, content: str, *, deadline: float) -> Ok[None] | Refused:
+        found = await self.call_room(kind, room_id, GetRoom(), deadline=deadline)
+        return notify_when_found(found, self._im, room_id, content)
+
+    def im_group_state(self, room_id: str) -> dict[str, object]:
+        return self._im.group_state(room_id)
 
     def stats(self) -> RouterStats:
         return RouterStats(

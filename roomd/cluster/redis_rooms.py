@@ -22,6 +22,8 @@ from coredis.connection import TCPLocation
 from coredis.retry import NoRetryPolicy
 
 from roomd.actors.messages import (
+    AdminPage,
+    AdminRoom,
     Audience,
     AudienceRemoved,
     AudienceSaved,
@@ -131,6 +133,7 @@ class RoomsInRedis:
         self._load = client.register_script(scripts.LOAD)
         self._page = client.register_script(scripts.PAGE)
         self._takeover = client.register_script(scripts.TAKEOVER)
+        self._admin_page = client.register_script(scripts.ADMIN_PAGE)
         self._shared_secret = client.register_script(scripts.SHARED_SECRET)
         self._revoke = client.register_script(scripts.REVOKE)
         self._revoked_after = client.register_script(scripts.REVOKED_AFTER)
@@ -267,6 +270,24 @@ class RoomsInRedis:
             )
             for room_id, creator, info, members, audiences, custom in rooms
         ]
+
+    async def admin_page(self, kind: str, *, after: int, limit: int, state: str | None) -> AdminPage:
+        cursor, rooms = await self._run(self._admin_page(args=[kind, after, limit, state or ""]))
+        return AdminPage(
+            tuple(
+                AdminRoom(
+                    room_id=_text(room_id),
+                    state=_text(room_state),
+                    creator=_text(creator),
+                    room_info=_text(info),
+                    members=int(members),
+                    audiences=int(audiences),
+                    age=round(int(age) / 1000, 3),
+                )
+                for room_id, room_state, creator, info, members, audiences, age in rooms
+            ),
+            _text(cursor) or None,
+        )
 
     async def listed_count(self, kind: str) -> int:
         return int(await self._run(self._client.zcard(f"{scripts.PREFIX}listed:{kind}")))

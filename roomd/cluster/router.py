@@ -31,10 +31,12 @@ from loguru import logger
 
 from roomd.actors.ids import new_room_id
 from roomd.actors.messages import (
+    AdminPage,
     Ask,
     CreateRoom,
     ForwardedCall,
     ForwardedCreate,
+    GetRoom,
     Heartbeat,
     MembersKnown,
     Moved,
@@ -45,7 +47,7 @@ from roomd.actors.messages import (
 )
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.room import CHANGES
-from roomd.actors.router import LocalRouter, unknown_kind
+from roomd.actors.router import LocalRouter, notify_when_found, parse_cursor, unknown_kind
 from roomd.actors.runtime import COMMIT_WAIT
 from roomd.actors.stats import RouterStats
 from roomd.actors.store import SavedRoom
@@ -283,6 +285,24 @@ class ClusterRouter:
             return await self._rooms.page(kind, index, count)
         except RedisUnavailable:
             return _busy(REDIS_DOWN)
+
+    async def admin_rooms(self, kind: str, *, state: str | None, cursor: str, limit: int) -> AdminPage | Refused:
+        if self.local.directory(kind) is None:
+            return unknown_kind(kind)
+        after = parse_cursor(cursor)
+        if after is None:
+            return Refused(DomainError.INVALID, "cursor is not one this server gave")
+        try:
+            return await self._rooms.admin_page(kind, after=after, limit=limit, state=state)
+        except RedisUnavailable:
+            return _busy(REDIS_DOWN)
+
+    async def send_notification(self, kind: str, room_id: str, content: str, *, deadline: float) -> Ok[None] | Refused:
+        found = await self.call_room(kind, room_id, GetRoom(), deadline=deadline)
+        return notify_when_found(found, self.local.im, room_id, content)
+
+    def im_group_state(self, room_id: str) -> dict[str, object]:
+        return self.local.im_group_state(room_id)
 
     def stats(self) -> RouterStats:
         local = self.local.stats()

@@ -10,6 +10,7 @@ Keys (all under `roomd:`; one Redis primary, not Redis Cluster):
     audiences:<kind>/<roomID>  hash userID -> msgpack [order, info]
     custom:<kind>/<roomID>     hash name -> msgpack [order, value]
     listed:<kind>         sorted set: roomIDs with members, scored by creation sequence
+    rooms:<kind>          sorted set: every roomID, scored by creation sequence (the admin listing)
     seq, epoch            counters: the global creation (and join) order, the fencing tokens
 
 An owner is a node's name plus a random part taken with each lease, so a
@@ -31,6 +32,10 @@ local function parts(name)
 end
 local function kind_of(name) return string.match(name, '^([^/]+)/') end
 local function id_of(name) return string.match(name, '^[^/]+/(.+)$') end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 """
 
 REGISTER = """
@@ -72,8 +77,10 @@ redis.call('DEL', room, m, a, c)
 redis.call('ZREM', P .. 'listed:' .. kind_of(name), id_of(name))
 local epoch = redis.call('INCR', P .. 'epoch')
 local seq = redis.call('INCR', P .. 'seq')
-redis.call('HSET', room, 'owner', owner, 'epoch', epoch, 'state', 'pending', 'seq', seq, 'creator', '', 'info', '')
+redis.call('HSET', room, 'owner', owner, 'epoch', epoch, 'state', 'pending', 'seq', seq, 'creator', '', 'info', '',
+           'made', now_ms())
 redis.call('SADD', P .. 'owned:' .. owner, name)
+redis.call('ZADD', P .. 'rooms:' .. kind_of(name), seq, id_of(name))
 return {1, epoch}
 """
 )
@@ -89,6 +96,7 @@ if held[1] ~= owner or held[2] ~= epoch or held[3] ~= 'pending' then return 0 en
 local m, a, c = parts(name)
 redis.call('DEL', room, m, a, c)
 redis.call('SREM', P .. 'owned:' .. owner, name)
+redis.call('ZREM', P .. 'rooms:' .. kind_of(name), id_of(name))
 return 1
 """
 )
@@ -138,6 +146,7 @@ for i, submission in ipairs(submissions) do
         if redis.call('HGET', room, 'state') == 'closing' then
           redis.call('DEL', room)
           redis.call('SREM', P .. 'owned:' .. owner, name)
+          redis.call('ZREM', P .. 'rooms:' .. kind_of(name), id)
           status = 2
         end
       elseif what == 'audience' then  -- userID, info
@@ -190,6 +199,38 @@ for i, id in ipairs(redis.call('ZRANGE', P .. 'listed:' .. kind, first, first + 
               redis.call('HGETALL', c)}
 end
 return rooms
+"""
+)
+
+ADMIN_PAGE = (
+    _COMMON
+    + """
+-- ARGV: kind, after (a creation sequence; -1 for the first), limit, state ('' for any; waiting, active,
+-- closing): {cursor ('' at the end), {roomID, state, creator, info, members, audiences, age ms}, ...}
+-- Looks at no more than 20 rooms per room asked for: a page may be short, and the cursor goes on.
+local kind, after, limit, wanted = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local ids = redis.call('ZRANGEBYSCORE', P .. 'rooms:' .. kind, '(' .. after, '+inf', 'WITHSCORES',
+                       'LIMIT', 0, limit * 20)
+local found, last, now = {}, nil, now_ms()
+for i = 1, #ids, 2 do
+  local id, seq = ids[i], ids[i + 1]
+  local name = kind .. '/' .. id
+  local held = redis.call('HMGET', room_key(name), 'state', 'creator', 'info', 'made')
+  local m, a = parts(name)
+  local state = held[1]
+  if state == 'open' then
+    if redis.call('HLEN', m) > 0 then state = 'active' else state = 'waiting' end
+  end
+  if state and state ~= 'pending' and (wanted == '' or wanted == state) then
+    found[#found + 1] = {id, state, held[2], held[3], redis.call('HLEN', m), redis.call('HLEN', a),
+                         now - tonumber(held[4] or now)}
+  end
+  last = seq
+  if #found == limit then break end
+end
+local more = last ~= nil and #redis.call('ZRANGEBYSCORE', P .. 'rooms:' .. kind, '(' .. last, '+inf', 'LIMIT', 0, 1) > 0
+if more then return {last, found} end
+return {'', found}
 """
 )
 

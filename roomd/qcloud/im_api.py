@@ -70,6 +70,11 @@ def pusher_change_notification(group_id: str) -> ImRequest:
     return ImRequest(ImApi.SEND_NOTIFICATION, group_id, {"GroupId": group_id, "Content": PUSHER_CHANGE_CONTENT})
 
 
+def custom_notification(group_id: str, content: str) -> ImRequest:
+    """A system notification with an operator's `content` (never collapsed with others)."""
+    return ImRequest(ImApi.SEND_NOTIFICATION, group_id, {"GroupId": group_id, "Content": content})
+
+
 def group_name(name: str) -> str:
     """`name` cut to IM's 30-byte limit without splitting a character."""
     encoded = name.encode("utf-8")[:MAX_GROUP_NAME_BYTES]

@@ -254,7 +254,9 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             },
         }
     }
-    return {
+    if settings.auth.admin_key:
+        paths.update(admin_paths(list(settings.kinds)))
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "roomd",
@@ -264,4 +266,91 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
             "In auth.mode = token every room route except get_im_login_info and login needs ?userID=&token=.",
         },
         "paths": paths,
+    }
+    if settings.auth.admin_key:
+        document["components"] = {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}}
+    return document
+
+
+ADMIN_STATE = {"type": "string", "enum": ["waiting", "active", "closing"]}
+ADMIN_ROOM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string"},
+        "roomID": ID,
+        "state": ADMIN_STATE,
+        "creator": {"type": "string"},
+        "roomInfo": {"type": "string"},
+        "members": COUNT,
+        "audiences": COUNT,
+        "age": {"type": "number", "description": "seconds since the room was made (or, one process, started)"},
+    },
+}
+
+
+def admin_paths(kinds: list[str]) -> dict[str, Any]:
+    """The admin API (only with auth.admin_key set): Authorization: Bearer <admin_key>."""
+    kind = {"name": "kind", "in": "path", "required": True, "schema": {"type": "string", "enum": kinds}}
+    room = {"name": "roomID", "in": "path", "required": True, "schema": ID}
+    user = {"name": "userID", "in": "path", "required": True, "schema": ID}
+    refused = {
+        "400": _json_reply("bad input (code 1, or 10 for a roomInfo over 1024 bytes)", {}),
+        "401": _json_reply("no or a wrong admin key (code 7)", {}),
+        "404": _json_reply("no such kind, room (code 3) or member (code 5)", {}),
+        "503": _json_reply("busy (code 12)", {}),
+    }
+
+    def operation(operation_id: str, summary: str, parameters: list[Any], fields: dict[str, Any], **more: Any) -> Any:
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["admin"],
+            "security": [{"admin": []}],
+            "parameters": parameters,
+            "responses": {"200": _json_reply(summary, fields), **refused},
+            **more,
+        }
+
+    def json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    detail = {"room": {"type": "object"}}
+    query = [
+        {"name": "kind", "in": "query", "required": False, "schema": {"type": "string", "enum": kinds}},
+        {"name": "state", "in": "query", "required": False, "schema": ADMIN_STATE},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "required": False, "schema": {**COUNT, "minimum": 1, "maximum": 500}},
+    ]
+    listing = {"rooms": {"type": "array", "items": ADMIN_ROOM}, "cursor": {"type": ["string", "null"]}}
+    custom = {"type": "object", "additionalProperties": {"type": ["string", "integer"]}, "maxProperties": 16}
+    return {
+        "/admin/v1/rooms": {
+            "get": operation("admin_rooms", "Rooms in creation order, a page at a time", query, listing)
+        },
+        "/admin/v1/rooms/{kind}/{roomID}": {
+            "get": operation(
+                "admin_room", "A room: members with their deadlines, audiences, custom fields, IM", [kind, room], detail
+            ),
+            "delete": operation("admin_close_room", "Close the room (reason admin_closed)", [kind, room], {}),
+            "patch": operation(
+                "admin_update_room",
+                "Change the room's info and custom fields",
+                [kind, room],
+                detail,
+                requestBody=json_body({"roomInfo": INFO, "custom": custom}, []),
+            ),
+        },
+        "/admin/v1/rooms/{kind}/{roomID}/members/{userID}": {
+            "delete": operation("admin_remove_member", "Remove a member (reason kicked)", [kind, room, user], {}),
+        },
+        "/admin/v1/rooms/{kind}/{roomID}/notify": {
+            "post": operation(
+                "admin_notify_room",
+                "Send the room's IM group a system notification",
+                [kind, room],
+                {},
+                requestBody=json_body({"content": {"type": "string", "minLength": 1, "maxLength": 1024}}, ["content"]),
+            ),
+        },
     }

@@ -104,9 +104,23 @@ class Route:
 @dataclass
 class Routes:
     by_path: dict[str, Route] = field(default_factory=dict)
+    by_prefix: dict[str, Route] = field(default_factory=dict)  # a route for every path under a prefix
 
     def add(self, path: str, route: Route) -> None:
         self.by_path[path] = route
+
+    def add_prefix(self, prefix: str, route: Route) -> None:
+        """`route` answers every path that starts with `prefix` (its handler reads the rest)."""
+        self.by_prefix[prefix] = route
+
+    def find(self, path: str) -> Route | None:
+        route = self.by_path.get(path)
+        if route is not None:
+            return route
+        for prefix, under in self.by_prefix.items():
+            if path.startswith(prefix):
+                return under
+        return self.absolute_form(path)
 
     def absolute_form(self, target: str) -> Route | None:
         """The route of a request target in absolute form (`http://host/healthz`), which hypercorn
@@ -114,12 +128,13 @@ class Routes:
         scheme, separator, rest = target.partition("://")
         if not separator or scheme.lower() not in ("http", "https"):
             return None
-        return self.by_path.get("/" + rest.partition("/")[2])
+        path = "/" + rest.partition("/")[2]
+        return self.by_path.get(path) or next((r for p, r in self.by_prefix.items() if path.startswith(p)), None)
 
 
 async def respond(ctx: AppContext, routes: Routes, request: Request) -> Reply:
     started = time.perf_counter()
-    route = routes.by_path.get(request.path) or routes.absolute_form(request.path)
+    route = routes.find(request.path)
     logged_body = ""
     try:
         answer, logged_body = await _answer(ctx, route, request)

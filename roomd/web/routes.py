@@ -7,12 +7,13 @@ routes sit at the root. Probes and metrics are answered while draining.
 
 from __future__ import annotations
 
-from roomd.web import ops, rooms, utils_routes
+from roomd.web import admin_routes, ops, rooms, utils_routes
 from roomd.web.context import AppContext
 from roomd.web.pipeline import Route, Routes
 
 POST = frozenset({"POST"})
 GET = frozenset({"GET", "HEAD"})
+ADMIN = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE"})  # each admin path checks its own
 
 
 def build(ctx: AppContext) -> Routes:
@@ -30,4 +31,5 @@ def build(ctx: AppContext) -> Routes:
     table.add("/metrics", Route("/metrics", GET, ops.metrics, always_served=True))
     table.add("/debug/actors", Route("/debug/actors", GET, ops.debug_actors, always_served=True))
     table.add("/openapi.json", Route("/openapi.json", GET, ops.openapi, always_served=True))
+    table.add_prefix(admin_routes.PREFIX, Route("admin", ADMIN, admin_routes.answer))
     return table

@@ -1,0 +1,262 @@
+"""The admin API under /admin/v1/: list rooms, look into one, close it, remove a member, change its
+info and custom fields, send its IM group a notification.
+
+Only with `auth.admin_key` set, and only for `Authorization: Bearer <admin_key>`: without a key
+the API does not exist (404). Replies are the usual JSON envelope; a room or member that does
+not exist is HTTP 404, bad input 400. What changes a room goes through the room's own actor,
+like a client's request, so the room logs it (with `by=admin`) and tells IM and the listing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from typing import Any
+
+from loguru import logger
+
+from roomd.actors.messages import AdminClose, AdminUpdate, Inspect, Kick, RoomDetail
+from roomd.actors.replies import DomainError, Refused
+from roomd.actors.room import MAX_CUSTOM_FIELDS, MAX_SAFE_INTEGER
+from roomd.web.audience_routes import MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES
+from roomd.web.context import AppContext
+from roomd.web.envelope import Code, Reply, RequestError, ok_reply, refusal_reply
+from roomd.web.pipeline import Call
+from roomd.web.validation import MAX_INFO_BYTES, check_ident, check_unicode, parse_count
+
+PREFIX = "/admin/v1/"
+STATES = ("waiting", "active", "closing")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_NOTIFICATION_BYTES = 1024
+_STATUS = {DomainError.NO_ROOM: 404, DomainError.NOT_MEMBER: 404, DomainError.INVALID: 400}
+
+
+def _bad(detail: str) -> RequestError:
+    return RequestError(Code.BAD_PARAMETER, detail, status=400)
+
+
+def _refused(refusal: Refused) -> Reply:
+    answer = refusal_reply(refusal)
+    status = _STATUS.get(refusal.error)
+    return dataclasses.replace(answer, http_status=status) if status is not None else answer
+
+
+def _require_admin(ctx: AppContext, call: Call) -> None:
+    key = ctx.settings.auth.admin_key
+    if not key:
+        raise RequestError(Code.BAD_PARAMETER, f"no route for {call.request.method} {call.request.path}", status=404)
+    given = call.request.header(b"authorization").encode("utf-8", "replace")
+    if not hmac.compare_digest(given, f"Bearer {key}".encode()):
+        raise RequestError(
+            Code.AUTH_FAILED, "the admin API needs the header Authorization: Bearer <admin_key>", status=401
+        )
+
+
+async def answer(ctx: AppContext, call: Call) -> Reply:
+    _require_admin(ctx, call)
+    method = call.request.method
+    match call.request.path[len(PREFIX) :].split("/"):
+        case ["rooms"]:
+            allowed = {"GET": list_rooms}
+        case ["rooms", _, _]:
+            allowed = {"GET": room_detail, "DELETE": close_room, "PATCH": update_room}
+        case ["rooms", _, _, "members", _]:
+            allowed = {"DELETE": remove_member}
+        case ["rooms", _, _, "notify"]:
+            allowed = {"POST": notify_room}
+        case _:
+            raise RequestError(Code.BAD_PARAMETER, f"no route for {method} {call.request.path}", status=404)
+    handler = allowed.get("GET" if method == "HEAD" else method)
+    if handler is None:
+        allow = ", ".join(sorted(allowed))
+        detail = f"{call.request.path} does not accept {method}"
+        return Reply(Code.BAD_PARAMETER, {}, detail, None, 405, headers=((b"allow", allow.encode()),))
+    try:
+        return await handler(ctx, call)
+    except RequestError as error:
+        if error.status == 200:  # a check shared with the room routes, which answer HTTP 200
+            error.status = 400
+        raise
+
+
+def _room_path(ctx: AppContext, call: Call) -> tuple[str, str]:
+    parts = call.request.path[len(PREFIX) :].split("/")
+    kind, room_id = parts[1], parts[2]
+    if kind not in ctx.router.kinds:
+        raise RequestError(Code.NO_ROOM, f"there is no room kind {kind}", status=404)
+    check_ident("roomID", room_id)
+    check_unicode("roomID", room_id)
+    return kind, room_id
+
+
+def _log(kind: str, room_id: str) -> Any:
+    return logger.bind(actor=f"root/{kind}/{room_id}")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+async def list_rooms(ctx: AppContext, call: Call) -> Reply:
+    query = call.query
+    kinds = list(ctx.router.kinds)
+    only = query.get("kind")
+    if only is not None and only not in kinds:
+        raise _bad(f"kind must be one of {', '.join(kinds)}")
+    state = query.get("state") or None
+    if state is not None and state not in STATES:
+        raise _bad(f"state must be one of {', '.join(STATES)}")
+    limit = parse_count(query.get("limit", str(DEFAULT_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        raise _bad(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    kind, _, after = query.get("cursor", "").partition(":")
+    if kind and kind not in kinds:
+        raise _bad("cursor is not one this server gave")
+    order = [only] if only is not None else kinds
+    start = order.index(kind) if kind in order else 0
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for position in range(start, len(order)):
+        current = order[position]
+        page = await ctx.router.admin_rooms(
+            current, state=state, cursor=after if current == kind else "", limit=limit - len(found)
+        )
+        if isinstance(page, Refused):
+            return _refused(page)
+        found.extend(_room_entry(current, room) for room in page.rooms)
+        if page.cursor is not None:
+            cursor = f"{current}:{page.cursor}"
+            break
+        if len(found) >= limit and position + 1 < len(order):
+            cursor = f"{order[position + 1]}:"
+            break
+    return ok_reply(rooms=found, cursor=cursor)
+
+
+def _room_entry(kind: str, room: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "roomID": room.room_id,
+        "state": room.state,
+        "creator": room.creator,
+        "roomInfo": room.room_info,
+        "members": room.members,
+        "audiences": room.audiences,
+        "age": room.age,
+    }
+
+
+def _detail(ctx: AppContext, kind: str, detail: RoomDetail) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "roomID": detail.room_id,
+        "state": detail.state.value,
+        "creator": detail.creator,
+        "roomInfo": detail.room_info,
+        "age": detail.age,
+        "idleDeadlineIn": detail.idle_deadline_in,
+        "members": [
+            {"userID": m.user_id, "userName": m.user_name, "userAvatar": m.user_avatar, "deadlineIn": m.deadline_in}
+            for m in detail.members
+        ],
+        "audiences": [{"userID": a.user_id, "userInfo": a.user_info} for a in detail.audiences],
+        "custom": dict(detail.custom),
+        "im": ctx.router.im_group_state(detail.room_id),
+    }
+
+
+async def room_detail(ctx: AppContext, call: Call) -> Reply:
+    kind, room_id = _room_path(ctx, call)
+    found = await ctx.router.call_room(kind, room_id, Inspect(), deadline=call.deadline)
+    if isinstance(found, Refused):
+        return _refused(found)
+    return ok_reply(room=_detail(ctx, kind, found.value))
+
+
+# --- changing ---------------------------------------------------------------------------------
+
+
+async def close_room(ctx: AppContext, call: Call) -> Reply:
+    kind, room_id = _room_path(ctx, call)
+    closed = await ctx.router.call_room(kind, room_id, AdminClose(), deadline=call.deadline)
+    return _refused(closed) if isinstance(closed, Refused) else ok_reply()
+
+
+async def remove_member(ctx: AppContext, call: Call) -> Reply:
+    kind, room_id = _room_path(ctx, call)
+    user_id = call.request.path.rsplit("/", 1)[1]
+    check_ident("userID", user_id)
+    check_unicode("userID", user_id)
+    removed = await ctx.router.call_room(kind, room_id, Kick(user_id), deadline=call.deadline)
+    return _refused(removed) if isinstance(removed, Refused) else ok_reply()
+
+
+async def update_room(ctx: AppContext, call: Call) -> Reply:
+    kind, room_id = _room_path(ctx, call)
+    body = _json_object(call.body)
+    unknown = set(body) - {"roomInfo", "custom"}
+    if unknown:
+        raise _bad(f"unknown field {sorted(unknown)[0]}; roomInfo and custom may be changed")
+    room_info = body.get("roomInfo")
+    if room_info is not None:
+        if not isinstance(room_info, str):
+            raise _bad("roomInfo must be a string")
+        check_unicode("roomInfo", room_info)
+        if len(room_info.encode("utf-8")) > MAX_INFO_BYTES:
+            raise RequestError(Code.INFO_TOO_LONG, f"roomInfo is over {MAX_INFO_BYTES} bytes of UTF-8", status=400)
+    custom = _custom_fields(body.get("custom", {}))
+    if room_info is None and not custom:
+        raise _bad("nothing to change: give roomInfo or custom")
+    updated = await ctx.router.call_room(kind, room_id, AdminUpdate(room_info, custom), deadline=call.deadline)
+    if isinstance(updated, Refused):
+        return _refused(updated)
+    return ok_reply(room=_detail(ctx, kind, updated.value))
+
+
+def _custom_fields(value: object) -> tuple[tuple[str, str | int], ...]:
+    if not isinstance(value, dict):
+        raise _bad("custom must be an object of field names to strings or integers")
+    if len(value) > MAX_CUSTOM_FIELDS:
+        raise _bad(f"custom holds {len(value)} fields; a room has {MAX_CUSTOM_FIELDS} at most")
+    fields: list[tuple[str, str | int]] = []
+    for name, field_value in value.items():
+        check_unicode("custom field name", name)
+        if not name or len(name.encode("utf-8")) > MAX_FIELD_NAME_BYTES:
+            raise _bad(f"a custom field name is 1 to {MAX_FIELD_NAME_BYTES} bytes of UTF-8")
+        if isinstance(field_value, bool) or not isinstance(field_value, (str, int)):
+            raise _bad(f"custom field {name!r} must be a string or an integer")
+        if isinstance(field_value, int) and abs(field_value) > MAX_SAFE_INTEGER:
+            raise _bad(f"custom field {name!r} is beyond {MAX_SAFE_INTEGER}")
+        if isinstance(field_value, str):
+            check_unicode(f"custom field {name!r}", field_value)
+            if len(field_value.encode("utf-8")) > MAX_FIELD_VALUE_BYTES:
+                raise _bad(f"custom field {name!r} is over {MAX_FIELD_VALUE_BYTES} bytes of UTF-8")
+        fields.append((name, field_value))
+    return tuple(fields)
+
+
+async def notify_room(ctx: AppContext, call: Call) -> Reply:
+    kind, room_id = _room_path(ctx, call)
+    content = _json_object(call.body).get("content")
+    if not isinstance(content, str) or not content:
+        raise _bad("content is required: the notification's text (clients read it as they like)")
+    check_unicode("content", content)
+    size = len(content.encode("utf-8"))
+    if size > MAX_NOTIFICATION_BYTES:
+        raise _bad(f"content is {size} bytes of UTF-8; at most {MAX_NOTIFICATION_BYTES}")
+    sent = await ctx.router.send_notification(kind, room_id, content, deadline=call.deadline)
+    if isinstance(sent, Refused):
+        return _refused(sent)
+    _log(kind, room_id).info("notification queued bytes={} by=admin", size)
+    return ok_reply()
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        raise _bad("the body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise _bad("the body must be a JSON object")
+    return value

@@ -1,0 +1,197 @@
+"""The admin API: rooms listed with a cursor, looked into, closed, members removed, info and custom
+fields changed, notifications sent; only with the admin key, and bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from tests.bodies import joining, member_fields
+from tests.cluster_helpers import open_nodes
+from tests.conftest import Api, Reply, eventually, make_settings, open_im_world, open_roomd
+from tests.fake_im import FakeIm
+from tests.redis_server import RedisServer
+
+KEY = "admin-key-for-tests"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def admin(api: Api, method: str, path: str, body: Any = None, *, key: str | None = KEY) -> Reply:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    content = json.dumps(body).encode() if body is not None else None
+    response = await api.http.request(method, f"/admin/v1/{path}", content=content, headers=headers)
+    return Reply(response.status_code, response.json())
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[Api, FakeIm]]:
+    async with open_im_world(ROOMD_AUTH__ADMIN_KEY=KEY) as (api, fake):
+        yield api, fake
+
+
+@pytest.fixture
+def lines() -> Any:
+    records: list[str] = []
+    sink = logger.add(lambda message: records.append(f"{message.record['extra'].get('actor')} {message}"))
+    yield records
+    logger.remove(sink)
+
+
+async def test_without_a_key_the_admin_api_does_not_exist_and_with_one_it_needs_it() -> None:
+    async with open_roomd(make_settings()) as keyless:
+        assert (await admin(keyless, "GET", "rooms")).status == 404
+    async with open_roomd(make_settings(ROOMD_AUTH__ADMIN_KEY=KEY)) as keyed:
+        assert (await admin(keyed, "GET", "rooms", key=None)).status == 401
+        refused = await admin(keyed, "GET", "rooms", key="wrong")
+        assert (refused.status, refused.code) == (401, 7)
+        assert (await admin(keyed, "GET", "rooms")).status == 200
+        assert (await admin(keyed, "POST", "rooms")).status == 405
+        assert (await admin(keyed, "GET", "nothing/here")).status == 404
+
+
+async def test_rooms_are_listed_page_by_page_with_a_cursor(world: tuple[Api, FakeIm]) -> None:
+    api, _ = world
+    made = []
+    for i in range(5):
+        made.append((await api.post("create_room", member_fields(f"c{i}", roomName=f"r{i}"))).body["roomID"])
+    waiting = (await api.post("create_room", {"userID": "w", "roomInfo": "waits"})).body["roomID"]
+    later = (await api.post("add_pusher", joining("anchor", "room_live"), kind="live_room")).body
+    assert later["code"] == 0
+    seen: list[tuple[str, str]] = []
+    cursor = ""
+    while True:
+        page = await admin(api, "GET", f"rooms?limit=2&cursor={cursor}")
+        assert page.code == 0 and len(page.body["rooms"]) <= 2
+        seen.extend((room["kind"], room["roomID"]) for room in page.body["rooms"])
+        cursor = page.body["cursor"]
+        if cursor is None:
+            break
+    assert seen == [*(("multi_room", r) for r in [*made, waiting]), ("live_room", "room_live")]
+    active = await admin(api, "GET", "rooms?kind=multi_room&state=active&limit=100")
+    assert [r["roomID"] for r in active.body["rooms"]] == made
+    first = active.body["rooms"][0]
+    assert (first["creator"], first["roomInfo"], first["members"], first["state"]) == ("c0", "r0", 1, "active")
+    only_waiting = await admin(api, "GET", "rooms?state=waiting")
+    assert [r["roomID"] for r in only_waiting.body["rooms"]] == [waiting]
+    for query in ("limit=0", "limit=501", "limit=x", "state=gone", "kind=nope", "cursor=nope:1", "cursor=multi_room:x"):
+        refused = await admin(api, "GET", f"rooms?{query}")
+        assert (refused.status, refused.code) == (400, 1), query
+        assert refused.body["detail"]
+
+
+async def test_a_room_is_shown_with_its_members_deadlines_audiences_custom_fields_and_im(
+    world: tuple[Api, FakeIm],
+) -> None:
+    api, _ = world
+    assert (await api.post("add_pusher", joining("anchor", "room_x"), kind="live_room")).code == 0
+    body = {"roomID": "room_x", "userID": "v", "userInfo": '{"userName":"v"}'}
+    assert (await api.post("add_audience", body, kind="live_room")).code == 0
+    field = {"roomID": "room_x", "userID": "anchor", "fieldName": "likes", "operation": "inc"}
+    assert (await api.post("set_custom_field", field, kind="live_room")).code == 0
+    shown = await admin(api, "GET", "rooms/live_room/room_x")
+    room = shown.body["room"]
+    assert (room["roomID"], room["state"], room["creator"]) == ("room_x", "active", "anchor")
+    assert [m["userID"] for m in room["members"]] == ["anchor"]
+    assert 0 < room["members"][0]["deadlineIn"] <= api.ctx.settings.kinds["live_room"].heartbeat_timeout
+    assert room["audiences"] == [{"userID": "v", "userInfo": '{"userName":"v"}'}]
+    assert room["custom"] == {"likes": 1}
+    assert set(room["im"]) == {"queued", "in_flight"}
+    missing = await admin(api, "GET", "rooms/live_room/room_none")
+    assert (missing.status, missing.code) == (404, 3)
+    assert (await admin(api, "GET", "rooms/no_kind/room_x")).status == 404
+    assert (await admin(api, "GET", "rooms/live_room/bad%20id")).status == 400
+
+
+async def test_a_removed_member_is_told_on_its_next_heartbeat_and_im_is_notified(
+    world: tuple[Api, FakeIm], lines: list[str]
+) -> None:
+    api, fake = world
+    room_id = (await api.post("create_room", member_fields("alice", roomName="k"))).body["roomID"]
+    assert (await api.post("add_pusher", joining("bob", room_id))).code == 0
+    await eventually(lambda: "send_group_system_notification" in fake.calls_for(room_id))
+    notified = fake.calls_for(room_id).count("send_group_system_notification")
+    assert (await admin(api, "DELETE", f"rooms/multi_room/{room_id}/members/bob")).code == 0
+    assert (await api.post("pusher_heartbeat", {"roomID": room_id, "userID": "bob"})).code == 5
+    pushers = await api.post("get_pushers", {"roomID": room_id})
+    assert [p["userID"] for p in pushers.body["pushers"]] == ["alice"]
+    await eventually(lambda: fake.calls_for(room_id).count("send_group_system_notification") > notified)
+    mine = [line for line in lines if f"root/multi_room/{room_id}" in line]
+    assert any("member left user=bob reason=kicked" in line for line in mine)
+    assert any("user=bob by=admin" in line for line in mine)
+    again = await admin(api, "DELETE", f"rooms/multi_room/{room_id}/members/bob")
+    assert (again.status, again.code) == (404, 5)
+
+
+async def test_a_closed_room_is_gone_with_its_im_group(world: tuple[Api, FakeIm], lines: list[str]) -> None:
+    api, fake = world
+    room_id = (await api.post("create_room", member_fields("alice", roomName="c"))).body["roomID"]
+    assert (await admin(api, "DELETE", f"rooms/multi_room/{room_id}")).code == 0
+    assert (await api.post("get_pushers", {"roomID": room_id})).code == 3
+    await eventually(lambda: "destroy_group" in fake.calls_for(room_id))
+    assert any(f"root/multi_room/{room_id}" in line and "reason=admin_closed" in line for line in lines)
+    assert (await admin(api, "DELETE", f"rooms/multi_room/{room_id}")).status == 404
+
+
+async def test_room_info_and_custom_fields_change_and_bad_changes_change_nothing(world: tuple[Api, FakeIm]) -> None:
+    api, _ = world
+    room_id = (await api.post("create_room", member_fields("alice", roomName="before"))).body["roomID"]
+    changed = await admin(
+        api, "PATCH", f"rooms/multi_room/{room_id}", {"roomInfo": "after", "custom": {"a": "x", "n": 3}}
+    )
+    assert changed.code == 0 and changed.body["room"]["custom"] == {"a": "x", "n": 3}
+    pushers = await api.post("get_pushers", {"roomID": room_id})
+    assert (pushers.body["roomInfo"], json.loads(pushers.body["custom"])) == ("after", {"a": "x", "n": 3})
+    for bad in (
+        {},
+        {"roomInfo": 5},
+        {"custom": {"a": True}},
+        {"custom": {"a": 1.5}},
+        {"custom": {"": "x"}},
+        {"custom": {f"f{i}": i for i in range(17)}},
+        {"custom": [1]},
+        {"color": "red"},
+        {"custom": {"a": "y" * 1025}},
+    ):
+        refused = await admin(api, "PATCH", f"rooms/multi_room/{room_id}", bad)
+        assert (refused.status, refused.code) == (400, 1), bad
+    too_long = await admin(api, "PATCH", f"rooms/multi_room/{room_id}", {"roomInfo": "好" * 400})
+    assert too_long.code == 10
+    over = {f"g{i}": i for i in range(15)}  # 2 held + 15 new: one over the limit
+    assert (await admin(api, "PATCH", f"rooms/multi_room/{room_id}", {"custom": over})).code == 1
+    pushers = await api.post("get_pushers", {"roomID": room_id})
+    assert (pushers.body["roomInfo"], json.loads(pushers.body["custom"])) == ("after", {"a": "x", "n": 3})
+
+
+async def test_a_notification_reaches_the_rooms_im_group_as_sent(world: tuple[Api, FakeIm]) -> None:
+    api, fake = world
+    room_id = (await api.post("create_room", member_fields("alice", roomName="n"))).body["roomID"]
+    content = '{"cmd":"maintenance","data":"in 5 minutes"}'
+    assert (await admin(api, "POST", f"rooms/multi_room/{room_id}/notify", {"content": content})).code == 0
+    await eventually(lambda: any(c.body.get("Content") == content for c in fake.calls if c.answered == "ok"))
+    assert (await admin(api, "POST", "rooms/multi_room/room_none/notify", {"content": "x"})).status == 404
+    for bad in ({}, {"content": ""}, {"content": 1}, {"content": "x" * 1025}):
+        assert (await admin(api, "POST", f"rooms/multi_room/{room_id}/notify", bad)).status == 400
+
+
+async def test_on_three_nodes_any_node_lists_shows_and_acts_on_any_room(redis: RedisServer) -> None:
+    async with open_nodes(redis.url, 3, ROOMD_AUTH__ADMIN_KEY=KEY) as nodes:
+        made = []
+        for i, node in enumerate(nodes):
+            made.append((await node.post("create_room", member_fields(f"c{i}", roomName=f"r{i}"))).body["roomID"])
+        assert (await nodes[0].post("add_pusher", joining("bob", made[2]))).code == 0
+        for node in nodes:
+            listing = await admin(node, "GET", "rooms?kind=multi_room&limit=2")
+            rest = await admin(node, "GET", f"rooms?kind=multi_room&cursor={listing.body['cursor']}")
+            assert [r["roomID"] for r in listing.body["rooms"] + rest.body["rooms"]] == made
+            assert rest.body["cursor"] is None
+        shown = await admin(nodes[0], "GET", f"rooms/multi_room/{made[2]}")
+        assert [m["userID"] for m in shown.body["room"]["members"]] == ["c2", "bob"]
+        assert (await admin(nodes[1], "DELETE", f"rooms/multi_room/{made[2]}/members/bob")).code == 0
+        assert (await nodes[2].post("pusher_heartbeat", {"roomID": made[2], "userID": "bob"})).code == 5
+        assert (await admin(nodes[0], "DELETE", f"rooms/multi_room/{made[1]}")).code == 0
+        remaining = await admin(nodes[2], "GET", "rooms?kind=multi_room&state=active")
+        assert [r["roomID"] for r in remaining.body["rooms"]] == [made[0], made[2]]
