@@ -24,6 +24,7 @@ class FakeRequest:
     path: str
     query: dict[str, str]
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
     def json(self) -> Any:
         try:
@@ -129,7 +130,8 @@ async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -
             body += event.data
         elif isinstance(event, h11.EndOfMessage) and head is not None:
             target = urlsplit(head.target.decode())
-            return FakeRequest(head.method.decode(), target.path, dict(parse_qsl(target.query)), body)
+            headers = {name.decode().lower(): value.decode("latin-1") for name, value in head.headers}
+            return FakeRequest(head.method.decode(), target.path, dict(parse_qsl(target.query)), body, headers)
         else:
             return None
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import trio
 from loguru import logger
 
+from roomd.actors.events import event
 from roomd.actors.ids import new_room_id
 from roomd.actors.messages import (
     AdminPage,
@@ -110,6 +111,7 @@ class Directory:
         # reports from rooms, one per change; applied as soon as the directory's task runs
         self._reports: collections.deque[RoomReport] = collections.deque()
         self._reports_waiting = trio.Event()
+        self.emit_events = False  # webhooks configured: rooms save events with their changes
         # whether rooms may apply their deadlines now (cluster mode: while this node holds its lease)
         self.may_expire: Callable[[], bool] = lambda: True
         # told of every report once applied (cluster mode: the nodes relaying this kind's heartbeats)
@@ -293,6 +295,9 @@ class Directory:
             RoomSaved(self.kind_name, room_id, request.creator, request.room_info, created=True),
             *(MemberSaved(self.kind_name, room_id, member) for member in first),
         ]
+        if self.emit_events:
+            changes.append(event("room_created", self.kind_name, room_id, member=request.creator))
+            changes.extend(event("member_joined", self.kind_name, room_id, member=m.user_id) for m in first)
         failure = await self._store.write(changes, deadline=envelope.deadline)
         if failure is not None:
             if failure.maybe_written:  # it may be saved after all: close it there too
@@ -350,6 +355,7 @@ class Directory:
             path=f"{self.path}/{room_id}",
             mailbox_capacity=self._mailbox_size,
             may_expire=self.may_expire,
+            emit_events=self.emit_events,
         )
 
     def _run_room(self, room: Room, *, first_join: bool) -> None:

@@ -391,6 +391,37 @@ class CustomFieldSaved:
     value: str | int
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """What a webhook receiver is told (README, Operations: Webhooks)."""
+
+    id: str  # unique; the same on every retry
+    event: str  # room_created, room_closed, member_joined, member_left, audience_joined, audience_left
+    time: float  # unix time it happened
+    kind: str
+    room_id: str
+    member: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventQueued:
+    """A webhook event, saved with the change it tells of (so none is lost, none is told early)."""
+
+    kind: str
+    room_id: str
+    event: WebhookEvent
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivered:
+    """A receiver has the event in outbox row `row` (or it was dropped): the row goes."""
+
+    kind: str
+    room_id: str
+    row: int
+
+
 Change = (
     RoomSaved
     | MemberSaved
@@ -400,6 +431,8 @@ Change = (
     | AudienceSaved
     | AudienceRemoved
     | CustomFieldSaved
+    | EventQueued
+    | EventDelivered
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from loguru import logger
 
+from roomd.actors.events import event
 from roomd.actors.messages import (
     AddAudience,
     AdminClose,
@@ -147,6 +148,7 @@ class Room:
         path: str,
         mailbox_capacity: int = 0,
         may_expire: Callable[[], bool] = lambda: True,
+        emit_events: bool = False,
     ) -> None:
         """A room holding `members` (the creator of a seed-era room, or the members saved
         before a restart), each with a fresh deadline, and the `audiences` and `custom` fields
@@ -173,6 +175,7 @@ class Room:
         self._mailbox_capacity = mailbox_capacity
         self._inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]] | None = None
         self._may_expire = may_expire  # False: deadlines wait (cluster mode: this node's lease is in doubt)
+        self._emit_events = emit_events  # webhooks: events saved with the changes they tell of
         self._timers_held_until = -math.inf
         self.log = logger.bind(actor=path)
 
@@ -379,6 +382,7 @@ class Room:
             return Ok(None)
         self.members[info.user_id] = Member(info, deadline)
         self._changes.append(MemberSaved(self.kind_name, self.room_id, info))
+        self._emit("member_joined", member=info.user_id)
         self.state = RoomState.ACTIVE
         self._later(
             partial(
@@ -423,6 +427,7 @@ class Room:
         self.audiences[user_id] = user_info
         self._changes.append(AudienceSaved(self.kind_name, self.room_id, audience))
         if listed is None:
+            self._emit("audience_joined", member=user_id)
             self._log_audience("audience joined user={} audiences={}/{}", user_id)
         else:
             self._later(partial(self.log.info, "audience updated user={}", user_id))
@@ -433,6 +438,7 @@ class Room:
         if self.audiences.pop(user_id, None) is None:
             return Ok(None)
         self._changes.append(AudienceRemoved(self.kind_name, self.room_id, user_id))
+        self._emit("audience_left", member=user_id, reason=LeaveReason.LEFT.value)
         self._log_audience("audience left user={} reason=left audiences={}/{}", user_id)
         self._changed()
         return Ok(None)
@@ -526,6 +532,7 @@ class Room:
     def _remove(self, user_id: str, reason: LeaveReason) -> None:
         del self.members[user_id]
         self._changes.append(MemberRemoved(self.kind_name, self.room_id, user_id))
+        self._emit("member_left", member=user_id, reason=reason.value)
         self._later(partial(self._report, MemberDeparted(self.room_id, user_id, reason)))
         self._later(
             partial(
@@ -566,6 +573,11 @@ class Room:
             )
             return
         self._changes.append(RoomRemoved(self.kind_name, self.room_id))
+        for user_id in self.members:
+            self._emit("member_left", member=user_id, reason=LeaveReason.ROOM_CLOSED.value)
+        for user_id in self.audiences:
+            self._emit("audience_left", member=user_id, reason=LeaveReason.ROOM_CLOSED.value)
+        self._emit("room_closed", reason=reason.value)
         for user_id in self.members:
             self._later(partial(self._report, MemberDeparted(self.room_id, user_id, LeaveReason.ROOM_CLOSED)))
             self._later(
@@ -614,6 +626,10 @@ class Room:
         """Tell the directory's index about a change that clients are not notified of."""
         if self.state is not RoomState.CLOSED:
             self._report(RoomChanged(self.snapshot()))
+
+    def _emit(self, name: str, *, member: str | None = None, reason: str | None = None) -> None:
+        if self._emit_events:
+            self._changes.append(event(name, self.kind_name, self.room_id, member=member, reason=reason))
 
     def _log_audience(self, template: str, user_id: str) -> None:
         self._later(partial(self.log.info, template, user_id, len(self.audiences), self.kind.max_audiences))

@@ -17,6 +17,7 @@ from roomd.actors.messages import AdminPage, Ask, CreateRoom, GetRoom, RoomSnaps
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.stats import RouterStats
+from roomd.actors.webhooks import WebhookSender
 
 R = TypeVar("R")
 
@@ -83,10 +84,18 @@ def notify_when_found(found: Ok[RoomSnapshot] | Refused, im: ImPort, room_id: st
 class LocalRouter:
     """Every room in this process: one directory per kind."""
 
-    def __init__(self, directories: dict[str, Directory], *, im: ImPort, store: ChangeStore) -> None:
+    def __init__(
+        self,
+        directories: dict[str, Directory],
+        *,
+        im: ImPort,
+        store: ChangeStore,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
         self._directories = directories
         self._im = im
         self._store = store
+        self._webhooks = webhooks
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -142,10 +151,25 @@ class LocalRouter:
             im_calls={(api, outcome): count for (api, outcome), count in self._im.stats.outcomes.items()},
             im_queue_depth=self._im.queue_depth,
             store_failed_writes=self._store.failed_writes,
+            webhooks=webhook_stats(self._webhooks) if self._webhooks is not None else {},
         )
 
     async def drain(self) -> None:
         return None  # one process: rooms stop (or are kept for the next start) when the system stops
 
     async def describe(self, *, limit: int) -> list[dict[str, Any]]:
-        return [self._im.describe(), *[await d.describe(limit=limit) for d in self._directories.values()]]
+        webhooks = [self._webhooks.describe()] if self._webhooks is not None else []
+        return [self._im.describe(), *webhooks, *[await d.describe(limit=limit) for d in self._directories.values()]]
+
+
+def webhook_stats(sender: WebhookSender) -> dict[str, float]:
+    stats = sender.stats
+    ordered = sorted(stats.latencies)
+    return {
+        "roomd_webhook_deliveries": float(stats.delivered),
+        "roomd_webhook_failed_attempts": float(stats.failed_attempts),
+        "roomd_webhook_dropped_late": float(stats.dropped_late),
+        "roomd_webhook_dropped_full": float(stats.dropped_full),
+        "roomd_webhook_outbox_depth": float(sender.outbox_depth),
+        "roomd_webhook_latency_p99_seconds": ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0,
+    }

@@ -31,3 +31,4 @@ class RouterStats:
     im_queue_depth: int
     store_failed_writes: int
     cluster: dict[str, float] = field(default_factory=dict)  # cluster mode's counters, by metric name
+    webhooks: dict[str, float] = field(default_factory=dict)  # the webhook sender's, by metric name

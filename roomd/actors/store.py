@@ -37,14 +37,17 @@ have their IM groups destroyed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 from loguru import logger
 
+from roomd.actors.events import OutboxRow, event_body
 from roomd.actors.messages import (
     Audience,
     AudienceRemoved,
@@ -52,6 +55,8 @@ from roomd.actors.messages import (
     Change,
     CustomFields,
     CustomFieldSaved,
+    EventDelivered,
+    EventQueued,
     GroupDestroyed,
     MemberInfo,
     MemberRemoved,
@@ -79,6 +84,9 @@ CREATE TABLE IF NOT EXISTS audiences (
 CREATE TABLE IF NOT EXISTS custom_fields (
     kind TEXT NOT NULL, room_id TEXT NOT NULL, name TEXT NOT NULL, value NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (kind, room_id, name));
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, receiver INTEGER NOT NULL, kind TEXT NOT NULL, room_id TEXT NOT NULL,
+    body TEXT NOT NULL, made REAL NOT NULL);
 """
 # a value column without a type keeps what it is given: a string stays TEXT, an integer INTEGER
 ROOM_PARTS = ("members", "audiences", "custom_fields")  # what goes with a room when it closes or is made anew
@@ -107,18 +115,39 @@ class WriteFailed:
 LATE = WriteFailed("its deadline passed while it waited for the disk")
 
 
+class EventOutbox:
+    """What a store does with webhook events: one row per receiver, handed on once saved."""
+
+    def __init__(self) -> None:
+        self.receivers = 0  # webhooks.urls configured; 0: events are not kept
+        self.on_saved: Callable[[list[OutboxRow]], None] = lambda rows: None
+
+
 class NullStore:
-    """`server.persist = false`: nothing is kept, every write succeeds at once."""
+    """`server.persist = false`: nothing is kept, every write succeeds at once (webhook events
+    are handed on at once, and lost with the process)."""
 
     persistent = False
     accepting = True
     failed_writes = 0
 
+    def __init__(self) -> None:
+        self.outbox = EventOutbox()
+        self._rows = itertools.count(1)
+
     async def write(self, changes: list[Change], *, deadline: float = math.inf) -> WriteFailed | None:
+        self.write_later(changes, about="")
         return None
 
     def write_later(self, changes: list[Change], *, about: str) -> None:
-        pass
+        rows = [
+            OutboxRow(next(self._rows), receiver, c.kind, c.room_id, event_body(c.event), c.event.time)
+            for c in changes
+            if isinstance(c, EventQueued)
+            for receiver in range(self.outbox.receivers)
+        ]
+        if rows:
+            self.outbox.on_saved(rows)
 
     def load(self, kind: str) -> list[SavedRoom]:
         return []
@@ -147,6 +176,9 @@ class SqliteStore:
             or 0
         )
         self._queue = SubmissionQueue(self.log)
+        self.outbox = EventOutbox()
+        self._rows_pending: list[OutboxRow] = []  # made by the transaction under way
+        self._rows_saved: list[OutboxRow] = []  # committed, not yet handed on
         self.max_queued = MAX_QUEUED
         self._stopping = trio.Event()
         self._retrying = False  # a background submission failed on the disk and waits to be tried again
@@ -218,6 +250,15 @@ class SqliteStore:
             for r, c, i, closing in rooms
         ]
 
+    def load_outbox(self) -> list[OutboxRow]:
+        """The webhook events saved and not yet delivered, oldest first (for receivers that are
+        still configured)."""
+        rows = self._db.execute(
+            "SELECT id, receiver, kind, room_id, body, made FROM webhook_outbox WHERE receiver < ? ORDER BY id",
+            (self.outbox.receivers,),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
     # --- the actor ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[SqliteStore] = trio.TASK_STATUS_IGNORED) -> None:
@@ -242,6 +283,9 @@ class SqliteStore:
                     else:
                         kept = self._write_batch(batch)
                         await trio.lowlevel.checkpoint()
+                if self._rows_saved:
+                    saved, self._rows_saved = self._rows_saved, []
+                    self.outbox.on_saved(saved)
                 for submission in batch[: len(batch) - len(kept)]:
                     if submission.failed_attempts and submission.failure is None:
                         self.log.info(
@@ -294,11 +338,13 @@ class SqliteStore:
                 self.inject_failures -= 1
             raise sqlite3.OperationalError("database or disk is full (injected)")
         db.execute("BEGIN")
+        self._rows_pending = []
         try:
             for submission in batch:
                 for change in submission.changes:
                     self._apply(db, change)
             db.execute("COMMIT")
+            self._rows_saved.extend(self._rows_pending)
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # SQLite rolled back by itself (e.g. on SQLITE_FULL)
@@ -359,6 +405,17 @@ class SqliteStore:
                 db.execute(
                     "DELETE FROM audiences WHERE kind = ? AND room_id = ? AND user_id = ?", (kind, room_id, user_id)
                 )
+            case EventQueued(kind, room_id, made):
+                body = event_body(made)
+                for receiver in range(self.outbox.receivers):
+                    cursor = db.execute(
+                        "INSERT INTO webhook_outbox (receiver, kind, room_id, body, made) VALUES (?, ?, ?, ?, ?)",
+                        (receiver, kind, room_id, body, made.time),
+                    )
+                    assert cursor.lastrowid is not None
+                    self._rows_pending.append(OutboxRow(cursor.lastrowid, receiver, kind, room_id, body, made.time))
+            case EventDelivered(_, _, row):
+                db.execute("DELETE FROM webhook_outbox WHERE id = ?", (row,))
             case CustomFieldSaved(kind, room_id, name, value):
                 db.execute(
                     "INSERT INTO custom_fields VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, room_id, name) "

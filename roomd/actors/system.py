@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from loguru import logger
 
@@ -24,6 +25,7 @@ from roomd.actors.im import ImActor, SkippedIm
 from roomd.actors.ports import ChangeStore, ImPort
 from roomd.actors.router import LocalRouter
 from roomd.actors.store import NullStore, SqliteStore
+from roomd.actors.webhooks import WebhookSender
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
 
@@ -38,10 +40,11 @@ class RoomSystem:
     store: ChangeStore = field(default_factory=NullStore)
     started_at: float = field(default_factory=trio.current_time)
     stopping: bool = False
+    webhooks: WebhookSender | None = None
     router: LocalRouter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = LocalRouter(self.directories, im=self.im, store=self.store)
+        self.router = LocalRouter(self.directories, im=self.im, store=self.store, webhooks=self.webhooks)
 
     def directory(self, kind: str) -> Directory | None:
         return self.directories.get(kind)
@@ -64,6 +67,7 @@ async def open_room_system(
     user_signer: UserSigner | None = None,
     wall_clock: Callable[[], float] = time.time,
     store: ChangeStore | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[RoomSystem]:
     """Start the tree; IM calls need `user_signer` (for the admin UserSig) when IM is configured.
     `store`: where rooms record their changes when not the one `server.persist` chooses
@@ -90,6 +94,14 @@ async def open_room_system(
             store = await root.start(SqliteStore(path, actor_path=f"{ROOT}/store").run)
         elif store is None:
             store = NullStore()
+        webhooks: WebhookSender | None = None
+        if settings.webhooks.enabled and isinstance(store, (SqliteStore, NullStore)):
+            webhooks = WebhookSender(settings.webhooks, store, transport=webhook_transport)
+            store.outbox.receivers = len(settings.webhooks.urls)
+            store.outbox.on_saved = webhooks.accept
+            if isinstance(store, SqliteStore):
+                webhooks.accept(store.load_outbox())
+            await root.start(webhooks.run)
         try:
             async with trio.open_nursery() as kinds:
                 directories: dict[str, Directory] = {}
@@ -103,10 +115,11 @@ async def open_room_system(
                         call_timeout=settings.server.call_timeout,
                         path=f"{ROOT}/{name}",
                     )
+                    directory.emit_events = webhooks is not None
                     await kinds.start(directory.run)
                     directories[name] = directory
                 log.info("actor system started kinds={}", ",".join(directories))
-                system = RoomSystem(directories=directories, im=im_actor, store=store)
+                system = RoomSystem(directories=directories, im=im_actor, store=store, webhooks=webhooks)
                 try:
                     yield system
                 finally:
@@ -115,6 +128,8 @@ async def open_room_system(
                     for directory in directories.values():
                         directory.stop()
         finally:
+            if webhooks is not None:
+                webhooks.stop()  # what is not delivered yet stays in the outbox for the next start
             if isinstance(store, SqliteStore):
                 store.stop()
             if isinstance(im_actor, ImActor):

@@ -12,6 +12,7 @@ from roomd.config.settings import (
     OpsSettings,
     ServerSettings,
     Settings,
+    WebhookSettings,
     WechatSettings,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "OpsSettings",
     "ServerSettings",
     "Settings",
+    "WebhookSettings",
     "WechatSettings",
     "load_settings",
 ]

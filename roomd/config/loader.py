@@ -297,6 +297,22 @@ def _validate(s: Settings) -> None:
         not (s.server.reuse_port and cluster.link_port),
         "cluster.link_port: must be 0 (any free port) for nodes sharing a port (roomd serve --workers)",
     )
+    hooks = s.webhooks
+    for url in hooks.urls:
+        require(url.startswith(("http://", "https://")), f"webhooks.urls: {url!r} is not an http:// or https:// URL")
+    require(len(hooks.urls) <= 8, "webhooks.urls: at most 8 receivers")
+    require(
+        not hooks.urls or bool(hooks.secret), "webhooks.secret: must be set when webhooks.urls is (receivers check it)"
+    )
+    require(hooks.timeout > 0, "webhooks.timeout: must be positive")
+    require(hooks.retry_for > 0, "webhooks.retry_for: must be positive")
+    require(1 <= hooks.max_backoff <= 3600, "webhooks.max_backoff: must be 1 to 3600 seconds")
+    require(1_000 <= hooks.max_outbox <= 10_000_000, "webhooks.max_outbox: must be 1000 to 10000000")
+    require(1 <= hooks.lanes <= 64, "webhooks.lanes: must be 1 to 64")
+    require(
+        not (hooks.urls and cluster.redis_url),
+        "webhooks.urls: webhooks are not available with cluster.redis_url yet (one process only)",
+    )
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(

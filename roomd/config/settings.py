@@ -139,6 +139,23 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Events POSTed to the receivers in `urls`, signed with `secret` (README, Operations)."""
+
+    urls: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)
+    timeout: float = 5.0  # seconds one delivery may take
+    retry_for: float = 3600.0  # seconds an event is retried before it is dropped (counted, logged)
+    max_backoff: float = 60.0  # seconds between two attempts at most (the wait doubles from 1 s)
+    max_outbox: int = 100_000  # events waiting per receiver; beyond it the oldest are dropped
+    lanes: int = 8  # deliveries in flight at once per receiver (events of one room share a lane)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+
+@dataclass(frozen=True)
 class KindSettings:
     max_members: int = 6
     heartbeat_timeout: float = 20.0
@@ -174,4 +191,5 @@ class Settings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     kinds: dict[str, KindSettings] = field(default_factory=_default_kinds)

@@ -101,8 +101,8 @@ class ActorCollector(Collector):
             "roomd_store_writes_failed", "Changes that could not be saved (and were undone, or retried)"
         )
         store_failures.add_metric([], stats.store_failed_writes)
-        for name, value in sorted(stats.cluster.items()):
-            help_text, counter = CLUSTER_METRICS.get(name, ("cluster mode", False))
+        for name, value in sorted({**stats.cluster, **stats.webhooks}.items()):
+            help_text, counter = CLUSTER_METRICS.get(name) or WEBHOOK_METRICS.get(name, (name, False))
             family = CounterMetricFamily if counter else GaugeMetricFamily
             metric = family(name, help_text)
             metric.add_metric([], value)
@@ -136,6 +136,16 @@ CLUSTER_METRICS = {
     "roomd_cluster_rooms_owned": ("Rooms this node owns", False),
     "roomd_cluster_peers": ("Other nodes with a lease", False),
     "roomd_cluster_redis_up": ("1 while Redis answers, 0 while it does not", False),
+}
+
+
+WEBHOOK_METRICS = {
+    "roomd_webhook_deliveries": ("Webhook events delivered (2xx), all receivers", True),
+    "roomd_webhook_failed_attempts": ("Webhook deliveries that failed and were tried again", True),
+    "roomd_webhook_dropped_late": ("Webhook events dropped after webhooks.retry_for of failures", True),
+    "roomd_webhook_dropped_full": ("Webhook events dropped, the oldest, from a full outbox", True),
+    "roomd_webhook_outbox_depth": ("Webhook events waiting for delivery, all receivers", False),
+    "roomd_webhook_latency_p99_seconds": ("p99 seconds from an event to its delivery (last 10,000)", False),
 }
 
 
