@@ -15,7 +15,9 @@ import pytest
 import trio
 
 from tests.bodies import joining, member_fields
+from tests.cluster_helpers import node_in_scope, open_nodes
 from tests.conftest import Api, eventually, make_settings, open_roomd
+from tests.redis_server import RedisServer
 from tests.server_process import running_roomd
 from tests.webhook_receiver import Receiver, start_receiver, verify
 
@@ -172,4 +174,29 @@ async def test_kill_9_mid_delivery_loses_no_event(tmp_path: Path) -> None:
         receiver.delay = 0.0
         async with running_roomd(tmp_path, **env):
             await eventually(lambda: all(len(set(receiver.of_room(r))) == 2 for r in made), within=30)
+        nursery.cancel_scope.cancel()
+
+
+async def test_on_two_nodes_events_come_once_or_more_in_order_even_when_a_node_vanishes(redis: RedisServer) -> None:
+    async with trio.open_nursery() as nursery:
+        receiver = await start_receiver(nursery, SECRET)
+        env = {"ROOMD_WEBHOOKS__URLS": receiver.url, "ROOMD_WEBHOOKS__SECRET": SECRET, "ROOMD_WEBHOOKS__LANES": "2"}
+        async with open_nodes(redis.url, 1, **env) as (survivor,):
+            async with node_in_scope(redis.url, name="doomed", **env) as (doomed, scope):
+                room_id = (await doomed.post("create_room", member_fields("alice", roomName="h"))).body["roomID"]
+                assert (await survivor.post("add_pusher", joining("bob", room_id))).code == 0  # forwarded
+                await eventually(lambda: len(receiver.of_room(room_id)) == 3, within=10)
+                receiver.failing = True  # what comes now waits in Redis
+                assert (await survivor.post("delete_pusher", {"roomID": room_id, "userID": "bob"})).code == 0
+                await trio.sleep(0.5)
+                scope.cancel()  # the node that owns the room, and maybe delivers its lane, is gone
+            receiver.failing = False
+            await eventually(lambda: ("member_left", "bob", "left") in receiver.of_room(room_id), within=20)
+        assert list(dict.fromkeys(receiver.of_room(room_id))) == [
+            ("room_created", "alice", None),
+            ("member_joined", "alice", None),
+            ("member_joined", "bob", None),
+            ("member_left", "bob", "left"),
+        ]
+        assert receiver.bad_signatures == 0
         nursery.cancel_scope.cancel()

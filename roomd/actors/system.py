@@ -115,7 +115,7 @@ async def open_room_system(
                         call_timeout=settings.server.call_timeout,
                         path=f"{ROOT}/{name}",
                     )
-                    directory.emit_events = webhooks is not None
+                    directory.emit_events = settings.webhooks.enabled
                     await kinds.start(directory.run)
                     directories[name] = directory
                 log.info("actor system started kinds={}", ",".join(directories))

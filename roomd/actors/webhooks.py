@@ -91,7 +91,7 @@ class WebhookSender:
             if row.receiver >= len(self._lanes):
                 continue
             lanes = self._lanes[row.receiver]
-            lane = lanes[_lane_of(row.room_id, len(lanes))]
+            lane = lanes[lane_of(row.room_id, len(lanes))]
             lane.rows.append(row)
             lane.waiting.set()
             self._queued[row.receiver] += 1
@@ -121,12 +121,8 @@ class WebhookSender:
 
     async def run(self, *, task_status: trio.TaskStatus[WebhookSender] = trio.TASK_STATUS_IGNORED) -> None:
         self.log.info("webhook sender started receivers={} lanes={}", len(self._lanes), self.settings.lanes)
-        limits = httpx.Limits(max_connections=self.settings.lanes, max_keepalive_connections=self.settings.lanes)
         with self._scope:
-            async with (
-                httpx.AsyncClient(transport=self._transport, timeout=self.settings.timeout, limits=limits) as http,
-                trio.open_nursery() as nursery,
-            ):
+            async with self.client() as http, trio.open_nursery() as nursery:
                 for receiver, lanes in enumerate(self._lanes):
                     for lane in lanes:
                         nursery.start_soon(self._deliver_lane, http, receiver, lane)
@@ -138,30 +134,40 @@ class WebhookSender:
         self._scope.cancel()
 
     async def _deliver_lane(self, http: httpx.AsyncClient, receiver: int, lane: _Lane) -> None:
-        url = self.settings.urls[receiver]
         while True:
             while not lane.rows:
                 await lane.waiting.wait()
                 lane.waiting = trio.Event()
             row = lane.rows[0]
-            backoff = FIRST_BACKOFF
-            while not await self._post(http, url, row):
-                if self._wall_clock() - row.made > self.settings.retry_for:
-                    self.stats.dropped_late += 1
-                    self.log.error(
-                        "webhook event dropped after {:g} s of failed deliveries to {} room={} body={}",
-                        self.settings.retry_for,
-                        url,
-                        row.room_id,
-                        row.body,
-                    )
-                    break
-                await trio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, self.settings.max_backoff)
+            await self.deliver(http, row)
             lane.rows.popleft()
             self._forget(row)
             if self._queued[receiver] <= self.settings.max_outbox // 2:
                 self._full_logged[receiver] = False
+
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client deliveries go through (one per sender; a connection per lane)."""
+        limits = httpx.Limits(max_connections=self.settings.lanes, max_keepalive_connections=self.settings.lanes)
+        return httpx.AsyncClient(transport=self._transport, timeout=self.settings.timeout, limits=limits)
+
+    async def deliver(self, http: httpx.AsyncClient, row: OutboxRow) -> bool:
+        """POST the event until its receiver takes it (True) or `retry_for` has passed (False: dropped)."""
+        url = self.settings.urls[row.receiver]
+        backoff = FIRST_BACKOFF
+        while not await self._post(http, url, row):
+            if self._wall_clock() - row.made > self.settings.retry_for:
+                self.stats.dropped_late += 1
+                self.log.error(
+                    "webhook event dropped after {:g} s of failed deliveries to {} room={} body={}",
+                    self.settings.retry_for,
+                    url,
+                    row.room_id,
+                    row.body,
+                )
+                return False
+            await trio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.settings.max_backoff)
+        return True
 
     async def _post(self, http: httpx.AsyncClient, url: str, row: OutboxRow) -> bool:
         body = row.body.encode("utf-8")
@@ -199,6 +205,6 @@ class WebhookSender:
         }
 
 
-def _lane_of(room_id: str, lanes: int) -> int:
+def lane_of(room_id: str, lanes: int) -> int:
     """A stable lane for a room (the same in every process): its events go out one after another."""
     return int.from_bytes(hashlib.blake2b(room_id.encode(), digest_size=4).digest(), "big") % lanes

@@ -22,6 +22,7 @@ import trio
 from loguru import logger
 
 from roomd.actors.system import RoomSystem, open_room_system
+from roomd.actors.webhooks import WebhookSender
 from roomd.auth.tokens import TokenBook
 from roomd.cluster.lease import NodeLease, default_node_name
 from roomd.cluster.link import LinkServer
@@ -30,6 +31,7 @@ from roomd.cluster.redis_rooms import RoomsInRedis
 from roomd.cluster.redis_store import RedisStore
 from roomd.cluster.router import ClusterRouter
 from roomd.cluster.shared_tokens import SharedRevocations, shared_secret
+from roomd.cluster.webhook_lanes import ClusterWebhookLanes
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
 
@@ -109,6 +111,12 @@ async def open_cluster_node(
                     directory.may_expire = lambda: lease.serving
                 await services.start(router.relay.run)
                 await services.start(router.run, cluster.reap_interval)
+                if settings.webhooks.enabled:
+                    sender = WebhookSender(settings.webhooks, store)
+                    lanes = ClusterWebhookLanes(rooms, sender, owner=lambda: lease.owner, lease_ms=cluster.lease_ms)
+                    store.outbox, store.outbox_cap = lanes.streams_of, lanes.cap
+                    router.webhooks = sender
+                    await services.start(lanes.run)
                 try:
                     yield ClusterNode(router=router, system=system, link_address=address, tokens=tokens)
                 finally:

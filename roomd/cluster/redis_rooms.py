@@ -9,7 +9,7 @@ applied twice); the callers decide.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ import trio
 from coredis.connection import TCPLocation
 from coredis.retry import NoRetryPolicy
 
+from roomd.actors.events import event_body
 from roomd.actors.messages import (
     AdminPage,
     AdminRoom,
@@ -30,6 +31,7 @@ from roomd.actors.messages import (
     Change,
     CustomFields,
     CustomFieldSaved,
+    EventQueued,
     GroupDestroyed,
     MemberInfo,
     MemberRemoved,
@@ -76,11 +78,17 @@ def split_name(name: str) -> tuple[str, str]:
     return kind, room_id
 
 
-def operations(changes: Sequence[Change]) -> list[list[Any]]:
-    """The WRITE script's operations for `changes`, in order."""
+OutboxKeys = Callable[[str], list[str]]
+"""The outbox streams (one per receiver) a room's webhook events go to."""
+
+
+def operations(changes: Sequence[Change], outbox: OutboxKeys | None = None, cap: int = 0) -> list[list[Any]]:
+    """The WRITE script's operations for `changes`, in order (webhook events only with `outbox`)."""
     ops: list[list[Any]] = []
     for change in changes:
         match change:
+            case EventQueued(_, room_id, made) if outbox is not None:
+                ops.append(["event", event_body(made), str(made.time), cap, *outbox(room_id)])
             case RoomSaved(_, _, creator, room_info, created):
                 ops.append(["room", int(created), creator, room_info])
             case MemberSaved(_, _, m):
@@ -134,6 +142,7 @@ class RoomsInRedis:
         self._page = client.register_script(scripts.PAGE)
         self._takeover = client.register_script(scripts.TAKEOVER)
         self._admin_page = client.register_script(scripts.ADMIN_PAGE)
+        self._lane_lease = client.register_script(scripts.LANE_LEASE)
         self._shared_secret = client.register_script(scripts.SHARED_SECRET)
         self._revoke = client.register_script(scripts.REVOKE)
         self._revoked_after = client.register_script(scripts.REVOKED_AFTER)
@@ -323,3 +332,23 @@ class RoomsInRedis:
             values = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
             found.append((_text(entry_id), values.get("id", ""), int(values.get("expires", "0"))))
         return found
+
+    # --- webhook outbox --------------------------------------------------------------------------
+
+    async def hold_lane(self, lease_key: str, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._run(self._lane_lease(args=[lease_key, owner, ttl_ms])))
+
+    async def outbox_head(self, stream: str, count: int) -> list[tuple[str, str, float]]:
+        """(entry id, body, made) of the oldest `count` events waiting in `stream`."""
+        entries = await self._run(self._client.xrange(stream, "-", "+", count=count))
+        found = []
+        for entry in entries:
+            fields = {_text(k): _text(v) for k, v in entry.field_values.items()}
+            found.append((_text(entry.identifier), fields.get("b", ""), float(fields.get("m", "0"))))
+        return found
+
+    async def outbox_done(self, stream: str, entry_id: str) -> None:
+        await self._run(self._client.xdel(stream, [entry_id]))
+
+    async def outbox_length(self, stream: str) -> int:
+        return int(await self._run(self._client.xlen(stream)))

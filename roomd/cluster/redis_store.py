@@ -31,6 +31,7 @@ from roomd.cluster.redis_rooms import (
     FENCED,
     GONE_FOR_GOOD,
     NO_LEASE,
+    OutboxKeys,
     RedisUnavailable,
     RoomsInRedis,
     operations,
@@ -56,6 +57,8 @@ class RedisStore:
         self._owner = owner
         self._on_fenced = on_fenced
         self.epochs: dict[tuple[str, str], int] = {}  # (kind, roomID) -> the epoch this node holds it under
+        self.outbox: OutboxKeys | None = None  # webhooks: the streams a room's events go to
+        self.outbox_cap = 0  # events kept per stream at most (Redis trims the oldest)
         self._queue = SubmissionQueue(logger.bind(actor=actor_path))
         self._retrying = False
         self._stopping = False
@@ -139,7 +142,11 @@ class RedisStore:
                 sent.append(submission)
         if not sent:
             return []
-        entries = [(room_name(*s.target), str(s.epoch), operations(s.changes)) for s in sent if s.target is not None]
+        entries = [
+            (room_name(*s.target), str(s.epoch), operations(s.changes, self.outbox, self.outbox_cap))
+            for s in sent
+            if s.target is not None
+        ]
         try:
             statuses = await self._rooms.write(owner, entries)
         except RedisUnavailable as error:

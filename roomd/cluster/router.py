@@ -47,10 +47,11 @@ from roomd.actors.messages import (
 )
 from roomd.actors.replies import DomainError, Ok, Refused, no_such_room
 from roomd.actors.room import CHANGES
-from roomd.actors.router import LocalRouter, notify_when_found, parse_cursor, unknown_kind
+from roomd.actors.router import LocalRouter, notify_when_found, parse_cursor, unknown_kind, webhook_stats
 from roomd.actors.runtime import COMMIT_WAIT
 from roomd.actors.stats import RouterStats
 from roomd.actors.store import SavedRoom
+from roomd.actors.webhooks import WebhookSender
 from roomd.cluster.lease import NodeLease
 from roomd.cluster.peers import Peers, Unreachable
 from roomd.cluster.redis_rooms import RedisUnavailable, RoomsInRedis
@@ -98,6 +99,7 @@ class ClusterRouter:
         self._creating: set[tuple[str, str]] = set()  # rooms this node is claiming and making
         self._nursery: trio.Nursery | None = None
         self.relay = HeartbeatRelay(self, interval=relay_interval)
+        self.webhooks: WebhookSender | None = None  # set when webhooks are configured
         self.forwarded = 0
         self.served_for_peers = 0
         self.moved_retries = 0
@@ -321,7 +323,8 @@ class ClusterRouter:
             "roomd_cluster_peers": float(len(peers.connected)),
             "roomd_cluster_redis_up": 0.0 if self.lease.redis_down else 1.0,
         }
-        return dataclasses.replace(local, cluster=cluster)
+        webhooks = webhook_stats(self.webhooks) if self.webhooks is not None else {}
+        return dataclasses.replace(local, cluster=cluster, webhooks=webhooks)
 
     async def describe(self, *, limit: int) -> list[dict[str, Any]]:
         me = self.lease.owner

@@ -11,6 +11,8 @@ Keys (all under `roomd:`; one Redis primary, not Redis Cluster):
     custom:<kind>/<roomID>     hash name -> msgpack [order, value]
     listed:<kind>         sorted set: roomIDs with members, scored by creation sequence
     rooms:<kind>          sorted set: every roomID, scored by creation sequence (the admin listing)
+    outbox:<r>:<lane>     stream of webhook events for receiver r, lane (one room's events: one lane)
+    outbox_lease:<r>:<lane>  which node delivers that lane now (with a TTL)
     seq, epoch            counters: the global creation (and join) order, the fencing tokens
 
 An owner is a node's name plus a random part taken with each lease, so a
@@ -161,6 +163,10 @@ for i, submission in ipairs(submissions) do
         local old = redis.call('HGET', c, op[2])
         if old then order = cmsgpack.unpack(old)[1] end
         redis.call('HSET', c, op[2], cmsgpack.pack({order, op[3]}))
+      elseif what == 'event' then  -- body, made, cap, then the outbox stream of each receiver
+        for k = 5, #op do
+          redis.call('XADD', op[k], 'MAXLEN', '~', op[4], '*', 'b', op[2], 'm', op[3])
+        end
       end
     end
     statuses[i] = status
@@ -278,4 +284,18 @@ REVOKED_AFTER = """
 local start = '-'
 if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
 return redis.call('XRANGE', 'roomd:revoked', start, '+', 'COUNT', ARGV[2])
+"""
+
+LANE_LEASE = """
+-- ARGV: lease key, owner, ttl ms: 1 when `owner` holds the lane (taken or renewed), 0 when another does
+local held = redis.call('GET', ARGV[1])
+if not held then
+  redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if held == ARGV[2] then
+  redis.call('PEXPIRE', ARGV[1], ARGV[3])
+  return 1
+end
+return 0
 """

@@ -309,10 +309,6 @@ def _validate(s: Settings) -> None:
     require(1 <= hooks.max_backoff <= 3600, "webhooks.max_backoff: must be 1 to 3600 seconds")
     require(1_000 <= hooks.max_outbox <= 10_000_000, "webhooks.max_outbox: must be 1000 to 10000000")
     require(1 <= hooks.lanes <= 64, "webhooks.lanes: must be 1 to 64")
-    require(
-        not (hooks.urls and cluster.redis_url),
-        "webhooks.urls: webhooks are not available with cluster.redis_url yet (one process only)",
-    )
     require(bool(s.kinds), "kinds: at least one room kind must be configured")
     for name, kind in s.kinds.items():
         require(
