@@ -58,6 +58,7 @@ from roomd.actors.messages import (
     RoomState,
     SetCustomField,
     WatchMembers,
+    WebhookEvent,
 )
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.actors.stats import KindStats, RouterStats
@@ -148,6 +149,13 @@ EXAMPLES: list[object] = [
     Ok(RoomDetail("room_2", RoomState.WAITING, "bob", "", 1.0, 29.0, (), (), ())),
     AdminPage((AdminRoom("room_1", "active", "alice", "info", 2, 0, 3.25),), "17"),
     AdminPage((), None),
+    EventQueued(
+        "multi_room",
+        "room_1",
+        WebhookEvent("evt_1", "member_left", 1764480000.5, "multi_room", "room_1", "bob", "timeout"),
+    ),
+    EventQueued("live_room", "r", WebhookEvent("evt_2", "room_created", 1.0, "live_room", "r")),
+    EventDelivered("multi_room", "room_1", 17),
 ]
 
 
