@@ -26,6 +26,8 @@ from roomd.actors.messages import (
     CustomOperation,
     Describe,
     Destroy,
+    EventDelivered,
+    EventQueued,
     ForwardedCall,
     ForwardedCreate,
     GetAudiences,
