@@ -8,7 +8,7 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.9
 LINT_PATHS := roomd tests bench
 
-.PHONY: serve test test-fast lint lock bench clean redis-server
+.PHONY: serve test test-fast lint lock bench clean redis-server chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(INSTALLED): $(LOCK) pyproject.toml | $(VENV)/bin/python
 serve: $(INSTALLED)
 	$(VENV)/bin/roomd serve
 
-test: $(INSTALLED) redis-server
+test: $(INSTALLED) redis-server chromium
 	$(VENV)/bin/python -m pytest
 
 # The cluster tests start a real redis-server on loopback: Debian's package, installed when missing
@@ -37,6 +37,20 @@ redis-server:
 		else \
 			echo "the tests need redis-server: install it (apt-get install redis-server) or set ROOMD_TEST_REDIS_SERVER"; \
 			exit 1; \
+		fi; \
+	fi
+
+# The console's browser test drives Debian's headless Chromium: installed when missing (as root);
+# without it that one test is skipped and says why.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium and chromium-driver for the console's browser test"; \
+			apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+			(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+			echo "chromium could not be installed: the console's browser test will be skipped"; \
+		else \
+			echo "no chromium: the console's browser test will be skipped (apt-get install chromium chromium-driver)"; \
 		fi; \
 	fi
 

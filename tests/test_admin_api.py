@@ -18,6 +18,7 @@ from tests.redis_server import RedisServer
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 async def admin(api: Api, method: str, path: str, body: Any = None, *, key: str | None = KEY) -> Reply:
@@ -195,3 +196,35 @@ async def test_on_three_nodes_any_node_lists_shows_and_acts_on_any_room(redis: R
         assert (await admin(nodes[0], "DELETE", f"rooms/multi_room/{made[1]}")).code == 0
         remaining = await admin(nodes[2], "GET", "rooms?kind=multi_room&state=active")
         assert [r["roomID"] for r in remaining.body["rooms"]] == [made[0], made[2]]
+
+
+async def test_the_console_signs_in_with_the_key_into_a_cookie_that_reads_and_with_its_header_acts() -> None:
+    async with open_roomd(make_settings(ROOMD_AUTH__ADMIN_KEY=KEY)) as api:
+        form = await api.http.get("/console")
+        assert form.status_code == 200 and 'name="key"' in form.text
+        assert "script-src 'self'" in form.headers["content-security-policy"]
+        refused = await api.http.post("/console/login", content=b"key=wrong", headers=FORM)
+        assert refused.status_code == 401 and "set-cookie" not in refused.headers
+        signed_in = await api.http.post("/console/login", content=f"key={KEY}".encode(), headers=FORM)
+        assert signed_in.status_code == 303
+        cookie = signed_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and KEY not in cookie
+        jar = {"Cookie": cookie.split(";", 1)[0]}
+        page = await api.http.get("/console", headers=jar)
+        assert 'src="/console/app.js"' in page.text and "<script>" not in page.text
+        assert (
+            (await api.http.get("/console/app.js", headers=jar))
+            .headers["content-type"]
+            .startswith("application/javascript")
+        )
+        room_id = (await api.post("create_room", member_fields("alice", roomName="c"))).body["roomID"]
+        assert (await api.http.get("/admin/v1/rooms", headers=jar)).json()["code"] == 0
+        path = f"/admin/v1/rooms/multi_room/{room_id}/members/alice"
+        assert (await api.http.delete(path, headers=jar)).status_code == 401  # a change needs the console's header
+        assert (await api.http.delete(path, headers={**jar, "X-Roomd-Console": "1"})).json()["code"] == 0
+        forged = {"Cookie": "roomd_console=9999999999." + "0" * 64}
+        assert (await api.http.get("/admin/v1/rooms", headers=forged)).status_code == 401
+        signed_out = await api.http.post("/console/logout", headers=jar)
+        assert "Max-Age=0" in signed_out.headers["set-cookie"]
+    async with open_roomd(make_settings()) as keyless:
+        assert (await keyless.http.get("/console")).status_code == 404

@@ -17,6 +17,7 @@ its roomID is free at once.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -64,6 +65,7 @@ from roomd.config import KindSettings
 R = TypeVar("R")
 DESCRIBE_WAIT = 0.5  # seconds /debug/actors waits for one room's description
 DESCRIBE_BUDGET = 2.0  # seconds it spends on one directory's rooms in all
+RECENT_CLOSES = 50  # closes remembered for the console
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class Directory:
         self.path = path
         self.index = RoomIndex()
         self._closes: dict[CloseReason, int] = {}
+        self.recent_closes: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=RECENT_CLOSES)
         self._departures: dict[LeaveReason, int] = {}
         self.started_at = trio.current_time()
         self._im = im
@@ -576,6 +579,8 @@ class Directory:
                 self._departures[reason] = self._departures.get(reason, 0) + 1
             case RoomClosed(room_id, reason):
                 self._released.discard(room_id)
+                if reason is not CloseReason.SHUTDOWN:
+                    self.recent_closes.append((time.time(), room_id, reason.value))
                 if self._rooms.pop(room_id, None) is not None:
                     self.index.remove(room_id)
                     self._forget_owner(room_id)

@@ -20,6 +20,7 @@ from roomd.actors.stats import RouterStats
 from roomd.actors.webhooks import WebhookSender
 
 R = TypeVar("R")
+RECENT_CLOSES_SHOWN = 50
 
 
 class RoomRouter(Protocol):
@@ -50,6 +51,9 @@ class RoomRouter(Protocol):
 
     def im_group_state(self, room_id: str) -> dict[str, object]:
         """What this process is doing with the room's IM group."""
+
+    def recent_closes(self) -> list[tuple[float, str, str, str]]:
+        """(unix time, kind, roomID, reason) of the rooms that closed here lately, newest last."""
 
     def stats(self) -> RouterStats:
         """Counts for /metrics."""
@@ -144,6 +148,14 @@ class LocalRouter:
 
     def im_group_state(self, room_id: str) -> dict[str, object]:
         return self._im.group_state(room_id)
+
+    def recent_closes(self) -> list[tuple[float, str, str, str]]:
+        closes = [
+            (at, kind, room_id, reason)
+            for kind, directory in self._directories.items()
+            for at, room_id, reason in directory.recent_closes
+        ]
+        return sorted(closes)[-RECENT_CLOSES_SHOWN:]
 
     def stats(self) -> RouterStats:
         return RouterStats(

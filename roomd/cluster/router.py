@@ -306,6 +306,9 @@ class ClusterRouter:
     def im_group_state(self, room_id: str) -> dict[str, object]:
         return self.local.im_group_state(room_id)
 
+    def recent_closes(self) -> list[tuple[float, str, str, str]]:
+        return self.local.recent_closes()  # of the rooms this node ran
+
     def stats(self) -> RouterStats:
         local = self.local.stats()
         peers = self.peers

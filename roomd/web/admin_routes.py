@@ -12,16 +12,20 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
 from loguru import logger
 
 from roomd.actors.messages import AdminClose, AdminUpdate, Inspect, Kick, RoomDetail
 from roomd.actors.replies import DomainError, Refused
 from roomd.actors.room import MAX_CUSTOM_FIELDS, MAX_SAFE_INTEGER
+from roomd.web import console
 from roomd.web.audience_routes import MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES
 from roomd.web.context import AppContext
-from roomd.web.envelope import Code, Reply, RequestError, ok_reply, refusal_reply
+from roomd.web.envelope import Code, Reply, RequestError, ok_reply, refusal_reply, reply
 from roomd.web.pipeline import Call
 from roomd.web.validation import MAX_INFO_BYTES, check_ident, check_unicode, parse_count
 
@@ -30,6 +34,12 @@ STATES = ("waiting", "active", "closing")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_NOTIFICATION_BYTES = 1024
+MAX_STREAMS = 8  # /admin/v1/events streams open at once
+STREAM_LIFETIME = 300.0  # seconds one stream lasts; EventSource reconnects by itself
+SNAPSHOT_INTERVAL = 1.0  # seconds between two snapshots
+CONSOLE_ROOMS = 50  # rooms a snapshot shows, each asked for its members' deadlines
+INSPECT_WAIT = 0.5  # seconds a snapshot waits for one room
+ACTOR_ROOMS = 20  # rooms per kind in a snapshot's actor tree
 _STATUS = {DomainError.NO_ROOM: 404, DomainError.NOT_MEMBER: 404, DomainError.INVALID: 400}
 
 
@@ -44,10 +54,15 @@ def _refused(refusal: Refused) -> Reply:
 
 
 def _require_admin(ctx: AppContext, call: Call) -> None:
+    """The admin key as a Bearer token; or the console's cookie, for reads, and for changes with the
+    console's own header (which no other site's page can send)."""
     key = ctx.settings.auth.admin_key
     if not key:
         raise RequestError(Code.BAD_PARAMETER, f"no route for {call.request.method} {call.request.path}", status=404)
     given = call.request.header(b"authorization").encode("utf-8", "replace")
+    reading = call.request.method in ("GET", "HEAD")
+    if console.cookie_valid(ctx, call) and (reading or console.from_console(call)):
+        return
     if not hmac.compare_digest(given, f"Bearer {key}".encode()):
         raise RequestError(
             Code.AUTH_FAILED, "the admin API needs the header Authorization: Bearer <admin_key>", status=401
@@ -58,6 +73,8 @@ async def answer(ctx: AppContext, call: Call) -> Reply:
     _require_admin(ctx, call)
     method = call.request.method
     match call.request.path[len(PREFIX) :].split("/"):
+        case ["events"]:
+            allowed = {"GET": events}
         case ["rooms"]:
             allowed = {"GET": list_rooms}
         case ["rooms", _, _]:
@@ -250,6 +267,62 @@ async def notify_room(ctx: AppContext, call: Call) -> Reply:
         return _refused(sent)
     _log(kind, room_id).info("notification queued bytes={} by=admin", size)
     return ok_reply()
+
+
+# --- the console's live view -----------------------------------------------------------------
+
+
+async def events(ctx: AppContext, call: Call) -> Reply:
+    """Server-Sent Events: a snapshot of the rooms every second, for at most STREAM_LIFETIME
+    (the browser reconnects by itself); at most MAX_STREAMS at once."""
+    if ctx.console_streams >= MAX_STREAMS:
+        return reply(Code.BUSY, detail=f"{MAX_STREAMS} event streams are open, the most allowed", http_status=503)
+
+    async def stream() -> AsyncIterator[bytes]:
+        ctx.console_streams += 1
+        try:
+            ends = trio.current_time() + STREAM_LIFETIME
+            while not ctx.draining and trio.current_time() < ends:
+                data = json.dumps(await snapshot(ctx), ensure_ascii=False, separators=(",", ":"))
+                yield f"event: snapshot\ndata: {data}\n\n".encode()
+                await trio.sleep(SNAPSHOT_INTERVAL)
+        finally:
+            ctx.console_streams -= 1
+
+    no_store = ((b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"))
+    return Reply(Code.OK, content_type="text/event-stream; charset=utf-8", stream=stream(), headers=no_store)
+
+
+async def snapshot(ctx: AppContext) -> dict[str, Any]:
+    """What the console shows: counts by kind, the first CONSOLE_ROOMS rooms with their members'
+    deadlines, the IM queue, recent closes and the actor tree."""
+    stats = ctx.router.stats()
+    rooms: list[dict[str, Any]] = []
+    for kind in ctx.router.kinds:
+        if len(rooms) >= CONSOLE_ROOMS:
+            break
+        page = await ctx.router.admin_rooms(kind, state=None, cursor="", limit=CONSOLE_ROOMS - len(rooms))
+        if isinstance(page, Refused):
+            continue
+        for room in page.rooms:
+            deadline = trio.current_time() + INSPECT_WAIT
+            found = await ctx.router.call_room(kind, room.room_id, Inspect(), deadline=deadline)
+            if not isinstance(found, Refused):
+                rooms.append(_detail(ctx, kind, found.value))
+    return {
+        "time": round(time.time(), 3),
+        "kinds": {
+            kind: {"waiting": k.waiting_rooms, "active": k.active_rooms, "members": k.members, "audiences": k.audiences}
+            for kind, k in stats.kinds.items()
+        },
+        "imQueueDepth": stats.im_queue_depth,
+        "rooms": rooms,
+        "closes": [
+            {"time": round(at, 3), "kind": kind, "roomID": room_id, "reason": reason}
+            for at, kind, room_id, reason in ctx.router.recent_closes()
+        ],
+        "actors": await ctx.router.describe(limit=ACTOR_ROOMS),
+    }
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

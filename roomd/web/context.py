@@ -40,6 +40,7 @@ class AppContext:
     # encoded get_room_list entries, per room snapshot; gone with the snapshot
     listing_entries: weakref.WeakKeyDictionary[RoomSnapshot, bytes] = field(default_factory=weakref.WeakKeyDictionary)
     ready: bool = True  # False while starting
+    console_streams: int = 0  # /admin/v1/events streams open now
     started_at: float = field(default_factory=trio.current_time)
     draining: bool = False  # True once a stop was asked for
 

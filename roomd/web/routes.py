@@ -7,7 +7,7 @@ routes sit at the root. Probes and metrics are answered while draining.
 
 from __future__ import annotations
 
-from roomd.web import admin_routes, ops, rooms, utils_routes
+from roomd.web import admin_routes, console, ops, rooms, utils_routes
 from roomd.web.context import AppContext
 from roomd.web.pipeline import Route, Routes
 
@@ -32,4 +32,9 @@ def build(ctx: AppContext) -> Routes:
     table.add("/debug/actors", Route("/debug/actors", GET, ops.debug_actors, always_served=True))
     table.add("/openapi.json", Route("/openapi.json", GET, ops.openapi, always_served=True))
     table.add_prefix(admin_routes.PREFIX, Route("admin", ADMIN, admin_routes.answer))
+    table.add("/console", Route("/console", GET, console.page))
+    table.add("/console/login", Route("/console/login", POST, console.login))
+    table.add("/console/logout", Route("/console/logout", POST, console.logout))
+    for name in console.STATIC:
+        table.add(f"/console/{name}", Route(f"/console/{name}", GET, console.static))
     return table
