@@ -4,11 +4,13 @@ several --url): the short version of the 500-room run; and what it makes of its 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -17,6 +19,7 @@ from roomd.loadtest.cli import main
 from roomd.loadtest.driver import LoadSettings, Session, plan_members, pool_sizes
 from roomd.loadtest.http import HttpPool
 from roomd.loadtest.stats import LoadStats
+from tests.browser import artifacts, headless_chromium
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess, running_roomd
 
@@ -43,6 +46,7 @@ async def _roomd_load(base_urls: Sequence[str], report: Path, *extra: str) -> su
 @pytest.mark.slow
 async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> None:
     report_file = tmp_path / "report.json"
+    html_file = tmp_path / "report.html"
     async with running_roomd(tmp_path, ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT="4") as server:
         result = await _roomd_load(
             [server.base_url],
@@ -69,8 +73,11 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
             "2",
             "--seed",
             "7",
+            "--html",
+            str(html_file),
         )
     assert result.returncode == 0, result.stdout.decode()[-3000:]
+    await charts_have_points(html_file, tmp_path / "profile")
     report = json.loads(report_file.read_text())
     evictions = report["evictions"]
     assert evictions["crashed"] == 12 and evictions["evicted_in_time"] == 12
@@ -82,6 +89,34 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
     assert report["endpoints"]["create_room"]["codes"] == {"0": 20}
     assert "PASS" in result.stdout.decode() and "eviction checks" in result.stdout.decode()
     assert sum("reason=timeout" in line for line in server.output) == 12
+
+
+CHART_POINTS = """
+return Array.from(document.querySelectorAll('.plotly-graph-div')).map(chart => [
+  chart.id,
+  chart.data.reduce((n, trace) => n + Math.max((trace.x || []).length, (trace.y || []).length), 0),
+  chart.querySelectorAll('.main-svg').length,
+]);
+"""
+
+
+async def charts_have_points(report: Path, profile: Path) -> None:
+    """Open the HTML report in headless Chromium (a file: no network) and count each chart's points."""
+    text = await trio.Path(report).read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", text)  # plotly.js is in the file: nothing is fetched
+    with headless_chromium(profile) as browser:
+        driver: Any = browser
+        await trio.to_thread.run_sync(driver.get, report.as_uri())
+        charts = driver.execute_script(CHART_POINTS)
+        (artifacts() / "roomd-load-report.png").write_bytes(driver.get_screenshot_as_png())
+    assert [chart_id for chart_id, _, _ in charts] == [
+        "chart-requests",
+        "chart-latency",
+        "chart-codes",
+        "chart-lateness",
+    ]
+    for chart_id, points, drawn in charts:
+        assert points > 0 and drawn > 0, chart_id
 
 
 @pytest.mark.slow

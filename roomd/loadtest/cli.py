@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ramp", type=float, default=5.0, help="seconds over which rooms are started")
     p.add_argument("--seed", type=int)
     p.add_argument("--report", default="roomd-load-report.json", help="where the JSON report goes")
+    p.add_argument("--html", help="also write the report as one self-contained HTML file with charts here")
     p.add_argument("--no-progress", action="store_true", help="no live display (the default when not a terminal)")
     return p
 
@@ -173,10 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats, elapsed = trio.run(_main, settings, console, live_display)
     report = stats.report(elapsed, {**dataclasses.asdict(settings)})
     Path(args.report).write_text(json.dumps(report, indent=2))
+    if args.html:
+        from roomd.loadtest.html_report import write_html  # plotly loads only when asked for
+
+        write_html(Path(args.html), report, stats)
     console.print(_summary(report))
     console.print(_by_node(report))
     console.print(_checks(report))
-    console.print(f"report written to {args.report}")
+    console.print(f"report written to {args.report}" + (f" and {args.html}" if args.html else ""))
     passed = report["evictions"]["passed"] and report["audiences"]["passed"] and report["transport_failures"] == 0
     return 0 if passed else 1
 

@@ -72,10 +72,12 @@ class Session:
         try:
             _, reply, seconds = await self.http.post_json(path, body, auth)
         except TransportError as error:
-            self.stats.record(endpoint, self.url, trio.current_time() - started, "transport")
+            now = trio.current_time()
+            self.stats.record(endpoint, self.url, now - started, "transport", at=now - self.stats.clock_zero)
             self.stats.transport_errors.append(f"{self.url} {endpoint}: {error}")
             return None, started
-        self.stats.record(endpoint, self.url, seconds, str(reply.get("code")))
+        at = trio.current_time() - self.stats.clock_zero
+        self.stats.record(endpoint, self.url, seconds, str(reply.get("code")), at=at)
         return reply, trio.current_time() - seconds
 
 
@@ -344,7 +346,7 @@ async def run_load(settings: LoadSettings, stats: LoadStats, *, started: trio.Ev
     if settings.seed is not None:
         random.seed(settings.seed)
     async with node_sessions(settings, stats) as sessions:
-        start = trio.current_time()
+        start = stats.clock_zero = trio.current_time()
         members = plan_members(sessions, settings, start)
         end = trio.Event()
         if started is not None:

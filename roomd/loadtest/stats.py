@@ -18,6 +18,7 @@ def percentile(ordered: list[float], fraction: float) -> float:
 @dataclass
 class EndpointStats:
     latencies: list[float] = field(default_factory=list)  # seconds
+    times: list[float] = field(default_factory=list)  # when each was answered, seconds into the run
     codes: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def summary(self, elapsed: float) -> dict[str, Any]:
@@ -86,15 +87,18 @@ class LoadStats:
     churned: int = 0
     transport_errors: list[str] = field(default_factory=list)
     audience_checks: list[bool] = field(default_factory=list)  # per room: get_audiences listed exactly its viewers
+    clock_zero: float = 0.0  # trio time the run began: `at` in records counts from it
 
     def add_nodes(self, urls: Iterable[str]) -> None:
         """Name every node in the report, even one that gets no request."""
         for url in urls:
             self.nodes.setdefault(url, NodeStats())
 
-    def record(self, endpoint: str, node: str, seconds: float, code: str) -> None:
+    def record(self, endpoint: str, node: str, seconds: float, code: str, *, at: float = 0.0) -> None:
+        """A reply (`code`) from `node` after `seconds`, `at` seconds into the run."""
         stats = self.endpoints[endpoint]
         stats.latencies.append(seconds)
+        stats.times.append(at)
         stats.codes[code] += 1
         self.nodes.setdefault(node, NodeStats()).codes[code] += 1
 
