@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from loguru import logger
 
+from roomd.actors.events import OutboxRow
+from roomd.actors.messages import EventDelivered
+from roomd.actors.webhooks import WebhookSender
+from roomd.config import WebhookSettings
 from tests.bodies import joining, member_fields
 from tests.cluster_helpers import node_in_scope, open_nodes
 from tests.conftest import Api, eventually, make_settings, open_roomd
@@ -200,3 +205,29 @@ async def test_on_two_nodes_events_come_once_or_more_in_order_even_when_a_node_v
         ]
         assert receiver.bad_signatures == 0
         nursery.cancel_scope.cancel()
+
+
+class RecordingStore:
+    """What the sender asks a store to write (it deletes delivered or dropped rows in the background)."""
+
+    def __init__(self) -> None:
+        self.written: list[object] = []
+
+    def write_later(self, changes: list[object], *, about: str) -> None:
+        self.written.extend(changes)
+
+
+def test_a_full_outbox_drops_its_oldest_waiting_events_counts_them_and_says_so_once() -> None:
+    store = RecordingStore()
+    settings = WebhookSettings(urls=("http://127.0.0.1:9/hooks",), secret="s", max_outbox=3, lanes=1)
+    sender = WebhookSender(settings, store)  # type: ignore[arg-type]
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="WARNING")
+    try:
+        sender.accept([OutboxRow(row, 0, "multi_room", "room_a", f'{{"n":{row}}}', 0.0) for row in range(1, 11)])
+    finally:
+        logger.remove(sink)
+    assert sender.outbox_depth == 3 and sender.stats.dropped_full == 7
+    # the head (being delivered) stays; the oldest behind it go first: rows 2..8 dropped, 1, 9, 10 kept
+    assert [change.row for change in store.written if isinstance(change, EventDelivered)] == [2, 3, 4, 5, 6, 7, 8]
+    assert sum("webhook outbox full" in line for line in lines) == 1
