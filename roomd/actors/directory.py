@@ -254,7 +254,8 @@ class Directory:
             envelope.answer(Refused(DomainError.INTERNAL, "the room directory failed on this request"))
             if room_id not in self._rooms:
                 if "saved" in made:
-                    self._store.write_later([RoomRemoved(self.kind_name, room_id)], about=f"{self.path}/{room_id}")
+                    first = (request.first_member,) if request.first_member is not None else ()
+                    self._store.write_later(self._unmade(room_id, first), about=f"{self.path}/{room_id}")
                 if "group" in made:
                     self._destroy_group(room_id)
         finally:
@@ -301,17 +302,19 @@ class Directory:
         if self.emit_events:
             changes.append(event("room_created", self.kind_name, room_id, member=request.creator))
             changes.extend(event("member_joined", self.kind_name, room_id, member=m.user_id) for m in first)
+        if envelope.reply is not None:
+            envelope.reply.committing = True  # the caller hears how the write went, not "busy" about a room made
         failure = await self._store.write(changes, deadline=envelope.deadline)
         if failure is not None:
             if failure.maybe_written:  # it may be saved after all: close it there too
-                self._store.write_later([RoomRemoved(self.kind_name, room_id)], about=f"{self.path}/{room_id}")
+                self._store.write_later(self._unmade(room_id, first), about=f"{self.path}/{room_id}")
             self._destroy_group(room_id)
             self.log.warning("room not created room={} because it could not be saved: {}", room_id, failure.reason)
             envelope.answer(Refused(DomainError.BUSY, NOT_SAVED))
             return
         made.add("saved")
-        if envelope.abandoned:  # the caller gave up while the room was being saved: undo it
-            removal = await self._store.write([RoomRemoved(self.kind_name, room_id)])
+        if envelope.abandoned:  # the caller hung up while the room was being saved: undo it
+            removal = await self._store.write(self._unmade(room_id, first))
             if removal is not None:
                 self.log.error("room {} stays in the store until the next start: {}", room_id, removal.reason)
             self._destroy_group(room_id)
@@ -319,6 +322,17 @@ class Directory:
             return
         self._start_room(self._new_room(room_id, request.creator, request.room_info, first), request)
         envelope.answer(Ok(room_id))
+
+    def _unmade(self, room_id: str, first: tuple[MemberInfo, ...]) -> list[Change]:
+        """What closes a room that was saved but never answered for: receivers of its
+        room_created hear it close (reason `abandoned`)."""
+        changes: list[Change] = [RoomRemoved(self.kind_name, room_id)]
+        if self.emit_events:
+            changes.extend(
+                event("member_left", self.kind_name, room_id, member=m.user_id, reason="room_closed") for m in first
+            )
+            changes.append(event("room_closed", self.kind_name, room_id, reason="abandoned"))
+        return changes
 
     def _destroy_group(self, room_id: str) -> None:
         """Destroy the room's IM group; once IM confirms, forget the room in the store."""
@@ -462,6 +476,8 @@ class Directory:
 
     def admin_page(self, cursor: int, count: int, *, state: str | None) -> AdminPage:
         """Rooms made after `cursor` (-1: from the first), for the admin API."""
+        if state == "closing":  # a closed room leaves the directory at once: none is closing here
+            return AdminPage((), None)
         self._apply_queued_reports()
         found = self.index.after(cursor, count + 1, state=state)
         now = trio.current_time()

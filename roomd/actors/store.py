@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS custom_fields (
     kind TEXT NOT NULL, room_id TEXT NOT NULL, name TEXT NOT NULL, value NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (kind, room_id, name));
 CREATE TABLE IF NOT EXISTS webhook_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, receiver INTEGER NOT NULL, kind TEXT NOT NULL, room_id TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, kind TEXT NOT NULL, room_id TEXT NOT NULL,
     body TEXT NOT NULL, made REAL NOT NULL);
 """
 # a value column without a type keeps what it is given: a string stays TEXT, an integer INTEGER
@@ -119,7 +119,7 @@ class EventOutbox:
     """What a store does with webhook events: one row per receiver, handed on once saved."""
 
     def __init__(self) -> None:
-        self.receivers = 0  # webhooks.urls configured; 0: events are not kept
+        self.urls: tuple[str, ...] = ()  # webhooks.urls; none: events are not kept
         self.on_saved: Callable[[list[OutboxRow]], None] = lambda rows: None
 
 
@@ -144,7 +144,7 @@ class NullStore:
             OutboxRow(next(self._rows), receiver, c.kind, c.room_id, event_body(c.event), c.event.time)
             for c in changes
             if isinstance(c, EventQueued)
-            for receiver in range(self.outbox.receivers)
+            for receiver in range(len(self.outbox.urls))
         ]
         if rows:
             self.outbox.on_saved(rows)
@@ -251,13 +251,22 @@ class SqliteStore:
         ]
 
     def load_outbox(self) -> list[OutboxRow]:
-        """The webhook events saved and not yet delivered, oldest first (for receivers that are
-        still configured)."""
-        rows = self._db.execute(
-            "SELECT id, receiver, kind, room_id, body, made FROM webhook_outbox WHERE receiver < ? ORDER BY id",
-            (self.outbox.receivers,),
-        ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+        """The webhook events saved and not yet delivered, oldest first. Those for a receiver no
+        longer in webhooks.urls are deleted (they never go to another one), and counted in the log."""
+        receivers = {url: index for index, url in enumerate(self.outbox.urls)}
+        rows: list[OutboxRow] = []
+        gone: list[int] = []
+        for row, url, kind, room_id, body, made in self._db.execute(
+            "SELECT id, url, kind, room_id, body, made FROM webhook_outbox ORDER BY id"
+        ):
+            if url in receivers:
+                rows.append(OutboxRow(row, receivers[url], kind, room_id, body, made))
+            else:
+                gone.append(row)
+        if gone:
+            self._db.executemany("DELETE FROM webhook_outbox WHERE id = ?", [(row,) for row in gone])
+            self.log.warning("{} webhook events for receivers no longer configured were deleted", len(gone))
+        return rows
 
     # --- the actor ------------------------------------------------------------------------
 
@@ -407,10 +416,10 @@ class SqliteStore:
                 )
             case EventQueued(kind, room_id, made):
                 body = event_body(made)
-                for receiver in range(self.outbox.receivers):
+                for receiver, url in enumerate(self.outbox.urls):
                     cursor = db.execute(
-                        "INSERT INTO webhook_outbox (receiver, kind, room_id, body, made) VALUES (?, ?, ?, ?, ?)",
-                        (receiver, kind, room_id, body, made.time),
+                        "INSERT INTO webhook_outbox (url, kind, room_id, body, made) VALUES (?, ?, ?, ?, ?)",
+                        (url, kind, room_id, body, made.time),
                     )
                     assert cursor.lastrowid is not None
                     self._rows_pending.append(OutboxRow(cursor.lastrowid, receiver, kind, room_id, body, made.time))

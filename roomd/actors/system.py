@@ -97,7 +97,7 @@ async def open_room_system(
         webhooks: WebhookSender | None = None
         if settings.webhooks.enabled and isinstance(store, (SqliteStore, NullStore)):
             webhooks = WebhookSender(settings.webhooks, store, transport=webhook_transport)
-            store.outbox.receivers = len(settings.webhooks.urls)
+            store.outbox.urls = settings.webhooks.urls
             store.outbox.on_saved = webhooks.accept
             if isinstance(store, SqliteStore):
                 webhooks.accept(store.load_outbox())

@@ -177,7 +177,7 @@ class WebhookSender:
         }
         try:
             response = await http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as error:
+        except Exception as error:  # whatever the client raises, a lane never dies of it
             self._failed(url, row, f"{type(error).__name__}: {error}")
             return False
         if not 200 <= response.status_code < 300:

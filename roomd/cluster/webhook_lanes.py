@@ -74,16 +74,11 @@ class ClusterWebhookLanes:
             await trio.sleep(BUSY_POLL if busy else IDLE_POLL)
 
     async def _deliver_some(self, http: httpx.AsyncClient, receiver: int, stream: str, lease: str, owner: str) -> bool:
+        """Deliver the oldest events of the lane, one after another, keeping its lease all along;
+        stop (False) as soon as the lease is lost: another node goes on from there."""
         entries = await self._rooms.outbox_head(stream, BATCH)
-        for entry_id, body, made in entries:
-            row = OutboxRow(0, receiver, "", "", body, made)
-            if not await self._deliver_holding(http, row, lease, owner):
-                return False  # another node delivers this lane now, from this event on
-            await self._rooms.outbox_done(stream, entry_id)
-        return bool(entries)
-
-    async def _deliver_holding(self, http: httpx.AsyncClient, row: OutboxRow, lease: str, owner: str) -> bool:
-        """Deliver `row` (with its retries) while renewing the lane's lease; False if the lease was lost."""
+        if not entries:
+            return False
         lost = False
         async with trio.open_nursery() as delivering:
 
@@ -102,6 +97,8 @@ class ClusterWebhookLanes:
                         return
 
             delivering.start_soon(keep_lane)
-            await self._sender.deliver(http, row)
+            for entry_id, body, made in entries:
+                await self._sender.deliver(http, OutboxRow(0, receiver, "", "", body, made))
+                await self._rooms.outbox_done(stream, entry_id)
             delivering.cancel_scope.cancel()
         return not lost

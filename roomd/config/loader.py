@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from roomd.config.durations import is_duration
 from roomd.config.redis_url import parse_sentinel_url
@@ -185,6 +186,22 @@ def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {expected!r}")
 
 
+def _http_url(url: str) -> bool:
+    """Whether `url` is an http(s) URL with a host that an HTTP client can send to."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a port that is not a number is a ValueError
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and (port is None or 0 < port < 65536)
+        and url.isascii()
+        and not any(c.isspace() or c in '<>"{}|\\^`' for c in url)
+    )
+
+
 def _validate(s: Settings) -> None:
     def require(ok: bool, message: str) -> None:
         if not ok:
@@ -299,7 +316,7 @@ def _validate(s: Settings) -> None:
     )
     hooks = s.webhooks
     for url in hooks.urls:
-        require(url.startswith(("http://", "https://")), f"webhooks.urls: {url!r} is not an http:// or https:// URL")
+        require(_http_url(url), f"webhooks.urls: {url!r} is not an http:// or https:// URL with a host")
     require(len(hooks.urls) <= 8, "webhooks.urls: at most 8 receivers")
     require(
         not hooks.urls or bool(hooks.secret), "webhooks.secret: must be set when webhooks.urls is (receivers check it)"

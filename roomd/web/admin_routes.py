@@ -72,7 +72,7 @@ def _require_admin(ctx: AppContext, call: Call) -> None:
 async def answer(ctx: AppContext, call: Call) -> Reply:
     _require_admin(ctx, call)
     method = call.request.method
-    match call.request.path[len(PREFIX) :].split("/"):
+    match _rest(call).split("/"):
         case ["events"]:
             allowed = {"GET": events}
         case ["rooms"]:
@@ -98,8 +98,14 @@ async def answer(ctx: AppContext, call: Call) -> Reply:
         raise
 
 
+def _rest(call: Call) -> str:
+    """The path after /admin/v1/ (a target in absolute form, http://host/admin/v1/..., included)."""
+    path = call.request.path
+    return path[path.index(PREFIX) + len(PREFIX) :]
+
+
 def _room_path(ctx: AppContext, call: Call) -> tuple[str, str]:
-    parts = call.request.path[len(PREFIX) :].split("/")
+    parts = _rest(call).split("/")
     kind, room_id = parts[1], parts[2]
     if kind not in ctx.router.kinds:
         raise RequestError(Code.NO_ROOM, f"there is no room kind {kind}", status=404)
@@ -128,8 +134,8 @@ async def list_rooms(ctx: AppContext, call: Call) -> Reply:
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise _bad(f"limit must be an integer from 1 to {MAX_LIMIT}")
     kind, _, after = query.get("cursor", "").partition(":")
-    if kind and kind not in kinds:
-        raise _bad("cursor is not one this server gave")
+    if kind and (kind not in kinds or (only is not None and kind != only)):
+        raise _bad("cursor is not one this server gave for this listing")
     order = [only] if only is not None else kinds
     start = order.index(kind) if kind in order else 0
     found: list[dict[str, Any]] = []
@@ -277,20 +283,21 @@ async def events(ctx: AppContext, call: Call) -> Reply:
     (the browser reconnects by itself); at most MAX_STREAMS at once."""
     if ctx.console_streams >= MAX_STREAMS:
         return reply(Code.BUSY, detail=f"{MAX_STREAMS} event streams are open, the most allowed", http_status=503)
+    ctx.console_streams += 1  # taken now, given back once the reply is over however it ends
+
+    def release() -> None:
+        ctx.console_streams -= 1
 
     async def stream() -> AsyncIterator[bytes]:
-        ctx.console_streams += 1
-        try:
-            ends = trio.current_time() + STREAM_LIFETIME
-            while not ctx.draining and trio.current_time() < ends:
-                data = json.dumps(await snapshot(ctx), ensure_ascii=False, separators=(",", ":"))
-                yield f"event: snapshot\ndata: {data}\n\n".encode()
-                await trio.sleep(SNAPSHOT_INTERVAL)
-        finally:
-            ctx.console_streams -= 1
+        ends = trio.current_time() + STREAM_LIFETIME
+        while not ctx.draining and trio.current_time() < ends:
+            data = json.dumps(await snapshot(ctx), ensure_ascii=False, separators=(",", ":"))
+            yield f"event: snapshot\ndata: {data}\n\n".encode()
+            await trio.sleep(SNAPSHOT_INTERVAL)
 
     no_store = ((b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"))
-    return Reply(Code.OK, content_type="text/event-stream; charset=utf-8", stream=stream(), headers=no_store)
+    content_type = "text/event-stream; charset=utf-8"
+    return Reply(Code.OK, content_type=content_type, stream=stream(), headers=no_store, on_done=release)
 
 
 async def snapshot(ctx: AppContext) -> dict[str, Any]:

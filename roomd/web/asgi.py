@@ -118,6 +118,14 @@ class AsgiBody:
 async def send_reply(
     send: Send, answer: Reply, *, with_body: bool = True, messages: tuple[str, str] = HTTP_RESPONSE
 ) -> None:
+    try:
+        await _send_reply(send, answer, with_body=with_body, messages=messages)
+    finally:
+        if answer.on_done is not None:
+            answer.on_done()
+
+
+async def _send_reply(send: Send, answer: Reply, *, with_body: bool, messages: tuple[str, str]) -> None:
     start, body = messages
     headers = [(b"content-type", answer.content_type.encode())]
     if answer.close_connection:

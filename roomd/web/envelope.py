@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,7 @@ class Reply:
     payload: bytes | None = None  # a body that is not an envelope (metrics, openapi.json), sent as is
     stream: AsyncIterable[bytes] | None = None  # a body sent in parts as they come (a log file)
     headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (name lower-case), e.g. Allow
+    on_done: Callable[[], None] | None = None  # run once the reply is sent or given up (a stream's slot)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": int(self.code), "message": self.message or MESSAGES[self.code]}

@@ -97,6 +97,7 @@ class Route:
     methods: frozenset[str]
     handler: Handler
     always_served: bool = False  # answered while draining (probes and metrics)
+    log_body: bool = True  # False: the response log shows "<not logged>" (the body holds a secret)
     kind: str = ""
     endpoint: str = ""
 
@@ -183,7 +184,7 @@ async def _answer(ctx: AppContext, route: Route | None, request: Request) -> tup
     except ClientGone:
         detail = "the client closed the connection before sending the whole body; nothing was applied"
         return reply(Code.BAD_PARAMETER, detail=detail, http_status=CLIENT_GONE_STATUS), "<client gone>"
-    logged_body = body.decode("utf-8", errors="replace")
+    logged_body = body.decode("utf-8", errors="replace") if route.log_body else "<not logged>"
     call = Call(
         request,
         body,
