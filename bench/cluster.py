@@ -270,7 +270,7 @@ def takeover(rooms: int) -> None:
                 f"(lease {lease:g} s renewed every {renew:g} s: it ran out {lease - renew:g} to {lease:g} s after)"
             )
         finally:
-            stop(*nodes[1:])
+            stop(*nodes)  # the killed one too, should the run have failed before the kill
 
 
 # --- listing ----------------------------------------------------------------------------------------

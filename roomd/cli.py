@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"roomd: configuration error: {e}", file=sys.stderr)
         return CONFIG_ERROR_STATUS
     now = int(time.time())
+    if args.command in ("usersig", "verify-usersig") and signer.development:
+        print(
+            "roomd: no key to sign or check userSigs with: set im.secret_key (UserSig v2) "
+            "or im.private_key / im.private_key_file (v1)",
+            file=sys.stderr,
+        )
+        return 1
     if args.command == "usersig":
         print(signer.signer.make(args.user_id, now=now, expire=settings.im.usersig_expire))
         return 0
@@ -142,9 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return trio.run(
                 partial(supervise, argv, workers=args.workers, host=settings.server.host, port=settings.server.port)
             )
+        from roomd.http.server import CannotListen
         from roomd.server import serve
 
-        trio.run(serve, settings, signer)
+        try:
+            trio.run(serve, settings, signer)
+        except CannotListen as error:
+            print(f"roomd: {error}", file=sys.stderr)
+            return CONFIG_ERROR_STATUS
     finally:
         flush_logs()  # the log threads write every queued line before the process exits
         if data_dir_lock is not None:

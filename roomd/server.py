@@ -32,6 +32,7 @@ from roomd.config import Settings
 from roomd.http.accept_errors import AcceptErrorLog
 from roomd.http.connection import ConnectionPolicy
 from roomd.http.connection_limit import ConnectionsPerAddress
+from roomd.http.server import bind_sockets
 from roomd.http.server import serve as serve_http
 from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
@@ -40,6 +41,8 @@ log = logger.bind(actor="root")
 
 
 async def serve(settings: Settings, signer: SignerChoice) -> None:
+    hypercorn_config = _hypercorn_config(settings)
+    sockets = bind_sockets(hypercorn_config)  # first: a busy port is CannotListen, before any room is restored
     log.info(
         "roomd starting kinds={} auth={} usersig={}",
         ",".join(settings.kinds),
@@ -67,7 +70,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                     partial(
                         serve_http,
                         create_app(ctx),
-                        _hypercorn_config(settings),
+                        hypercorn_config,
                         ConnectionPolicy(
                             write_timeout=settings.server.write_timeout,
                             h2c=settings.server.h2c,
@@ -75,6 +78,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                         ),
                         AcceptErrorLog(ctx.metrics.accept_errors.inc),
                         shutdown_trigger=shutdown_trigger,
+                        sockets=sockets,
                     )
                 )
                 ctx.ready = True

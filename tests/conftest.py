@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -149,6 +150,11 @@ async def eventually(predicate: Callable[[], bool], *, within: float = 20.0) -> 
     with trio.fail_after(within):
         while not predicate():  # noqa: ASYNC110  # the state is another process's or a socket's: no event to wait on
             await trio.sleep(0.01)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The shared data_dir of in-process servers (its token secret) goes with the run."""
+    shutil.rmtree(TEST_ENV["ROOMD_SERVER__DATA_DIR"], ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

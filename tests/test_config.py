@@ -144,3 +144,16 @@ def test_the_later_servers_name_for_creator_leave_closes_room_is_accepted(tmp_pa
     toml.write_text("[kinds.live_room]\ncreator_can_destroy_room = false\ncreator_leave_closes_room = true\n")
     with pytest.raises(ConfigError, match=re.escape("kinds.live_room.creator_can_destroy_room: the same setting as")):
         load_settings(config_path=toml)
+
+
+def test_cli_usersig_without_a_key_says_which_setting_is_missing() -> None:
+    env = {"PATH": "/usr/bin:/bin"}  # no ROOMD_IM__SECRET_KEY, no private key
+    for command in (["usersig", "alice"], ["verify-usersig", "eJx", "alice"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "roomd.cli", *command], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            "roomd: no key to sign or check userSigs with: set im.secret_key (UserSig v2) "
+            "or im.private_key / im.private_key_file (v1)"
+        ]

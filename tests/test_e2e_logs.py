@@ -20,6 +20,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.bodies import joining, member_fields
 from tests.server_process import ServerProcess, running_roomd
 
 pytestmark = pytest.mark.slow
@@ -200,8 +201,8 @@ async def test_secrets_reach_neither_the_log_files_nor_the_console(tmp_path: Pat
 
 
 async def test_response_files_stay_within_their_share_of_max_bytes(tmp_path: Path) -> None:
-    max_bytes = 1 << 20  # the smallest allowed: 512 KiB for response files, 64 KiB a file
-    budget, per_file = max_bytes // 2, max_bytes // 2 // 8
+    max_bytes = 1 << 20  # the smallest allowed: a third for response files, an eighth of that a file
+    budget, per_file = max_bytes // 3, max_bytes // 3 // 8
     requests = 1000
     body = json.dumps({"index": 0, "pad": "p" * 1000})
     async with (
@@ -288,3 +289,23 @@ async def test_a_full_disk_drops_log_lines_but_no_request_and_logging_resumes(tm
     assert any("writing response log files again" in line for line in notices)
     assert not any("while-the-disk-is-full" in line for line in server.output)
     assert server.process.returncode == 0
+
+
+async def test_a_rooms_life_is_in_the_app_log_file(tmp_path: Path) -> None:
+    async with running_roomd(tmp_path) as server, httpx.AsyncClient(base_url=base_url(server)) as http:
+        created = await http.post("/weapp/multi_room/create_room", json=member_fields("alice", roomName="logged"))
+        room_id = created.json()["roomID"]
+        await http.post("/weapp/multi_room/add_pusher", json=joining("bob", room_id))
+        await http.post("/weapp/multi_room/delete_pusher", json={"roomID": room_id, "userID": "bob"})
+        await http.post("/weapp/multi_room/destroy_room", json={"roomID": room_id, "userID": "alice"})
+    app = "".join(log_texts(server, "app").values())
+    story = [line for line in app.splitlines() if room_id in line]
+    for needle in (
+        "room created",
+        "member joined user=bob",
+        "member left user=bob reason=left",
+        "member left user=alice reason=room_closed",
+        "room closed reason=destroyed",
+    ):
+        assert any(needle in line for line in story), needle
+    assert "POST /weapp" not in app  # request lines stay in the response files

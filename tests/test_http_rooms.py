@@ -139,6 +139,9 @@ async def test_room_list_paging(api: Api) -> None:
     for bad in ({"index": -1}, {"cnt": -3}, {"cnt": 1.5}, {"index": "x"}, {"cnt": True}):
         reply = await api.post("get_room_list", bad)
         assert reply.code == 1, bad
+    assert "cnt" not in page.body  # within the limit: nothing said
+    over = await api.post("get_room_list", {"cnt": 500})
+    assert over.code == 0 and over.body["cnt"] == 100 and len(over.body["rooms"]) == 5  # the limit is said
 
 
 async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:

@@ -21,6 +21,7 @@ from roomd.qcloud.usersig import EcdsaUserSigner, HmacUserSigner, UserSigner
 class SignerChoice:
     signer: UserSigner
     description: str  # for the startup log; never contains key material
+    development: bool = False  # a key made for this process: its userSigs are good nowhere else
 
 
 def choose_user_signer(im: ImSettings) -> SignerChoice:
@@ -45,6 +46,7 @@ def choose_user_signer(im: ImSettings) -> SignerChoice:
         HmacUserSigner(im.sdk_app_id, development_key),
         "UserSig v2 with a development key made for this process "
         "(im.secret_key is not set; Tencent will not accept these userSigs)",
+        development=True,
     )
 
 

@@ -16,12 +16,13 @@ Cleartext sockets only: roomd configures no TLS.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import cast
 
 import trio
-from hypercorn.config import Config
+from hypercorn.config import Config, Sockets
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, Framework, LifespanState
@@ -32,6 +33,24 @@ from roomd.http.connection import Connection, ConnectionPolicy
 from roomd.http.memory_return import MemoryReturn
 
 
+class CannotListen(Exception):
+    """The listening socket could not be made: one line saying where and why."""
+
+
+def bind_sockets(config: Config) -> Sockets:
+    """The listening sockets of `config`, bound (not yet listening): made first, before anything
+    else starts, so that a busy port is one line, not a stack after rooms were restored."""
+    try:
+        sockets = config.create_sockets()
+    except OSError as error:
+        where = ", ".join(config.bind)
+        reason = "address in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error)).lower()
+        raise CannotListen(f"cannot listen on {where}: {reason}") from None
+    if sockets.secure_sockets or sockets.quic_sockets:
+        raise ValueError("roomd serves cleartext HTTP only; TLS belongs to a proxy in front")
+    return sockets
+
+
 async def serve(
     app: Callable[..., Awaitable[None]],
     config: Config,
@@ -39,9 +58,11 @@ async def serve(
     accept_errors: AcceptErrorLog,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    sockets: Sockets | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until `shutdown_trigger` returns; `task_status` gets the bound URLs."""
+    """Serve `app` until `shutdown_trigger` returns; `task_status` gets the bound URLs. `sockets`:
+    made beforehand by `bind_sockets` (else made here)."""
     asgi = wrap_app(cast(Framework, app), config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(asgi, config, lifespan_state)
@@ -51,7 +72,7 @@ async def serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as connections:
-            listeners, binds = _listeners(config, accept_errors)
+            listeners, binds = _listeners(config, sockets or bind_sockets(config), accept_errors)
             handler = partial(Connection, asgi, config, context, ConnectionState(lifespan_state.copy()), policy, memory)
             try:
                 async with trio.open_nursery() as accepting:
@@ -67,10 +88,9 @@ async def serve(
         lifespan_nursery.cancel_scope.cancel()
 
 
-def _listeners(config: Config, accept_errors: AcceptErrorLog) -> tuple[list[PatientListener], list[str]]:
-    sockets = config.create_sockets()
-    if sockets.secure_sockets or sockets.quic_sockets:
-        raise ValueError("roomd serves cleartext HTTP only; TLS belongs to a proxy in front")
+def _listeners(
+    config: Config, sockets: Sockets, accept_errors: AcceptErrorLog
+) -> tuple[list[PatientListener], list[str]]:
     listeners, binds = [], []
     for sock in sockets.insecure_sockets:
         sock.listen(config.backlog)

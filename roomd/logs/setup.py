@@ -186,13 +186,15 @@ def configure_logging(settings: LogSettings) -> None:
     bounds: dict[str, Any] = {
         "rotation": parse_duration(settings.rotation),
         "retention": parse_duration(settings.retention),
-        "max_total_bytes": settings.max_bytes // 2,  # half for response files, half for error files
+        "max_total_bytes": settings.max_bytes // 3,  # a third each for the response, app and error files
     }
     _sinks.clear()
     _add(Console(sys.stderr), "console", level=settings.level.upper(), filter=_is_not_response, **safe)
     response_files = RotatingFile(directory / "response", "response", **bounds)
+    app_files = RotatingFile(directory / "app", "app", **bounds)  # rooms' and members' lives, what an operator greps
     error_files = RotatingFile(directory / "error", "error", **bounds)
     _add(response_files, "response", level="INFO", filter=_is_response, **safe)
+    _add(app_files, "app", level=settings.level.upper(), filter=_is_not_response, **safe)
     _add(error_files, "error", level="WARNING", filter=_is_not_response, **safe)
     _route_standard_logging()
 

@@ -77,9 +77,16 @@ ROOM_ENDPOINTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, Any]]]
     ),
     "get_room_list": (
         "Rooms with members, in creation order",
-        {"index": COUNT, "cnt": {**COUNT, "maximum": 100}},
+        {
+            "index": COUNT,
+            "cnt": {**COUNT, "description": "at most 100 rooms come back; over it the reply says cnt: 100"},
+        },
         [],
-        {"rooms": {"type": "array", "items": ROOM}},
+        {
+            "rooms": {"type": "array", "items": ROOM},
+            "cnt": {**COUNT, "description": "present when the cnt asked for was over 100: the page holds at most 100"},
+            "truncated": {"type": "boolean", "description": "the page was cut to stay within server.max_reply_bytes"},
+        },
     ),
     "merge_stream": (
         "Have Tencent's live mixing API mix the room's streams (members only; needs live.app_id and live.api_key)",

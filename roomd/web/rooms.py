@@ -218,7 +218,8 @@ async def get_room_list(ctx: AppContext, call: RoomCall) -> Reply:
     """
     params = call.params
     index = params.count("index", default=0)
-    count = params.count("cnt", default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    asked = params.count("cnt", default=DEFAULT_PAGE)
+    count = min(asked, MAX_PAGE)
     budget = ctx.settings.server.max_reply_bytes - REPLY_OVERHEAD_BYTES
     entries: list[bytes] = []
     size = 0
@@ -234,7 +235,10 @@ async def get_room_list(ctx: AppContext, call: RoomCall) -> Reply:
         entries.append(entry)
         size += len(entry) + 1
     rooms = b'"rooms":[' + b",".join(entries) + b"]"
-    return Reply(Code.OK, {"truncated": True} if truncated else {}, raw_fields=rooms)
+    said: dict[str, Any] = {"cnt": MAX_PAGE} if asked > MAX_PAGE else {}  # at most MAX_PAGE: said, not silent
+    if truncated:
+        said["truncated"] = True
+    return Reply(Code.OK, said, raw_fields=rooms)
 
 
 REPLY_OVERHEAD_BYTES = 128  # code, message, truncated and the brackets around the rooms

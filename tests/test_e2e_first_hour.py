@@ -1,0 +1,19 @@
+"""What a new user meets in the first hour: a busy port is one line, a usersig without a key says so."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from tests.server_process import failing_roomd
+
+
+async def test_a_busy_port_is_one_line_and_status_2_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = await failing_roomd(tmp_path, args=("--port", str(port)))
+    assert failed.returncode == 2
+    assert failed.output == [f"roomd: cannot listen on 127.0.0.1:{port}: address in use"]
+    assert not (tmp_path / "data" / "rooms.sqlite3").exists()  # nothing was opened, nothing restored
