@@ -81,4 +81,6 @@ async def test_sigterm_during_a_stream_of_heartbeats(tmp_path: Path) -> None:
     assert readyz_after_signal == [503]
     assert server.process.returncode == 0
     # persistence is on by default: rooms are kept for the next start, not closed
-    assert any("room stopped for a restart, kept in the store" in line for line in server.output)
+    stops = [line for line in server.output if "room stopped" in line]
+    assert stops and all("reason=shutdown kept in the store for the next start" in line for line in stops)
+    assert len(stops) == len({line.split("|")[2] for line in stops})  # one line per room

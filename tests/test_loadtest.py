@@ -231,3 +231,21 @@ def test_url_is_required_and_its_help_says_it_may_be_repeated(
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "repeat it" in " ".join(capsys.readouterr().out.split())
+
+
+def test_crashes_that_the_run_is_too_short_to_see_are_refused_not_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--url", "http://127.0.0.1:5757", "--crash-fraction", "0.1", "--duration", "20"])
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--crash-fraction needs --duration of more than 38 s" in error and "got 20" in error
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # the help wraps its lines
+    for option, default in (("--churn", "0.0"), ("--heartbeat", "5.0"), ("--rooms", "10")):
+        assert option in shown and f"(default: {default})" in shown, option

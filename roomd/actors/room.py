@@ -168,6 +168,7 @@ class Room:
         self.audiences: dict[str, str] = {a.user_id: a.user_info for a in audiences}  # in joining order
         self.custom: dict[str, str | int] = dict(custom)
         self.close_reason: CloseReason | None = None
+        self.kept = False  # stopped with the server, its members kept in the store (not closed)
         self._report = report
         self._im = im
         self._idle_deadline = self.started_at + kind.max_idle_duration
@@ -207,7 +208,15 @@ class Room:
             finally:
                 refuse_pending(inbox, self._gone())
                 reason = self.close_reason.value if self.close_reason else "cancelled"
-                self.log.info("room stopped reason={}", reason)
+                if self.kept:
+                    self.log.info(
+                        "room stopped reason={} kept in the store for the next start members={} audiences={}",
+                        reason,
+                        len(self.members),
+                        len(self.audiences),
+                    )
+                else:
+                    self.log.info("room stopped reason={}", reason)
 
     async def _serve(self, inbox: trio.MemoryReceiveChannel[Envelope[RoomMessage]]) -> None:
         while not self.closed:
@@ -562,15 +571,8 @@ class Room:
         self.state = RoomState.CLOSED
         self.close_reason = reason
         if reason is CloseReason.SHUTDOWN and self._store.persistent:
+            self.kept = True  # its one line, when the actor ends, says so
             self._later(partial(self._report, RoomClosed(self.room_id, reason)))
-            self._later(
-                partial(
-                    self.log.info,
-                    "room stopped for a restart, kept in the store members={} audiences={}",
-                    len(self.members),
-                    len(self.audiences),
-                )
-            )
             return
         self._changes.append(RoomRemoved(self.kind_name, self.room_id))
         for user_id in self.members:

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from roomd.loadtest.driver import LoadSettings, run_load
+from roomd.loadtest.driver import LoadSettings, run_load, shortest_run_with_crashes
 from roomd.loadtest.stats import LoadStats
 
 PROGRESS_EVERY = 0.5
@@ -45,7 +45,11 @@ def base_url(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="roomd-load", description="Drive many rooms of simulated RTCRoom clients.")
+    p = argparse.ArgumentParser(
+        prog="roomd-load",
+        description="Drive many rooms of simulated RTCRoom clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # every default in --help
+    )
     p.add_argument(
         "--url",
         action="append",
@@ -165,15 +169,24 @@ async def _main(settings: LoadSettings, console: Console, live_display: bool) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     fields = {f.name for f in dataclasses.fields(LoadSettings)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     settings = LoadSettings(base_urls=tuple(args.url), **values)
-    console = Console()
+    shortest = shortest_run_with_crashes(settings)
+    if settings.crash_fraction > 0 and settings.duration <= shortest:
+        parser.error(
+            f"--crash-fraction needs --duration of more than {shortest:g} s to see crashed members evicted "
+            f"(ramp + heartbeat + heartbeat-timeout + 3 x tolerance + 2); got {settings.duration:g}"
+        )
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # a file or pipe: nothing cut short
     live_display = console.is_terminal and not args.no_progress
     stats, elapsed = trio.run(_main, settings, console, live_display)
     report = stats.report(elapsed, {**dataclasses.asdict(settings)})
-    Path(args.report).write_text(json.dumps(report, indent=2))
+    report["churn_per_second"] = {"asked": settings.churn, "achieved": stats.churned / elapsed if elapsed else 0.0}
+    report_path = Path(args.report).resolve()
+    report_path.write_text(json.dumps(report, indent=2))
     if args.html:
         from roomd.loadtest.html_report import write_html  # plotly loads only when asked for
 
@@ -181,7 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(_summary(report))
     console.print(_by_node(report))
     console.print(_checks(report))
-    console.print(f"report written to {args.report}" + (f" and {args.html}" if args.html else ""))
+    if settings.churn:
+        achieved = report["churn_per_second"]["achieved"]
+        console.print(
+            f"churn: {achieved:.2f}/s achieved, {settings.churn:g}/s asked (a member churns at its next beat)"
+        )
+    html_path = f" and {Path(args.html).resolve()}" if args.html else ""
+    console.print(f"report written to {report_path}{html_path}")
     passed = report["evictions"]["passed"] and report["audiences"]["passed"] and report["transport_failures"] == 0
     return 0 if passed else 1
 

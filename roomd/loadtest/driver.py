@@ -304,6 +304,11 @@ async def churn_driver(members: list[Member], settings: LoadSettings, end: trio.
             random.choice(eligible).churn_requested = True
 
 
+def shortest_run_with_crashes(settings: LoadSettings) -> float:
+    """The shortest --duration in which members can crash and be seen evicted before the end."""
+    return settings.ramp + settings.heartbeat + settings.heartbeat_timeout + settings.tolerance * 3 + 2
+
+
 def plan_members(sessions: Sequence[Session], settings: LoadSettings, start: float) -> list[Member]:
     """Every member of every room, each client (member or viewer) bound to the next node in
     turn; crashed ones get the time they stop heartbeating."""
