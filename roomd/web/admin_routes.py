@@ -315,7 +315,9 @@ async def snapshot(ctx: AppContext) -> dict[str, Any]:
             deadline = trio.current_time() + INSPECT_WAIT
             found = await ctx.router.call_room(kind, room.room_id, Inspect(), deadline=deadline)
             if not isinstance(found, Refused):
-                rooms.append(_detail(ctx, kind, found.value))
+                shown = _detail(ctx, kind, found.value)
+                shown["audiences"] = [{"userID": a["userID"]} for a in shown["audiences"]]  # not their userInfo
+                rooms.append(shown)
     return {
         "time": round(time.time(), 3),
         "kinds": {
