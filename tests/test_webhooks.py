@@ -231,3 +231,19 @@ def test_a_full_outbox_drops_its_oldest_waiting_events_counts_them_and_says_so_o
     # the head (being delivered) stays; the oldest behind it go first: rows 2..8 dropped, 1, 9, 10 kept
     assert [change.row for change in store.written if isinstance(change, EventDelivered)] == [2, 3, 4, 5, 6, 7, 8]
     assert sum("webhook outbox full" in line for line in lines) == 1
+
+
+async def test_a_receiver_slower_than_the_timeout_is_tried_again_not_waited_for(tmp_path: Path) -> None:
+    env = {"ROOMD_WEBHOOKS__TIMEOUT": "0.3", "ROOMD_WEBHOOKS__MAX_BACKOFF": "1"}
+    async with roomd_with_receiver(tmp_path, **env) as (api, receiver):
+        receiver.delay = 2.0  # answers, but too late every time
+        room_id = (await api.post("create_room", member_fields("alice", roomName="slow"))).body["roomID"]
+        sender = api.system.webhooks
+        assert sender is not None
+        await eventually(lambda: sender.stats.failed_attempts >= 2, within=10)
+        receiver.delay = 0.0
+        await eventually(lambda: ("member_joined", "alice", None) in receiver.of_room(room_id), within=10)
+        assert list(dict.fromkeys(receiver.of_room(room_id))) == [
+            ("room_created", "alice", None),
+            ("member_joined", "alice", None),
+        ]

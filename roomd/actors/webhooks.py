@@ -176,12 +176,17 @@ class WebhookSender:
             SIGNATURE_HEADER: signature(self.settings.secret, int(self._wall_clock()), body),
         }
         try:
-            response = await http.post(url, content=body, headers=headers)
+            # the whole delivery within `timeout` (a receiver trickling its answer cannot hold the lane),
+            # and the answer's body never read (its status is all that counts)
+            with trio.fail_after(self.settings.timeout):
+                async with http.stream("POST", url, content=body, headers=headers) as response:
+                    status = response.status_code
         except Exception as error:  # whatever the client raises, a lane never dies of it
-            self._failed(url, row, f"{type(error).__name__}: {error}")
+            why = f"no answer within {self.settings.timeout:g} s" if isinstance(error, trio.TooSlowError) else error
+            self._failed(url, row, f"{type(error).__name__}: {why}")
             return False
-        if not 200 <= response.status_code < 300:
-            self._failed(url, row, f"HTTP {response.status_code}")
+        if not 200 <= status < 300:
+            self._failed(url, row, f"HTTP {status}")
             return False
         latency = max(0.0, self._wall_clock() - row.made)
         self.stats.delivered += 1
