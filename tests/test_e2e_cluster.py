@@ -168,9 +168,17 @@ async def test_a_node_stopped_past_its_lease_comes_back_without_answering_for_lo
                 await trio.sleep(0.5)
         finally:
             os.kill(sleeper.process.pid, signal.SIGCONT)
-        # the woken node forwards; it never answers from its own stale copy of the room
-        joined = await post(http, sleeper, "add_pusher", joining("carol", room))
-        assert joined["code"] == 0
+        # the woken node forwards; it never answers from its own stale copy of the room (in the instant
+        # it wakes, before it knows its lease is gone, it may say "busy, retry", as any node may)
+        busy: list[str] = []
+        for _ in range(30):
+            joined = await post(http, sleeper, "add_pusher", joining("carol", room))
+            if joined["code"] != 12:
+                break
+            busy.append(joined.get("detail", ""))
+            await trio.sleep(0.1)
+        assert joined["code"] == 0, (joined, busy)
+        assert len(busy) < 10, busy
         for node in (sleeper, other):
             pushers = await post(http, node, "get_pushers", {"roomID": room})
             assert [p["userID"] for p in pushers["pushers"]] == ["alice", "bob", "carol"]

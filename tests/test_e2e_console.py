@@ -27,6 +27,25 @@ async def until(check: Any, *, within: float = 15.0) -> None:
             await trio.sleep(0.1)
 
 
+async def click_until_asked(driver: Any, selector: str) -> None:
+    """Click the button (found again if the page redrew it in between) until its question shows."""
+    from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            await trio.sleep(0.05)
+            continue
+        try:
+            driver.switch_to.alert  # noqa: B018  (raises until the confirm dialog is open)
+            return
+        except NoAlertPresentException:
+            await trio.sleep(0.05)
+    raise AssertionError(f"{selector} could not be clicked")
+
+
 async def test_the_console_shows_rooms_live_and_acts_on_them(tmp_path: Path) -> None:
     env = {"ROOMD_AUTH__ADMIN_KEY": KEY, "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3"}
     async with running_roomd(tmp_path, **env) as server, httpx.AsyncClient(base_url=server.base_url) as http:
@@ -50,9 +69,9 @@ async def test_the_console_shows_rooms_live_and_acts_on_them(tmp_path: Path) -> 
                     "code"
                 ] == 0
 
-            def members() -> set[str]:
-                rows = driver.find_elements(By.CSS_SELECTOR, f'.room[data-room="{room_id}"] tr.member')
-                return {row.get_attribute("data-member") for row in rows}
+            def members() -> set[str]:  # read in one script: the page redraws every second
+                script = "return Array.from(document.querySelectorAll(arguments[0])).map(row => row.dataset.member)"
+                return set(driver.execute_script(script, f'.room[data-room="{room_id}"] tr.member'))
 
             await until(lambda: members() == {"alice", "bob", "carol"})
             assert HOSTILE in driver.find_element(By.CSS_SELECTOR, f'.room[data-room="{room_id}"] .info').text
