@@ -38,6 +38,7 @@ from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
 log = logger.bind(actor="root")
+HTTP_LOGGER = "http-server"
 
 
 async def serve(settings: Settings, signer: SignerChoice) -> None:
@@ -119,7 +120,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"{settings.server.host}:{settings.server.port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
+    config.errorlog = logging.getLogger(HTTP_LOGGER)  # hypercorn's own lines, under a name that says what they are
     config.include_server_header = False  # replies say nothing about the stack
     config.graceful_timeout = settings.server.shutdown_timeout
     if settings.server.reuse_port:

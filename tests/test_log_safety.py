@@ -164,10 +164,10 @@ def test_libraries_logging_through_the_standard_module_are_escaped_too(
     configure: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure("text")
-    logging.getLogger("hypercorn.error").warning("bad request: %s", "GET /\r\nFORGED")
+    logging.getLogger("http-server").warning("bad request: %s", "GET /\r\nFORGED")
     assert flush_logs()
     console = capsys.readouterr().err.splitlines()
-    assert len(console) == 1 and console[0].endswith("| hypercorn.error | bad request: GET /\\x0d\\x0aFORGED")
+    assert len(console) == 1 and console[0].endswith("| http-server | bad request: GET /\\x0d\\x0aFORGED")
 
 
 # --- the response log ---------------------------------------------------------------------------
