@@ -87,7 +87,12 @@ async def test_twenty_rooms_with_churn_and_crashed_members(tmp_path: Path) -> No
         "0": report["endpoints"]["pusher_heartbeat"]["requests"]
     }
     assert report["endpoints"]["create_room"]["codes"] == {"0": 20}
-    assert "PASS" in result.stdout.decode() and "eviction checks" in result.stdout.decode()
+    out = result.stdout.decode()
+    assert "PASS" in out and "eviction checks" in out
+    assert "get_im_login_info" in out and "pusher_heartbeat" in out  # a pipe, not a terminal: nothing cut short
+    assert f"report written to {report_file.resolve()} and {html_file.resolve()}" in " ".join(out.split())
+    churn = report["churn_per_second"]
+    assert churn["asked"] == 2 and churn["achieved"] > 0 and f"{churn['achieved']:.2f}/s achieved" in out
     assert sum("reason=timeout" in line for line in server.output) == 12
 
 
