@@ -10,7 +10,6 @@ like a client's request, so the room logs it (with `by=admin`) and tells IM and 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from roomd.web import console
 from roomd.web.audience_routes import MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, ok_reply, refusal_reply, reply
+from roomd.web.ops_access import bearer_matches
 from roomd.web.pipeline import Call
 from roomd.web.validation import MAX_INFO_BYTES, check_ident, check_unicode, parse_count
 
@@ -56,14 +56,11 @@ def _refused(refusal: Refused) -> Reply:
 def _require_admin(ctx: AppContext, call: Call) -> None:
     """The admin key as a Bearer token; or the console's cookie, for reads, and for changes with the
     console's own header (which no other site's page can send)."""
-    key = ctx.settings.auth.admin_key
-    if not key:
-        raise RequestError(Code.BAD_PARAMETER, f"no route for {call.request.method} {call.request.path}", status=404)
-    given = call.request.header(b"authorization").encode("utf-8", "replace")
+    key = console.require_admin_key(ctx, call)
     reading = call.request.method in ("GET", "HEAD")
     if console.cookie_valid(ctx, call) and (reading or console.from_console(call)):
         return
-    if not hmac.compare_digest(given, f"Bearer {key}".encode()):
+    if not bearer_matches(key, call.request.header(b"authorization")):
         raise RequestError(
             Code.AUTH_FAILED, "the admin API needs the header Authorization: Bearer <admin_key>", status=401
         )

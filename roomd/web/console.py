@@ -75,7 +75,8 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
-def _require_key(ctx: AppContext, call: Call) -> str:
+def require_admin_key(ctx: AppContext, call: Call) -> str:
+    """The admin key; without one the console and the admin API do not exist (404)."""
     key = ctx.settings.auth.admin_key
     if not key:
         raise RequestError(Code.BAD_PARAMETER, f"no route for {call.request.method} {call.request.path}", status=404)
@@ -92,14 +93,14 @@ def _page(html: str, status: int = 200, headers: tuple[tuple[bytes, bytes], ...]
 
 
 async def page(ctx: AppContext, call: Call) -> Reply:
-    _require_key(ctx, call)
+    require_admin_key(ctx, call)
     if not cookie_valid(ctx, call):
         return _page(LOGIN_PAGE.format(error=""))
     return _page(resources.files("roomd.web").joinpath("static/console.html").read_text(encoding="utf-8"))
 
 
 async def login(ctx: AppContext, call: Call) -> Reply:
-    key = _require_key(ctx, call)
+    key = require_admin_key(ctx, call)
     given = parse_qs(call.body.decode("utf-8", "replace")).get("key", [""])[0]
     if not hmac.compare_digest(given.encode(), key.encode()):
         return _page(LOGIN_PAGE.format(error="That is not the admin key."), status=401)
@@ -109,13 +110,13 @@ async def login(ctx: AppContext, call: Call) -> Reply:
 
 
 async def logout(ctx: AppContext, call: Call) -> Reply:
-    _require_key(ctx, call)
+    require_admin_key(ctx, call)
     cookie = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
     return _page("", status=303, headers=((b"location", b"/console"), (b"set-cookie", cookie.encode())))
 
 
 async def static(ctx: AppContext, call: Call) -> Reply:
-    _require_key(ctx, call)
+    require_admin_key(ctx, call)
     name = call.request.path.rsplit("/", 1)[1]
     content_type = STATIC.get(name)
     if content_type is None:

@@ -42,11 +42,16 @@ def require_ops_caller(ctx: AppContext, call: Call) -> None:
     )
 
 
+def bearer_matches(key: str, authorization: str) -> bool:
+    """Whether an Authorization header value is `Bearer <key>` (compared in constant time)."""
+    return hmac.compare_digest(authorization.encode("utf-8", "replace"), f"Bearer {key}".encode())
+
+
 def require_ops_access(ctx: AppContext, *, authorization: str, client: str | None) -> None:
     """Return when the caller may use an ops route; a RequestError (code 7) otherwise."""
     key = ctx.settings.auth.admin_key
     if key:
-        if not hmac.compare_digest(authorization.encode("utf-8", "replace"), f"Bearer {key}".encode()):
+        if not bearer_matches(key, authorization):
             raise RequestError(
                 Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>", status=401
             )
