@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,9 +15,12 @@ import httpx
 import pytest
 import trio
 
-from roomd.qcloud.usersig import HmacUserSigner
+from roomd.qcloud.usersig import HmacUserSigner, decode_sig, encode_sig
 from tests.bodies import member_fields
+from tests.conftest import eventually
 from tests.fake_im import FakeIm, start_fake_im
+from tests.fake_wechat import FakeWechat, start_fake_wechat
+from tests.file_limits import set_file_size_limit
 from tests.server_process import ServerProcess, failing_roomd, running_roomd
 
 pytestmark = pytest.mark.slow
@@ -84,15 +88,16 @@ async def test_lone_surrogates_in_any_field_are_code_1_and_change_nothing(
         room = (await post(http, "create_room", seed, query))["roomID"]
         joining = {**member_fields(me), "pushURL": push, "roomID": room, "roomInfo": "r"}
         for endpoint, body, fields in [
-            ("create_room", seed, ["userName", "userAvatar", "pushURL", "roomName", "roomID"]),
-            ("create_room", {"userID": me, "roomInfo": "x"}, ["roomInfo", "roomID"]),
+            ("create_room", seed, ["userName", "userAvatar", "pushURL", "roomName", "roomID", "userID"]),
+            ("create_room", {"userID": me, "roomInfo": "x"}, ["roomInfo", "roomID", "userID"]),
             ("add_pusher", joining, ["userName", "userAvatar", "pushURL", "roomInfo", "roomID", "userID"]),
         ]:
             for field in fields:
                 answer = await post_raw(http, endpoint, _poisoned(body, field), query)
-                assert answer["code"] in (1, 7), (endpoint, field, answer)
-                if answer["code"] == 1:
-                    assert field in answer["detail"], answer
+                # in token mode a body userID that is not the token's is refused first, as acting for another
+                expected = 7 if (mode == "token" and field == "userID") else 1
+                assert answer["code"] == expected, (endpoint, field, answer)
+                assert (field if expected == 1 else "may not act for") in answer["detail"], answer
         # nothing changed, and the process still serves the room
         assert await members(http, room, query) == [me]
         assert (await post(http, "pusher_heartbeat", {"roomID": room, "userID": me}, query))["code"] == 0
@@ -102,17 +107,12 @@ async def test_lone_surrogates_in_any_field_are_code_1_and_change_nothing(
     assert not server.lines_about("Traceback")
 
 
-def _set_file_size_limit(pid: int, limit: int) -> None:
-    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
-
-
 async def test_a_full_disk_fails_changes_with_code_12_and_service_resumes(tmp_path: Path) -> None:
     async with running_roomd(tmp_path, ROOMD_SERVER__PERSIST="true", **NO_LIMITS) as server, client(server) as http:
         room = (await post(http, "create_room", {**member_fields("alice"), "roomName": "r"}))["roomID"]
         assert (await post(http, "add_pusher", {**member_fields("bob"), "roomID": room}))["code"] == 0
         pid = server.process.pid
-        _set_file_size_limit(pid, 1)  # from now on every file write of the process fails (EFBIG)
+        set_file_size_limit(pid, 1)  # from now on every file write of the process fails (EFBIG)
         try:
             for endpoint, body in [
                 ("add_pusher", {**member_fields("carol"), "roomID": room}),
@@ -128,7 +128,7 @@ async def test_a_full_disk_fails_changes_with_code_12_and_service_resumes(tmp_pa
             assert await members(http, room) == ["alice", "bob"]
             assert [r["roomID"] for r in (await post(http, "get_room_list", {}))["rooms"]] == [room]
         finally:
-            _set_file_size_limit(pid, resource.RLIM_INFINITY)
+            set_file_size_limit(pid, resource.RLIM_INFINITY)
         # space is back: the same requests succeed without a restart
         assert (await post(http, "add_pusher", {**member_fields("carol"), "roomID": room}))["code"] == 0
         assert (await post(http, "delete_pusher", {"roomID": room, "userID": "bob"}))["code"] == 0
@@ -136,6 +136,47 @@ async def test_a_full_disk_fails_changes_with_code_12_and_service_resumes(tmp_pa
         assert (await post(http, "create_room", {**member_fields("dave"), "roomName": "d"}))["code"] == 0
     assert server.process.returncode == 0
 
+
+async def test_a_database_another_process_locks_fails_those_changes_and_the_next_ones_succeed(tmp_path: Path) -> None:
+    """A SQLite error that is not a full disk ("database is locked": another process holds the
+    write lock past the 5 s busy timeout) while callers' deadlines pass during the write: each
+    change is answered by what happened to it, and nothing half-made stays behind."""
+    env = {"ROOMD_SERVER__PERSIST": "true", "ROOMD_SERVER__CALL_TIMEOUT": "3", "ROOMD_IM__TIMEOUT": "2", **NO_LIMITS}
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        room = (await post(http, "create_room", {**member_fields("alice"), "roomName": "r"}))["roomID"]
+        other = (await post(http, "create_room", {**member_fields("carol"), "roomName": "o"}))["roomID"]
+        locker = sqlite3.connect(tmp_path / "data" / "rooms.sqlite3", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        answers: dict[str, dict[str, Any]] = {}
+        try:
+            async with trio.open_nursery() as callers:
+
+                async def call(name: str, endpoint: str, body: dict[str, Any]) -> None:
+                    answers[name] = await post(http, endpoint, body)
+
+                callers.start_soon(call, "join", "add_pusher", {**member_fields("bob"), "roomID": room})
+                callers.start_soon(call, "create", "create_room", {**member_fields("dave"), "roomName": "d"})
+                # other rooms do not wait for these writes (the room written to answers after its write)
+                await trio.sleep(0.5)
+                with trio.fail_after(1):
+                    assert (await post(http, "pusher_heartbeat", {"roomID": other, "userID": "carol"}))["code"] == 0
+                    assert await members(http, other) == ["carol"]
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        for name, answer in answers.items():  # past the caller's 3 s: told what happened to its change
+            assert answer["code"] == 12 and "could not be saved" in answer["detail"], (name, answer)
+        assert await members(http, room) == ["alice"]
+        assert sorted(r["roomID"] for r in (await post(http, "get_room_list", {}))["rooms"]) == sorted([room, other])
+        # the lock is gone: the same changes succeed, without a restart
+        assert (await post(http, "add_pusher", {**member_fields("bob"), "roomID": room}))["code"] == 0
+        assert (await post(http, "create_room", {**member_fields("dave"), "roomName": "d"}))["code"] == 0
+        assert await members(http, room) == ["alice", "bob"]
+    assert server.process.returncode == 0
+    assert not server.lines_about("Traceback")
+
+
+ADMIN_KEY = "adm1n-k3y-7c0d"
 
 # --- 2. client errors are client errors -----------------------------------------------------
 
@@ -150,6 +191,7 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
             "ROOMD_IM__BASE_URL": fake.base_url,
             "ROOMD_LIVE__PUSH_SECRET_KEY": "push-key-5e1f",
             "ROOMD_LIVE__BIZID": "8888",
+            "ROOMD_AUTH__ADMIN_KEY": ADMIN_KEY,
         }
         async with running_roomd(tmp_path, **env) as server, client(server) as http:
             login = await post(http, "get_im_login_info", {})
@@ -160,6 +202,8 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
             assert room["code"] == 0  # IM was called with the administrator's UserSig
             pushers = await post(http, "get_pushers", {"roomID": room["roomID"]}, query)
             for text, code in [
+                ("{", 1),
+                ('{"roomID": "r", }', 1),
                 ("[" * 100_000 + "]" * 100_000, 1),
                 ('{"index": ' + "9" * 5000 + "}", 1),
                 ('{"cnt": "\u00b2"}', 1),
@@ -174,11 +218,16 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
                 answer = await post(http, "get_room_list", {}, f"?userID={me}&token={bad_token}")
                 assert answer["code"] == 7, (bad_token, answer)
             sig = HmacUserSigner(SDK_APP_ID, IM_SECRET).make(me, now=2_000_000_000, expire=86400)
-            for bad_sig in [sig + "\u00e9", "\u00e9" * 40, sig[:10] + "\uff3f" + sig[10:]]:
+            inner = decode_sig(sig)
+            assert inner is not None
+            non_ascii_inside = encode_sig({**inner, "TLS.sig": "\u00e9\uff11" + str(inner["TLS.sig"])})
+            for bad_sig in [sig + "\u00e9", "\u00e9" * 40, sig[:10] + "\uff3f" + sig[10:], non_ascii_inside]:
                 answer = await post(http, "login", {"userID": me, "userSig": bad_sig})
                 assert answer["code"] == 7, (bad_sig, answer)
-            reply = await http.get("/debug/actors?limit=\u00b2")
+            reply = await http.get("/debug/actors?limit=\u00b2", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
             assert reply.json()["code"] == 1
+            for key in (ADMIN_KEY, ADMIN_KEY + "\u00e9", "\uff11" + ADMIN_KEY):  # the key, and near misses
+                await http.get("/metrics", headers={"Authorization": f"Bearer {key}".encode()})
         nursery.cancel_scope.cancel()
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*.log"))
     console = "\n".join(server.output)
@@ -190,7 +239,8 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
         url.split("txSecret=")[1].split("&")[0] for url in [push, *(p["accelerateURL"] for p in pushers["pushers"])]
     }
     assert admin_sigs and tx_secrets
-    for secret in [IM_SECRET, "push-key-5e1f", token, *admin_sigs, *tx_secrets]:
+    token_secret = (tmp_path / "data" / "token_secret").read_text().strip()
+    for secret in [IM_SECRET, "push-key-5e1f", ADMIN_KEY, token_secret, token, *admin_sigs, *tx_secrets]:
         assert secret not in logs and secret not in console, secret
     assert "txSecret=" not in logs.replace("txSecret=<redacted>", "")
 
@@ -198,26 +248,40 @@ async def test_malformed_numbers_nesting_and_tokens_are_client_errors_without_st
 # --- 3. ops routes are closed by default --------------------------------------------------
 
 
-OPS_ROUTES = ["/metrics", "/debug/actors", "/weapp/utils/logfilelist", "/weapp/utils/check_config"]
+OPS_ROUTES = [
+    "/metrics",
+    "/debug/actors",
+    "/weapp/utils/logfilelist",
+    "/weapp/utils/check_config",
+    "/weapp/utils/getlogfile?file=app/",  # + the name of a log file that exists
+]
+
+
+async def ops_routes(http: httpx.AsyncClient, headers: dict[str, str] | None = None) -> list[str]:
+    """OPS_ROUTES, getlogfile naming a file the server has written (any name, if it may not list them)."""
+    listed = (await http.get("/weapp/utils/logfilelist", headers=headers)).json().get("files", [])
+    names = [f["file"] for f in listed if f["file"].startswith("app/")]
+    first = names[0][len("app/") :] if names else "app-2026-01-01-00.log"
+    return [route + first if route.endswith("app/") else route for route in OPS_ROUTES]
 
 
 async def test_ops_routes_answer_only_allowed_addresses_or_the_admin_key(tmp_path: Path) -> None:
     for name in ("a", "b", "c"):
         (tmp_path / name).mkdir()
     async with running_roomd(tmp_path / "a") as server, client(server) as http:
-        for route in OPS_ROUTES:  # loopback is allowed by default
+        for route in await ops_routes(http):  # loopback is allowed by default
             assert (await http.get(route)).status_code == 200, route
     async with (
         running_roomd(tmp_path / "b", ROOMD_OPS__ALLOW="10.0.0.0/8,192.168.0.0/16") as server,
         client(server) as http,
     ):
-        for route in OPS_ROUTES:
+        for route in await ops_routes(http):
             reply = await http.get(route)
             assert reply.status_code == 403 and reply.json()["code"] == 7, route
             assert "ops.allow" in reply.json()["detail"]
         assert (await http.get("/healthz")).status_code == 200  # probes stay open
     async with running_roomd(tmp_path / "c", ROOMD_AUTH__ADMIN_KEY="k3y-for-ops") as server, client(server) as http:
-        for route in OPS_ROUTES:
+        for route in await ops_routes(http, {"Authorization": "Bearer k3y-for-ops"}):
             assert (await http.get(route)).json()["code"] == 7, route
             assert (await http.get(route, headers={"Authorization": "Bearer wrong"})).status_code == 401
             assert (await http.get(route, headers={"Authorization": "Bearer k3y-for-ops"})).status_code == 200
@@ -242,15 +306,29 @@ async def test_debug_actors_shows_at_most_1000_rooms_per_kind(tmp_path: Path) ->
 
 
 async def test_reserved_identities_get_no_user_sig(tmp_path: Path) -> None:
-    env = {"ROOMD_IM__RESERVED_IDENTIFIERS": "bot_1,ops_root", "ROOMD_IM__ADMINISTRATOR": "im_admin"}
-    async with running_roomd(tmp_path, **env) as server, client(server) as http:
-        for user_id in ("im_admin", "bot_1", "ops_root"):
-            reply = (await http.get(f"/weapp/utils/get_login_info?userID={user_id}")).json()
-            assert reply["code"] == 7 and "userSig" not in reply, reply
-        assert (await http.get("/weapp/utils/get_login_info?userID=alice")).json()["code"] == 0
-        # nor a token: a userSig of the administrator (made elsewhere) does not log in to roomd
-        refused = await post(http, "login", {"userID": "im_admin", "userSig": "x"})
-        assert refused["code"] == 7 and "reserved" in refused["detail"]
+    async with trio.open_nursery() as nursery:
+        # a WeChat openid is an identity roomd signs for: one that is reserved gets nothing either
+        wechat = await start_fake_wechat(nursery, FakeWechat("wx-app", "wx-secret", {"c1": "bot_1", "c2": "o_alice"}))
+        env = {
+            "ROOMD_IM__RESERVED_IDENTIFIERS": "bot_1,ops_root",
+            "ROOMD_IM__ADMINISTRATOR": "im_admin",
+            "ROOMD_WECHAT__APP_ID": "wx-app",
+            "ROOMD_WECHAT__APP_SECRET": "wx-secret",
+            "ROOMD_WECHAT__BASE_URL": wechat.base_url,
+        }
+        async with running_roomd(tmp_path, **env) as server, client(server) as http:
+            for user_id in ("im_admin", "bot_1", "ops_root"):
+                reply = (await http.get(f"/weapp/utils/get_login_info?userID={user_id}")).json()
+                assert reply["code"] == 7 and "userSig" not in reply, reply
+            assert (await http.get("/weapp/utils/get_login_info?userID=alice")).json()["code"] == 0
+            # nor a token: a userSig of the administrator (made elsewhere) does not log in to roomd
+            refused = await post(http, "login", {"userID": "im_admin", "userSig": "x"})
+            assert refused["code"] == 7 and "reserved" in refused["detail"]
+            reserved = await post(http, "get_im_login_info", {"userIDPrefix": "weixin", "code": "c1"})
+            assert reserved["code"] == 7 and "userSig" not in reserved and "bot_1" in reserved["detail"], reserved
+            allowed = await post(http, "get_im_login_info", {"userIDPrefix": "weixin", "code": "c2"})
+            assert allowed["code"] == 0 and allowed["userID"] == "o_alice" and allowed["userSig"]
+        nursery.cancel_scope.cancel()
 
 
 async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp_path: Path) -> None:
@@ -262,11 +340,14 @@ async def test_accelerate_urls_go_only_to_members_and_expire_within_the_hour(tmp
             query = f"?userID={login['userID']}&token={login['token']}"
             push = (await post(http, "get_push_url", {"userID": login["userID"]}, query))["pushURL"]
             users.append((login["userID"], query, push))
-        (alice, alice_q, alice_push), (bob, bob_q, bob_push), (_eve, eve_q, _) = users
+        (alice, alice_q, alice_push), (bob, bob_q, bob_push), (eve, eve_q, _) = users
         room = (
             await post(http, "create_room", {**member_fields(alice), "pushURL": alice_push, "roomName": "r"}, alice_q)
         )["roomID"]
-        # nobody joins with a pushURL for somebody else's stream (it would sign that stream)
+        # nobody creates or joins with a pushURL for somebody else's stream (it would sign that stream)
+        foreign = await post(http, "create_room", {**member_fields(eve), "pushURL": alice_push, "roomName": "e"}, eve_q)
+        assert foreign["code"] == 1 and "pushURL" in foreign["detail"]
+        assert [r["roomID"] for r in (await post(http, "get_room_list", {}, eve_q))["rooms"]] == [room]
         stolen = await post(http, "add_pusher", {**member_fields(bob), "pushURL": alice_push, "roomID": room}, bob_q)
         assert stolen["code"] == 1 and "pushURL" in stolen["detail"]
         assert (await post(http, "add_pusher", {**member_fields(bob), "pushURL": bob_push, "roomID": room}, bob_q))[
@@ -345,9 +426,12 @@ async def test_creation_is_rate_limited_and_capped(tmp_path: Path) -> None:
 
 
 async def test_call_timeout_must_exceed_im_timeout_plus_grace(tmp_path: Path) -> None:
-    failed = await failing_roomd(tmp_path, ROOMD_SERVER__CALL_TIMEOUT="5", ROOMD_IM__TIMEOUT="5")
-    assert failed.returncode == 2
-    assert any("server.call_timeout: must exceed im.timeout" in line for line in failed.output), failed.output
+    for call_timeout in ("5", "5.5"):  # im.timeout 5 + the 0.5 s create grace: 5.5 is not enough
+        failed = await failing_roomd(tmp_path, ROOMD_SERVER__CALL_TIMEOUT=call_timeout, ROOMD_IM__TIMEOUT="5")
+        assert failed.returncode == 2
+        said = [line for line in failed.output if "server.call_timeout" in line]
+        assert len(said) == 1 and "must exceed im.timeout" in said[0], failed.output
+        assert not any("Traceback" in line for line in failed.output)
 
 
 async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path: Path) -> None:
@@ -380,6 +464,12 @@ async def test_a_create_confirmed_just_before_im_timeout_is_answered_0(tmp_path:
             assert created == listed  # every room that exists was answered 0, and only those
             assert all(a["code"] in (0, 6) for a in answers), answers
             assert created, answers
+            # and IM keeps a group for exactly those rooms: groups made for creations answered 6 are destroyed
+            try:
+                await eventually(lambda: set(fake.groups) == created, within=10)
+            except trio.TooSlowError:
+                calls = [(c.api, c.body.get("GroupId"), c.answered) for c in fake.calls]
+                raise AssertionError(f"IM groups {sorted(fake.groups)} for rooms {sorted(created)}: {calls}") from None
         nursery.cancel_scope.cancel()
 
 

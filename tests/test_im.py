@@ -29,7 +29,7 @@ from roomd.config.settings import IM_CREATE_GRACE
 from roomd.qcloud.usersig import HmacUserSigner
 from tests.bodies import joining, member_fields
 from tests.conftest import FIXED_WALL_CLOCK, IM_SDK_APP_ID, IM_SECRET, Api, eventually, open_im_world
-from tests.fake_im import FakeIm, RecordedCall
+from tests.fake_im import FakeIm, RecordedCall, start_fake_im
 
 CREATE = "create_group"
 NOTIFY = "send_group_system_notification"
@@ -327,11 +327,43 @@ async def test_create_group_without_a_reply_is_refused_at_im_timeout_and_then_de
         await wait_all_tasks_blocked()
     assert isinstance(refused, Refused) and refused.error is DomainError.UPSTREAM_FAILED
     assert f"no reply within {SETTINGS.timeout:g} s" in refused.detail
-    assert [(c.api, c.answered, c.at - t0) for c in fake.calls] == [
-        (CREATE, "hang", 0),
-        (DESTROY, "10010", pytest.approx(SETTINGS.timeout, abs=EXACT)),
-    ]
+    # the create may still land at IM after the destroy: "no such group" is asked again, twice
+    assert [(c.api, c.answered) for c in fake.calls] == [(CREATE, "hang")] + [(DESTROY, "10010")] * 3
+    assert fake.calls[1].at - t0 == pytest.approx(SETTINGS.timeout, abs=EXACT)
     assert outcomes(actor) == {(CREATE, "failed"): 1, (DESTROY, "ok"): 1}
+
+
+async def test_a_create_group_that_lands_after_the_destroy_meant_for_it_is_destroyed_too() -> None:
+    """Over loopback (a server goes on with a request its client stopped waiting for): IM takes
+    the create in after roomd gave up on it and after roomd's first destroy."""
+    async with trio.open_nursery() as nursery:
+        fake = await start_fake_im(nursery, fake_im())
+        fake.behave(mode="ok", delays=(0.5,), only_api=CREATE)
+        settings = dataclasses.replace(SETTINGS, base_url=fake.base_url, timeout=0.3, retry_backoff=0.5)
+        actor = ImActor(
+            settings,
+            HmacUserSigner(IM_SDK_APP_ID, IM_SECRET),
+            path="root/im",
+            wall_clock=lambda: FIXED_WALL_CLOCK,
+            drain_timeout=5,
+        )
+        await nursery.start(actor.run)
+        assert isinstance(await actor.create_group("g", "a room"), Refused)
+        await eventually(lambda: (CREATE, "ok") in [(c.api, c.answered) for c in fake.calls] and not fake.groups)
+        await eventually(lambda: actor.queue_depth == 0)
+        nursery.cancel_scope.cancel()
+    answered = [(c.api, c.answered) for c in fake.calls]
+    assert answered[0] == (DESTROY, "10010") and answered[-1] == (DESTROY, "ok"), answered
+
+
+async def test_a_create_group_that_never_reached_im_is_not_rechecked(autojump_clock: trio.abc.Clock) -> None:
+    fake = fake_im()
+    fake.stop_listening()  # every connection refused: the create never reached IM
+    async with running_im(fake) as actor:
+        assert isinstance(await actor.create_group("g", "a room"), Refused)
+        await fake.start_listening()
+        await trio.sleep(SETTINGS.call_deadline)
+    assert [(c.api, c.answered) for c in fake.calls if c.answered != "refused"] == [(DESTROY, "10010")]
 
 
 async def test_create_group_stuck_behind_an_earlier_call_is_refused_after_its_grace_and_never_sent(
@@ -350,6 +382,22 @@ async def test_create_group_stuck_behind_an_earlier_call_is_refused_after_its_gr
     # the late create_group is not sent once its deadline has passed; the group is destroyed in case
     assert [(c.api, c.answered) for c in fake.calls] == [(DESTROY, "hang"), (DESTROY, "ok"), (DESTROY, "10010")]
     assert outcomes(actor) == {(DESTROY, "ok"): 2, (CREATE, "failed"): 1}
+
+
+async def test_a_group_confirmed_after_its_creator_stopped_waiting_is_destroyed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    fake = fake_im()
+    fake.behave(mode="ok", delay=0.5, only_api=CREATE)
+    async with running_im(fake) as actor:
+        t0 = trio.current_time()
+        with trio.move_on_after(0.2):  # the creator is cancelled (e.g. its directory stops) mid-call
+            await actor.create_group("g", "a room")
+        await trio.sleep(SETTINGS.call_deadline)
+    # IM made the group for nobody: roomd takes it down again
+    assert [(c.api, c.answered) for c in fake.calls] == [(CREATE, "ok"), (DESTROY, "ok")]
+    assert fake.calls[0].at - t0 == pytest.approx(0.5, abs=EXACT)  # confirmed after the creator left
+    assert "g" not in fake.groups
 
 
 # --- collapsing and ordering ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ skipped and logged at debug level.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import random
 import secrets
@@ -41,6 +42,7 @@ NOTIFY_INTERVAL = 0.5  # seconds between two notifications to one group
 MAX_CONCURRENT_CALLS = 16  # HTTP requests to IM in flight at once
 QUEUE_LIMIT = 100_000  # queued calls; beyond it notifications are dropped (logged, counted)
 MAX_BACKOFF = 30.0  # seconds, the longest wait between two attempts
+ABSENT_RECHECKS = 2  # times "no such group" is asked again after a create_group that may still land
 ADMIN_SIG_REFRESH = 86_400  # make a new admin UserSig this long before the old one expires
 
 
@@ -101,6 +103,9 @@ class _Call:
     deadline: float
     reply: ReplySlot | None = None
     on_done: Callable[[], None] | None = None  # run once IM confirmed the call
+    # a destroy after a create_group whose outcome is unknown: that create may still land at IM
+    # after this destroy, so "no such group" is asked again (with backoff) before it is believed
+    recheck_absent: bool = False
 
     @property
     def is_notification(self) -> bool:
@@ -117,6 +122,7 @@ class _GroupLine:
 
     calls: collections.deque[_Call] = field(default_factory=collections.deque)
     in_flight: _Call | None = None  # popped, being delivered: later notifications must not collapse into it
+    arrived: trio.Event = field(default_factory=trio.Event)  # set when a call is queued behind in_flight
 
 
 @dataclass
@@ -250,15 +256,21 @@ class ImActor:
         request = im_api.create_group(group_id, name, owner=self.settings.administrator)
         deadline = min(now + self.settings.timeout, deadline - CREATE_GRACE)
         self._enqueue(_Call(request, now, deadline, slot))
-        with trio.move_on_at(deadline + CREATE_GRACE):
-            judgement: Judgement = await slot.wait()
-            if judgement.verdict is Verdict.DONE:
-                return None
-            return Refused(DomainError.UPSTREAM_FAILED, f"IM create_group failed: {judgement.error}")
-        return Refused(
-            DomainError.UPSTREAM_FAILED,
-            f"IM create_group was not confirmed within {self.settings.timeout:g} s",
-        )
+        judgement: Judgement | None = None
+        try:
+            with trio.move_on_at(deadline + CREATE_GRACE):
+                judgement = await slot.wait()
+        finally:
+            if judgement is None and not slot.abandon():  # the answer came in the same instant
+                judgement = slot.value
+        if judgement is None:  # a confirmation that comes later destroys the group (_drain_line)
+            return Refused(
+                DomainError.UPSTREAM_FAILED,
+                f"IM create_group was not confirmed within {self.settings.timeout:g} s",
+            )
+        if judgement.verdict is Verdict.DONE:
+            return None
+        return Refused(DomainError.UPSTREAM_FAILED, f"IM create_group failed: {judgement.error}")
 
     def notify_pusher_change(self, group_id: str) -> None:
         line = self._lines.get(group_id)
@@ -315,6 +327,7 @@ class ImActor:
                 self._nursery.start_soon(self._courier, group_id, line, name=f"im {group_id}")
         else:
             line.calls.append(call)
+            line.arrived.set()
 
     async def _courier(self, group_id: str, line: _GroupLine) -> None:
         """Deliver one group's calls in order until its line is empty; a crash restarts it."""
@@ -332,7 +345,8 @@ class ImActor:
                 last = self._last_notified.get(group_id, -math.inf)
                 await trio.sleep_until(last + NOTIFY_INTERVAL)
             line.in_flight = line.calls.popleft()
-            judgement = await self._deliver(call)
+            line.arrived = trio.Event()
+            judgement = await self._deliver(call, line)
             line.in_flight = None
             self._count_out()
             if call.is_notification:
@@ -348,11 +362,14 @@ class ImActor:
                     )
             if call.reply is not None:
                 call.reply.put(judgement)
-                if judgement.verdict is not Verdict.DONE:
-                    # the group may exist after all (an attempt timed out): make sure it does not
+                if judgement.verdict is not Verdict.DONE or call.reply.abandoned:
+                    # the group may exist after all (an attempt timed out), or exists for a room
+                    # whose creator was already told no: make sure it does not
                     now = trio.current_time()
                     cleanup = im_api.destroy_group(group_id)
-                    line.calls.appendleft(_Call(cleanup, now, now + self.settings.call_deadline))
+                    unknown = judgement.verdict is not Verdict.DONE and judgement.may_have_landed
+                    deadline = now + self.settings.call_deadline
+                    line.calls.appendleft(_Call(cleanup, now, deadline, recheck_absent=unknown))
                     self._count_in()
 
     def _count_in(self) -> None:
@@ -367,19 +384,32 @@ class ImActor:
 
     # --- delivery -----------------------------------------------------------------
 
-    async def _deliver(self, call: _Call) -> Judgement:
+    async def _deliver(self, call: _Call, line: _GroupLine) -> Judgement:
         api, group_id = call.request.api, call.request.group_id
         attempts = 0
+        may_have_landed = False
         while True:
             attempts += 1
             remaining = call.deadline - trio.current_time()
             judgement = await self._attempt(call.request, min(self.settings.timeout, remaining))
+            may_have_landed |= judgement.verdict is Verdict.RETRY and not judgement.unsent
+            if call.recheck_absent and judgement.already and not line.calls and attempts <= ABSENT_RECHECKS:
+                judgement = Judgement(Verdict.RETRY, "no such group yet; the create_group without a reply may land")
             if judgement.verdict is not Verdict.RETRY or attempts >= self.settings.max_attempts:
                 break
             delay = self._backoff(attempts)
             if trio.current_time() + delay >= call.deadline:
                 break
-            await trio.sleep(delay)
+            if call.recheck_absent:  # a call queued behind (a new create_group) takes the group over
+                with trio.move_on_after(delay):
+                    await line.arrived.wait()
+                if line.calls:
+                    judgement = Judgement(Verdict.DONE, already=True)
+                    break
+            else:
+                await trio.sleep(delay)
+        if may_have_landed:
+            judgement = dataclasses.replace(judgement, may_have_landed=True)
         latency = trio.current_time() - call.queued_at
         if judgement.verdict is Verdict.DONE:
             self.stats.record(api, "ok", latency)
@@ -424,4 +454,5 @@ def _transport_failure(error: httpx.HTTPError) -> Judgement:
     """Every failure below HTTP is worth a retry: refused, reset, timed out, malformed."""
     kind = type(error).__name__
     text = str(error) or "no detail"
-    return Judgement(Verdict.RETRY, f"{kind}: {text}")
+    unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+    return Judgement(Verdict.RETRY, f"{kind}: {text}", unsent=unsent)

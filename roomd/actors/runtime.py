@@ -62,6 +62,11 @@ class ReplySlot:
         await self._event.wait()
         return self._value
 
+    @property
+    def value(self) -> Any:
+        """The reply, once it has arrived (None before)."""
+        return self._value
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope(Generic[M]):

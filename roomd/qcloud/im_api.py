@@ -101,6 +101,9 @@ class Verdict(enum.Enum):
 class Judgement:
     verdict: Verdict
     error: str = ""  # what went wrong, for the log; "" when done
+    already: bool = False  # done because IM said the wanted state held already (e.g. no such group)
+    unsent: bool = False  # failed before the request could reach IM (no connection was made)
+    may_have_landed: bool = False  # some attempt may have reached IM although no reply said so
 
 
 def judge_reply(api: ImApi, status_code: int, content: bytes) -> Judgement:
@@ -121,7 +124,7 @@ def judge_reply(api: ImApi, status_code: int, content: bytes) -> Judgement:
     if not isinstance(code, int) or isinstance(code, bool):
         return Judgement(Verdict.RETRY, f"reply has no ErrorCode: {str(reply)[:200]}")
     if code in _ALREADY_DONE[api]:
-        return Judgement(Verdict.DONE)
+        return Judgement(Verdict.DONE, already=True)
     error = f"ErrorCode {code}: {info}"
     if code in RETRYABLE_ERROR_CODES:
         return Judgement(Verdict.RETRY, error)

