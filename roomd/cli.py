@@ -26,6 +26,7 @@ from roomd.config.report import config_problems
 from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
 from roomd.logs.setup import configure_logging, flush_logs
 from roomd.qcloud.usersig import VerifyFailure
+from roomd.supervisor import log_share
 
 CONFIG_ERROR_STATUS = 2
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "cluster.redis_url (default 1: this process serves)",
     )
     serve.add_argument("--node-index", type=int, help=argparse.SUPPRESS)  # a node started by --workers
+    serve.add_argument("--node-count", type=int, help=argparse.SUPPRESS)  # ... and that --workers N
 
     usersig = commands.add_parser("usersig", help="print a UserSig for USERID")
     usersig.add_argument("user_id", metavar="USERID")
@@ -61,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_for(argv: Sequence[str]) -> Settings:
+    """The settings `roomd <argv>` runs with in this environment (a node of --workers included)."""
+    return _settings(_parser().parse_args(argv))
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, dict[str, Any]] = {}
     server: dict[str, Any] = {}
@@ -72,13 +79,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"] = server
     settings = load_settings(config_path=args.config, environ=os.environ, overrides=overrides or None)
     index = getattr(args, "node_index", None)
-    if index is None:
+    node_count: int | None = getattr(args, "node_count", None)  # a node's: its supervisor's --workers
+    workers: int = node_count if node_count is not None else getattr(args, "workers", 1)
+    if index is None and workers <= 1:
         return settings
-    # a node of `--workers`: its own logs and name, the shared port
-    overrides["server"] = {**server, "reuse_port": True}
-    overrides["log"] = {"dir": str(Path(settings.log.dir) / f"node-{index}")}
-    if not settings.cluster.node_name:
-        overrides["cluster"] = {"node_name": f"{socket.gethostname()}-{index}"}
+    # `--workers N`: the supervisor and its N nodes each log within an equal share of log.max_bytes
+    overrides["log"] = {"max_bytes": log_share(settings.log.max_bytes, workers)}
+    if index is not None:  # a node of `--workers`: its own logs and name, the shared port
+        overrides["server"] = {**server, "reuse_port": True}
+        overrides["log"]["dir"] = str(Path(settings.log.dir) / f"node-{index}")
+        if not settings.cluster.node_name:
+            overrides["cluster"] = {"node_name": f"{socket.gethostname()}-{index}"}
     return load_settings(config_path=args.config, environ=os.environ, overrides=overrides)
 
 

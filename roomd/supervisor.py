@@ -11,7 +11,9 @@ The supervisor holds the data_dir lock and makes the token secret before
 starting nodes; a node that exits without being asked to is started again
 after a pause that doubles while it keeps dying within a minute (1 s up to
 30 s). SIGTERM or SIGINT is passed to every node, and the supervisor exits
-once they all have. Each node logs under `<log.dir>/node-<i>/`.
+once they all have. Each node logs under `<log.dir>/node-<i>/`, the
+supervisor under `<log.dir>`; log.max_bytes bounds all of these files
+together, so the supervisor and each node keep log.max_bytes / (N + 1).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from collections.abc import AsyncIterator
 import trio
 from loguru import logger
 
+from roomd.config import ConfigError
+
 RESTART_DELAY = 1.0  # seconds before a dead node starts again; doubles while it keeps dying
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0  # a node that ran this long before dying starts again after RESTART_DELAY
 STOP_TIMEOUT = 60.0  # seconds nodes get to stop after SIGTERM before they are killed
+MIN_LOG_BYTES = 1 << 20  # the least log.max_bytes (config/loader.py): each process's share keeps it
 
 log = logger.bind(actor="supervisor")
 
@@ -42,8 +47,21 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def node_command(argv: list[str], index: int, port: int) -> list[str]:
-    """The `roomd serve` command line of node `index`: the supervisor's own, less --workers."""
+def log_share(max_bytes: int, workers: int) -> int:
+    """The log.max_bytes of the supervisor and of each of its `workers` nodes: an equal share, so
+    that all their log files together stay within `max_bytes`."""
+    share = max_bytes // (workers + 1)
+    if share < MIN_LOG_BYTES:
+        raise ConfigError(
+            f"log.max_bytes: must be at least {(workers + 1) * MIN_LOG_BYTES} with --workers {workers} "
+            "(the supervisor and each node keep an equal share of it, at least 1 MiB each)"
+        )
+    return share
+
+
+def node_command(argv: list[str], index: int, port: int, *, workers: int) -> list[str]:
+    """The `roomd serve` command line of node `index`: the supervisor's own, less --workers, plus
+    how many nodes share log.max_bytes."""
     kept: list[str] = []
     skip = False
     for arg in argv:
@@ -56,7 +74,8 @@ def node_command(argv: list[str], index: int, port: int) -> list[str]:
         if arg.startswith(("--workers=", "--port=")):
             continue
         kept.append(arg)
-    return [sys.executable, "-m", "roomd.cli", *kept, "--port", str(port), "--node-index", str(index)]
+    node = ["--port", str(port), "--node-index", str(index), "--node-count", str(workers)]
+    return [sys.executable, "-m", "roomd.cli", *kept, *node]
 
 
 async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int) -> int:
@@ -69,7 +88,8 @@ async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int
                 watching.start_soon(_watch_signals, signals, stopping)
                 async with trio.open_nursery() as nodes:  # ends once every node has stopped
                     for index in range(workers):
-                        nodes.start_soon(_keep_running, node_command(serve_argv, index, port), index, stopping)
+                        command = node_command(serve_argv, index, port, workers=workers)
+                        nodes.start_soon(_keep_running, command, index, stopping)
                 watching.cancel_scope.cancel()
     finally:
         reserved.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from roomd.cli import settings_for
 from roomd.config import ConfigError, KindSettings, Settings, load_settings
+from roomd.supervisor import node_command
 
 DEFAULT_TOML = Path(__file__).parent.parent / "roomd" / "config" / "default.toml"
 
@@ -157,3 +160,52 @@ def test_cli_usersig_without_a_key_says_which_setting_is_missing() -> None:
             "roomd: no key to sign or check userSigs with: set im.secret_key (UserSig v2) "
             "or im.private_key / im.private_key_file (v1)"
         ]
+
+
+def test_the_shipped_log_comments_name_the_three_kinds_of_files_and_their_share() -> None:
+    comments = {
+        line.split("=")[0].strip(): line.partition("#")[2]
+        for line in DEFAULT_TOML.read_text().split("[log]\n")[1].split("\n[")[0].splitlines()
+        if "=" in line.partition("#")[0]
+    }
+    assert all(kind in comments["dir"] for kind in ("response/", "app/", "error/"))
+    assert "a third" in comments["max_bytes"] and "half" not in comments["max_bytes"]  # as configure_logging splits it
+
+
+@pytest.fixture
+def roomd_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """os.environ without ROOMD_* settings: what the cli reads is what the test sets."""
+    for name in [name for name in os.environ if name.startswith("ROOMD_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_with_workers_the_supervisor_and_each_node_keep_an_equal_share_of_log_max_bytes(
+    roomd_environment: pytest.MonkeyPatch,
+) -> None:
+    max_bytes = 40 << 20
+    roomd_environment.setenv("ROOMD_LOG__MAX_BYTES", str(max_bytes))
+    roomd_environment.setenv("ROOMD_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/0")
+    serve = ["serve", "--workers", "3"]
+    supervisor = settings_for(serve)
+    # each node as the supervisor starts it: its command line, less the interpreter and `-m roomd.cli`
+    nodes = [settings_for(node_command(serve, index, 5757, workers=3)[3:]) for index in range(3)]
+    assert supervisor.log.max_bytes == max_bytes // 4 and supervisor.log.dir == "logs"
+    assert [node.log.max_bytes for node in nodes] == [max_bytes // 4] * 3
+    assert [node.log.dir for node in nodes] == [str(Path("logs") / f"node-{index}") for index in range(3)]
+    assert supervisor.log.max_bytes + sum(node.log.max_bytes for node in nodes) <= max_bytes
+    assert settings_for(["serve"]).log.max_bytes == max_bytes  # one process keeps all of it
+
+
+def test_workers_whose_share_of_log_max_bytes_would_be_below_1_mib_is_a_configuration_error(
+    roomd_environment: pytest.MonkeyPatch,
+) -> None:
+    roomd_environment.setenv("ROOMD_LOG__MAX_BYTES", str(3 << 20))
+    roomd_environment.setenv("ROOMD_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError) as raised:  # `roomd serve` prints it as one line and exits with 2
+        settings_for(["serve", "--workers", "3"])
+    assert str(raised.value) == (
+        "log.max_bytes: must be at least 4194304 with --workers 3 "
+        "(the supervisor and each node keep an equal share of it, at least 1 MiB each)"
+    )
+    assert settings_for(["serve", "--workers", "2"]).log.max_bytes == 1 << 20

@@ -1,6 +1,7 @@
 """A real server process out of file descriptors: accept() failures are logged at most once a
-second and counted, connections already open keep being served, and once descriptors are
-free again new connections are accepted."""
+second and counted, and reach the error log file too (its file was opened at start, it needs no
+descriptor now); connections already open keep being served, and once descriptors are free again
+new connections are accepted."""
 
 from __future__ import annotations
 
@@ -67,3 +68,6 @@ async def test_running_out_of_descriptors_is_logged_once_a_second_and_survived(t
     assert all((later - earlier).total_seconds() >= 0.99 for earlier, later in pairwise(times)), lines
     assert "EMFILE" in lines[0] and "more failures since the last line" in lines[-1]
     assert not server.lines_about("Traceback") and not server.lines_about("accept returned")
+    error_files = sorted((server.log_dir / "error").glob("error-*.log"))
+    in_error_files = [line for path in error_files for line in path.read_text().splitlines() if FAILURE_LINE in line]
+    assert in_error_files == lines  # none dropped for want of a descriptor to open the file with

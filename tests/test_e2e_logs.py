@@ -1,7 +1,8 @@
 """End to end: the logs of a real `roomd serve` process against hostile clients and a full disk.
 
-Clients cannot forge log lines, secrets never reach the log directory or
-the console, the response files stay within `log.max_bytes`, and a disk
+Clients cannot forge log lines (nor can an upstream's answer, in the error
+file), secrets never reach the log directory or the console, the response
+files stay within `log.max_bytes`, and a disk
 that refuses writes drops log lines (counted in /metrics) while every
 request is still served, until writing resumes by itself.
 """
@@ -21,6 +22,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.bodies import joining, member_fields
+from tests.loopback_http import FakeReply, FakeRequest, serve_loopback
 from tests.server_process import ServerProcess, running_roomd
 
 pytestmark = pytest.mark.slow
@@ -32,6 +34,19 @@ FORGED_RECORD = "2026-01-01 00:00:00.000 | INFO    | http | FORGED"
 PUSH_KEY = "push-key-e2e-5c1f0a9b77"
 IM_KEY = "im-key-e2e-7d3b2a18ee"
 SECRETS_ENV = {"ROOMD_LIVE__BIZID": "8888", "ROOMD_LIVE__PUSH_SECRET_KEY": PUSH_KEY, "ROOMD_IM__SECRET_KEY": IM_KEY}
+# No warning or error roomd logs quotes free text a client sent (IDs are printable and without
+# whitespace; the WeChat login code is a secret, never logged), so the outside text that reaches
+# the error file is an upstream's: jscode2session's answer to a client's login code.
+WECHAT_LOGIN_CODE = f"\r\n{FORGED_RECORD}\u2028login-code-0d5e9f"
+WECHAT_ERRMSG = f"invalid code\r\n{FORGED_RECORD}\u2028\x85FORGED\x1b[2J"
+WECHAT_WARNING = (
+    f"jscode2session failed (errcode 40029: invalid code\\x0d\\x0a{FORGED_RECORD}\\u2028\\x85FORGED\\x1b[2J); "
+    "using a random userID"
+)
+
+
+async def refusing_wechat(request: FakeRequest) -> FakeReply:
+    return FakeReply(200, {"errcode": 40029, "errmsg": WECHAT_ERRMSG})
 
 
 def base_url(server: ServerProcess) -> str:
@@ -76,35 +91,47 @@ async def test_clients_cannot_forge_log_lines(tmp_path: Path, log_format: str) -
         "/weapp/utils/nothing%E2%80%A8FORGED",  # a route Quart answers
         "/nothing%0a2026-01-01%2000:00:00.000%20|%20INFO%20FORGED",
     ]
-    async with (
-        running_roomd(tmp_path, ROOMD_LOG__FORMAT=log_format, **SECRETS_ENV) as server,
-        httpx.AsyncClient(base_url=base_url(server)) as http,
-    ):
-        requests = 0
-        for raw in bodies:
-            await http.post(
-                "/weapp/multi_room/get_room_list",
-                content=b'{"index":0,"x":"' + raw + b'"}',
-                headers={"Content-Type": "application/json"},
-            )
-            await http.post(
-                "/weapp/double_room/get_room_list",
-                content=b"x=" + raw,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            requests += 2
-        for path in paths:
-            await http.post(path, json={})
-            requests += 1
-        await http.post("/weapp/multi_room/get_room_list?x=%0d%0aFORGED&y=\u2028", json={})
-        hostile_headers = {
-            "User-Agent": b"a\xc2\x85FORGED",
-            "X-Forged": "x\u2028FORGED".encode(),
-            "Referer": b"\x9b",
+    async with trio.open_nursery() as nursery:
+        wechat = await serve_loopback(nursery, refusing_wechat)
+        wechat_env = {
+            "ROOMD_WECHAT__APP_ID": "wx-app",
+            "ROOMD_WECHAT__APP_SECRET": "wx-secret",
+            "ROOMD_WECHAT__BASE_URL": wechat.base_url,
         }
-        reply = await http.post("/weapp/multi_room/get_room_list", json={}, headers=hostile_headers)
-        assert reply.json()["code"] == 0
-        requests += 2
+        async with (
+            running_roomd(tmp_path, ROOMD_LOG__FORMAT=log_format, **SECRETS_ENV, **wechat_env) as server,
+            httpx.AsyncClient(base_url=base_url(server)) as http,
+        ):
+            requests = 0
+            for raw in bodies:
+                await http.post(
+                    "/weapp/multi_room/get_room_list",
+                    content=b'{"index":0,"x":"' + raw + b'"}',
+                    headers={"Content-Type": "application/json"},
+                )
+                await http.post(
+                    "/weapp/double_room/get_room_list",
+                    content=b"x=" + raw,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                requests += 2
+            for path in paths:
+                await http.post(path, json={})
+                requests += 1
+            await http.post("/weapp/multi_room/get_room_list?x=%0d%0aFORGED&y=\u2028", json={})
+            hostile_headers = {
+                "User-Agent": b"a\xc2\x85FORGED",
+                "X-Forged": "x\u2028FORGED".encode(),
+                "Referer": b"\x9b",
+            }
+            reply = await http.post("/weapp/multi_room/get_room_list", json={}, headers=hostile_headers)
+            assert reply.json()["code"] == 0
+            requests += 2
+            login = {"userIDPrefix": "weixin", "code": WECHAT_LOGIN_CODE}  # WeChat refuses it
+            reply = await http.post("/weapp/multi_room/get_im_login_info", json=login)
+            assert reply.json()["code"] == 0 and reply.json()["userID"].startswith("weixin_")
+            requests += 1
+        nursery.cancel_scope.cancel()
     assert server.process.returncode == 0
     files = log_texts(server)
     assert files and all(SAFE_FILE_NAME.match(path.name) for path in files)
@@ -131,6 +158,10 @@ async def test_clients_cannot_forge_log_lines(tmp_path: Path, log_format: str) -
         "?x=%0d%0aFORGED&y=%E2%80%A8",  # a query is logged as sent: still encoded
     ):
         assert escaped in logged, escaped
+    error_lines = "".join(log_texts(server, "error").values()).splitlines()
+    assert [message_of(line, log_format) for line in error_lines if "jscode2session" in line] == [WECHAT_WARNING]
+    everything = "\n".join([*files.values(), *server.output])
+    assert "login-code-0d5e9f" not in everything  # the login code is a secret, escaped or not
 
 
 def tx_secret(url: str) -> str:

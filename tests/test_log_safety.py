@@ -434,6 +434,51 @@ def test_a_full_disk_drops_and_counts_writes_and_writing_resumes_when_space_retu
     assert "secret-content" not in said
 
 
+class OutOfDescriptors:
+    """An opener: a real file, or EMFILE (the process has no descriptor left) while `exhausted`."""
+
+    def __init__(self) -> None:
+        self.exhausted = False
+        self.opened: list[str] = []
+
+    def __call__(self, path: Path) -> BinaryIO:
+        if self.exhausted:
+            raise OSError(errno.EMFILE, "Too many open files")
+        self.opened.append(path.name)
+        return open_for_append(path)
+
+
+def test_the_current_file_is_opened_at_start_so_lines_are_written_while_descriptors_are_exhausted(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(datetime(2026, 11, 30, 1, 0))
+    opener, dropped = OutOfDescriptors(), DroppedWrites()
+    sink = _sink(tmp_path, clock, opener=opener, dropped=dropped)
+    assert opener.opened == ["response-2026-11-30-01.log"]  # before any line was written
+    opener.exhausted = True
+    sink.write("cannot accept connections: EMFILE\n")
+    assert (tmp_path / "response-2026-11-30-01.log").read_text() == "cannot accept connections: EMFILE\n"
+    assert dropped.count == 0
+
+
+def test_a_rotation_without_a_descriptor_keeps_writing_to_the_current_file_until_it_has_one(tmp_path: Path) -> None:
+    clock = FakeClock(datetime(2026, 11, 30, 1, 59))
+    opener, dropped, notices = OutOfDescriptors(), DroppedWrites(), io.StringIO()
+    sink = _sink(tmp_path, clock, opener=opener, dropped=dropped, notices=notices, max_total_bytes=8 * 100)
+    sink.write("a" * 59 + "\n")
+    opener.exhausted = True
+    clock.now = datetime(2026, 11, 30, 2, 0)  # time to rotate ...
+    sink.write("b" * 59 + "\n")  # ... and past the file's 100 bytes too
+    sink.write("c" * 59 + "\n")
+    assert _names(tmp_path) == ["response-2026-11-30-01.log"]
+    opener.exhausted = False
+    sink.write("d" * 59 + "\n")  # a descriptor again: the rotation happens
+    assert _names(tmp_path) == ["response-2026-11-30-01.log", "response-2026-11-30-02.log"]
+    assert (tmp_path / "response-2026-11-30-01.log").read_text() == "".join(c * 59 + "\n" for c in "abc")
+    assert (tmp_path / "response-2026-11-30-02.log").read_text() == "d" * 59 + "\n"
+    assert dropped.count == 0 and notices.getvalue() == ""
+
+
 class HalfThenEfbig:
     """A file that takes half of the first write, then refuses the rest: RLIMIT_FSIZE reached
     mid-line."""

@@ -11,6 +11,13 @@ whatever makes the files of its kind exceed their budget. A write that fails
 counted in `DROPPED_WRITES`; the next write opens the file again, so logging
 resumes by itself once it can. All of this runs on the file's own thread
 (a `BackgroundSink`, background.py), never on the thread that logs.
+
+A process out of file descriptors (EMFILE, ENFILE) is when the error file
+matters most ("cannot accept connections"), and then no file can be opened.
+So the current file is opened when the sink is made, at start, and a
+rotation opens the next file before it closes the current one: when that
+open fails for want of a descriptor, lines go on to the current file (past
+its share of the budget if need be), and the next write tries again.
 """
 
 from __future__ import annotations
@@ -112,6 +119,8 @@ class RotatingFile:
         self._last_period: datetime | None = None  # the period this sink last opened a file for
         self._failing = False
         self._dropped_while_failing = 0
+        with contextlib.suppress(OSError, ValueError):  # if it fails, the first write tries again and says why
+            self._open(self._clock(), 0)
 
     def write(self, message: str) -> None:
         """Append `message` (whole lines); if that fails it is dropped and counted, never raised."""
@@ -135,13 +144,15 @@ class RotatingFile:
         self._close()
 
     def _files(self) -> list[LogFile]:
-        """This sink's files in the directory, oldest first."""
-        found: list[LogFile] = []
+        """This sink's files in the directory, oldest first; none if it cannot be read."""
         try:
-            entries = list(self._directory.iterdir())
+            return self._listed_files()
         except OSError:
-            return found
-        for path in entries:
+            return []
+
+    def _listed_files(self) -> list[LogFile]:
+        found: list[LogFile] = []
+        for path in list(self._directory.iterdir()):
             match = self._name.match(path.name)
             if match is None:
                 continue
@@ -158,18 +169,26 @@ class RotatingFile:
     # --- opening and rotating ----------------------------------------------------------
 
     def _file_for(self, now: datetime, incoming: int) -> BinaryIO:
-        if self._file is not None and (now >= self._period_end or not self._has_room(self._size, incoming)):
-            self._close()
         if self._file is None:
             self._open(now, incoming)
+        elif now >= self._period_end or not self._has_room(self._size, incoming):
+            try:
+                self._open(now, incoming)
+            except OSError as error:
+                if not _out_of_descriptors(error):
+                    raise
+                # no descriptor for the next file: the current one takes the line, the next write tries again
         assert self._file is not None
         return self._file
 
     def _open(self, now: datetime, incoming: int) -> None:
+        """Open the file for `now` and `incoming` bytes; only then close the current one."""
         start = period_start(now, self._rotation)
         self._directory.mkdir(parents=True, exist_ok=True)
         path, size = self._path_for(start, incoming)
-        self._file = self._opener(path)
+        file = self._opener(path)
+        self._close()
+        self._file = file
         previous, self._path = self._path, path
         self._size = size
         self._ends_mid_line = size > 0 and not _ends_with_newline(path)
@@ -187,7 +206,13 @@ class RotatingFile:
         hour while it has room for `incoming` bytes, unless this sink has rotated away from it;
         else a new one."""
         stamp = start.strftime(NAME_TIME)
-        same_hour = [f for f in self._files() if f.started.strftime(NAME_TIME) == stamp]
+        try:
+            listed = self._listed_files()
+        except OSError as error:
+            if _out_of_descriptors(error):
+                raise  # not "no files": the next one would be named and sized wrongly
+            listed = []
+        same_hour = [f for f in listed if f.started.strftime(NAME_TIME) == stamp]
         if not same_hour:
             return self._directory / f"{self._stem}-{stamp}.log", 0
         newest = same_hour[-1]
@@ -253,6 +278,10 @@ def _write_all(file: BinaryIO, data: bytes) -> None:
         if written is None:  # a non-blocking file with no room: treat as a failed write
             raise OSError(errno.EAGAIN, "write would block")
         view = view[written:]
+
+
+def _out_of_descriptors(error: OSError) -> bool:
+    return error.errno in (errno.EMFILE, errno.ENFILE)
 
 
 def _ends_with_newline(path: Path) -> bool:
