@@ -151,3 +151,16 @@ async def test_a_request_target_in_absolute_form_is_routed_by_its_path(server: S
     assert listed.status == 200 and listed.json() == {"code": 0, "message": "请求成功", "rooms": []}
     unknown = await exchange(server.base_url, b"GET http://x/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert unknown.status == 404 and unknown.json()["detail"] == "no route for GET http://x/nope"
+
+
+async def test_a_body_over_the_limit_and_a_wrong_method_are_answered_in_the_envelope(server: ServerProcess) -> None:
+    too_big = ROOM_LIST + b"Content-Length: 70000\r\n\r\n"  # over max_body_bytes (64 KiB): refused unread
+    reply = await exchange(server.base_url, too_big)
+    assert reply.status == 413, reply.raw[:200]
+    assert reply.json()["code"] == 1 and "65536" in reply.json()["detail"]
+    assert reply.closed
+    # a body sent with a method the route does not take is not read: answered, then the connection closes
+    wrong_method = b"PUT /weapp/multi_room/get_room_list HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+    wrong = await exchange(server.base_url, wrong_method)
+    assert wrong.status == 405 and wrong.headers["allow"] == "POST", wrong.raw[:200]
+    assert wrong.json()["code"] == 1 and wrong.json()["message"] and wrong.closed
