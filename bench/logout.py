@@ -7,8 +7,12 @@ gets --logouts tokens from get_im_login_info, and has a separate process
 heartbeat one room every 10 ms, timing each reply: first for --idle seconds
 with nothing else going on, then while the logouts run over --connections
 kept-alive connections (each logout answers once its revocation is fsync'd
-to data/revoked_tokens). Prints heartbeat p50/p99 idle and during the
-logouts, and logout throughput, for each run and as medians over the runs.
+to data/revoked_tokens), then while as many get_push_url requests (token
+checked, nothing written) run over the same connections: on a machine whose
+cores the load generator shares, any load slows heartbeats, so the cost of
+durable logouts is the difference between those two phases. Prints
+heartbeat p50/p99 idle, during the logouts and during the get_push_url
+requests, and both request rates, for each run and as medians over the runs.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class RunResult:
     busy_p50: float
     busy_p99: float
     logouts_per_second: float
+    other_p50: float
+    other_p99: float
+    others_per_second: float
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -95,12 +102,21 @@ async def create_room(base: str, creator: Identity) -> str:
 
 
 async def logouts(base: str, identities: list[Identity], connections: int) -> None:
+    await each_once(base, identities, connections, "logout")
+
+
+async def push_urls(base: str, identities: list[Identity], connections: int) -> None:
+    await each_once(base, identities, connections, "get_push_url")
+
+
+async def each_once(base: str, identities: list[Identity], connections: int, endpoint: str) -> None:
     pool = HttpPool(base, size=connections, timeout=TIMEOUT)
     queue = iter(identities)
 
     async def worker() -> None:
         for identity in queue:
-            _, reply, _ = await pool.post_json(f"{PREFIX}/logout", {}, identity.auth)
+            body = {"userID": identity.user_id} if endpoint == "get_push_url" else {}
+            _, reply, _ = await pool.post_json(f"{PREFIX}/{endpoint}", body, identity.auth)
             assert reply["code"] == 0, reply
 
     async with trio.open_nursery() as nursery:
@@ -136,8 +152,8 @@ def one_run(count: int, connections: int, idle: float) -> RunResult:
         settings = {"ROOMD_AUTH__MODE": "token", "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3600"}
         server = start_roomd(port, Path(tmp), settings)
         try:
-            identities = trio.run(fresh_identities, base, count + 1, connections)
-            member, identities = identities[0], identities[1:]
+            identities = trio.run(fresh_identities, base, 2 * count + 1, connections)
+            member, identities, others = identities[0], identities[1 : count + 1], identities[count + 1 :]
             room_id = trio.run(create_room, base, member)
             context = multiprocessing.get_context("spawn")
             stop = context.Event()
@@ -148,6 +164,10 @@ def one_run(count: int, connections: int, idle: float) -> RunResult:
             busy_from = time.monotonic()
             trio.run(logouts, base, identities, connections)
             busy_until = time.monotonic()
+            time.sleep(1.0)
+            other_from = time.monotonic()
+            trio.run(push_urls, base, others, connections)
+            other_until = time.monotonic()
             stop.set()
             samples: list[tuple[float, float]] = receiver.recv()
             beater.join()
@@ -159,12 +179,16 @@ def one_run(count: int, connections: int, idle: float) -> RunResult:
     first = samples[0][0]
     idle_ms = [e * 1000 for t, e in samples if first + WARM_UP <= t < busy_from]
     busy_ms = [e * 1000 for t, e in samples if busy_from <= t < busy_until]
+    other_ms = [e * 1000 for t, e in samples if other_from <= t < other_until]
     return RunResult(
         idle_p50=percentile(idle_ms, 0.5),
         idle_p99=percentile(idle_ms, 0.99),
         busy_p50=percentile(busy_ms, 0.5),
         busy_p99=percentile(busy_ms, 0.99),
         logouts_per_second=count / (busy_until - busy_from),
+        other_p50=percentile(other_ms, 0.5),
+        other_p99=percentile(other_ms, 0.99),
+        others_per_second=count / (other_until - other_from),
     )
 
 
@@ -179,19 +203,20 @@ def main() -> None:
     for run in range(1, args.runs + 1):
         result = one_run(args.logouts, args.connections, args.idle)
         results.append(result)
-        print(
-            f"run {run}: heartbeat idle p50 {result.idle_p50:.2f} ms p99 {result.idle_p99:.2f} ms | "
-            f"during {args.logouts} logouts p50 {result.busy_p50:.2f} ms p99 {result.busy_p99:.2f} ms | "
-            f"logouts {result.logouts_per_second:.0f}/s",
-            flush=True,
-        )
-    print(
-        f"median of {len(results)}: heartbeat idle p50 "
-        f"{statistics.median(r.idle_p50 for r in results):.2f} ms p99 "
-        f"{statistics.median(r.idle_p99 for r in results):.2f} ms | during logouts p50 "
-        f"{statistics.median(r.busy_p50 for r in results):.2f} ms p99 "
-        f"{statistics.median(r.busy_p99 for r in results):.2f} ms | logouts "
-        f"{statistics.median(r.logouts_per_second for r in results):.0f}/s"
+        print(f"run {run}: {summary(args.logouts, [result])}", flush=True)
+    print(f"median of {len(results)}: {summary(args.logouts, results)}")
+
+
+def summary(count: int, results: list[RunResult]) -> str:
+    def median(field: str) -> float:
+        return statistics.median(getattr(r, field) for r in results)
+
+    return (
+        f"heartbeat idle p50 {median('idle_p50'):.2f} ms p99 {median('idle_p99'):.2f} ms | "
+        f"during {count} logouts p50 {median('busy_p50'):.2f} ms p99 {median('busy_p99'):.2f} ms "
+        f"({median('logouts_per_second'):.0f}/s) | during {count} get_push_url p50 {median('other_p50'):.2f} ms "
+        f"p99 {median('other_p99'):.2f} ms ({median('others_per_second'):.0f}/s) | "
+        f"p50 ratio logouts/get_push_url {statistics.median(r.busy_p50 / r.other_p50 for r in results):.2f}"
     )
 
 
