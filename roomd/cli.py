@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             trio.run(serve, settings, signer)
-        except CannotListen as error:
+        except (CannotListen, SecretFileError) as error:
             print(f"roomd: {error}", file=sys.stderr)
             return CONFIG_ERROR_STATUS
     finally:

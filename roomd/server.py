@@ -66,6 +66,8 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
         async with trio.open_nursery() as helpers:
             helpers.start_soon(_stop_on_signal, ctx, stop)
             helpers.start_soon(ctx.response_log.run_flusher)
+            if tokens is None:  # the book of this process (a cluster node keeps its own written to Redis)
+                helpers.start_soon(ctx.tokens.keep_revocations_written, ctx.now)
             async with trio.open_nursery() as web:
                 binds = await web.start(
                     partial(
@@ -90,7 +92,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                     "roomd stopping: answering 503 for {:g} s, then finishing in-flight requests, then closing rooms",
                     settings.server.drain_grace,
                 )
-            helpers.cancel_scope.cancel()  # hypercorn is done; the flusher writes what is left
+            helpers.cancel_scope.cancel()  # hypercorn is done; the flusher and the revocations write what is left
     log.info("roomd stopped")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import json
@@ -20,8 +21,8 @@ import trio
 
 from roomd import durable_files
 from roomd.auth import revocations
-from roomd.auth.revocations import RevocationLog
-from roomd.auth.secret_file import SECRET_FILE, ensure_secret
+from roomd.auth.revocations import RETRY_INTERVAL, RevocationLog
+from roomd.auth.secret_file import SECRET_FILE, SecretFileError, ensure_secret, read_secret
 from roomd.auth.tokens import RevocationNotDurable, TokenBook
 from roomd.qcloud.usersig import HmacUserSigner, Verified, VerifyFailure
 from tests.conftest import Api, Reply, make_settings, open_roomd
@@ -436,3 +437,131 @@ async def test_tokens_with_non_ascii_or_padded_spellings_are_code_7_not_a_crash(
 def test_an_empty_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         TokenBook(b"", ttl=60)
+
+
+# --- revocations whose write failed are written later; a secret file is one roomd made ----------
+
+
+class FailingDisk:
+    """The revocation log's appends, failing with ENOSPC while `full`; run inline instead of on a worker
+    thread, so that the autojump clock cannot pass while one runs and says exactly when each was tried."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        self.tries: list[float] = []
+        self._append = revocations.append_durably
+
+        async def inline(function: Callable[..., Any], *args: Any) -> Any:
+            return function(*args)
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", inline)
+        monkeypatch.setattr(revocations, "append_durably", self.append)
+
+    def append(self, path: Path, data: bytes) -> None:
+        self.tries.append(trio.current_time())
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._append(path, data)
+
+
+async def test_a_revocation_whose_write_failed_is_tried_every_second_until_it_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    disk = FailingDisk(monkeypatch)
+    book = _book(tmp_path)
+    token = book.issue("alice", now=NOW).token
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(book.keep_revocations_written, lambda: NOW)
+        start = trio.current_time()
+        with pytest.raises(RevocationNotDurable, match="could not be written"):
+            await book.revoke(token, now=NOW)
+        assert book.check("alice", token, now=NOW) == "the token was revoked by logout"
+        await trio.sleep(3.5)
+        assert [t - start for t in disk.tries] == pytest.approx([0, 1, 2, 3])
+        assert _book(tmp_path).check("alice", token, now=NOW) is None  # a restart now would let it in
+        disk.full = False
+        await trio.sleep(RETRY_INTERVAL)
+        assert _book(tmp_path).check("alice", token, now=NOW) == "the token was revoked by logout"
+        await trio.sleep(60)
+        assert [t - start for t in disk.tries] == pytest.approx([0, 1, 2, 3, 4])  # on disk: no more tries
+        nursery.cancel_scope.cancel()
+    assert len(disk.tries) == 5 and (tmp_path / "revoked_tokens").read_text().count("\n") == 1
+
+
+async def test_a_revocation_whose_token_expired_before_the_disk_took_it_is_tried_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    disk = FailingDisk(monkeypatch)
+    book = _book(tmp_path)
+    issued = book.issue("alice", now=NOW)
+    wall = Clock(NOW)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(book.keep_revocations_written, wall)
+        with pytest.raises(RevocationNotDurable):
+            await book.revoke(issued.token, now=NOW)
+        await trio.sleep(2.5)
+        assert len(disk.tries) == 3
+        wall.now = issued.expires + 1  # the token is refused as expired now: its line is not needed
+        await trio.sleep(60)
+        assert len(disk.tries) == 3
+        nursery.cancel_scope.cancel()
+    assert len(disk.tries) == 3
+
+
+async def test_a_revocation_still_unwritten_when_the_server_stops_gets_one_more_try_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    disk = FailingDisk(monkeypatch)
+    book = _book(tmp_path)
+    first, second = book.issue("alice", now=NOW).token, book.issue("bob", now=NOW).token
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(book.keep_revocations_written, lambda: NOW)
+        start = trio.current_time()
+        with pytest.raises(RevocationNotDurable):
+            await book.revoke(first, now=NOW)
+        disk.full = False  # room again, but the next retry is not due before the stop
+        await trio.sleep(RETRY_INTERVAL / 2)
+        nursery.cancel_scope.cancel()
+    assert [t - start for t in disk.tries] == pytest.approx([0, RETRY_INTERVAL / 2])
+    assert _book(tmp_path).check("alice", first, now=NOW) == "the token was revoked by logout"
+    # a disk still full at the stop: one try, and the stop does not wait for the disk
+    disk.full = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(book.keep_revocations_written, lambda: NOW)
+        start = trio.current_time()
+        with pytest.raises(RevocationNotDurable):
+            await book.revoke(second, now=NOW)
+        nursery.cancel_scope.cancel()
+    assert len(disk.tries) == 4 and trio.current_time() == start
+    assert _book(tmp_path).check("bob", second, now=NOW) is None
+
+
+MADE_SECRET = "0123456789abcdef" * 4  # the form make_secret writes: 64 lowercase hex characters
+
+
+@pytest.mark.parametrize(
+    "content",
+    [MADE_SECRET[:32], MADE_SECRET[:63] + "\n", MADE_SECRET + "0", MADE_SECRET.upper(), "k" * 64, "k" * 200],
+    ids=["cut-to-32", "cut-to-63", "65", "upper-case", "not-hex", "long"],
+)
+def test_a_secret_file_that_is_not_a_whole_made_secret_is_corrupt(tmp_path: Path, content: str) -> None:
+    path = tmp_path / SECRET_FILE
+    path.write_text(content)
+    with pytest.raises(SecretFileError, match=r"is corrupt \(\d+ bytes\); remove it to make a new one"):
+        read_secret(path)
+    with pytest.raises(SecretFileError, match="is corrupt"):
+        ensure_secret(path)
+    with pytest.raises(SecretFileError, match="is corrupt"):
+        TokenBook.from_settings(make_settings(ROOMD_SERVER__DATA_DIR=str(tmp_path)))
+    assert path.read_text() == content  # left for the operator to look at
+
+
+def test_a_made_secret_reads_back_and_an_operators_secret_keeps_its_own_rule(tmp_path: Path) -> None:
+    path = tmp_path / SECRET_FILE
+    made = ensure_secret(path)
+    assert len(made) == 64 and read_secret(path) == made
+    path.write_text(MADE_SECRET + "\n")  # written by hand, with the newline an editor adds
+    assert read_secret(path) == MADE_SECRET.encode()
+    settings = make_settings(ROOMD_SERVER__DATA_DIR=str(tmp_path / "none"), ROOMD_AUTH__TOKEN_SECRET="operator-key")
+    book = TokenBook.from_settings(settings)  # not a made secret, and not held to that form
+    assert book.check("alice", book.issue("alice", now=NOW).token, now=NOW) is None

@@ -10,8 +10,10 @@ request is still served, until writing resumes by itself.
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -258,6 +260,27 @@ async def test_response_files_stay_within_their_share_of_max_bytes(tmp_path: Pat
     kept_lines = sum(text.count("\n") for text in files.values())
     assert kept_lines < requests  # the oldest lines were deleted: more was written than is kept
     assert kept_lines * (len(body) + 100) > budget * 0.5  # ... and a good part of the budget is kept
+
+
+async def test_files_older_than_retention_are_deleted_at_start_whatever_their_kind(tmp_path: Path) -> None:
+    day = 86_400
+    now = time.time()
+    old, recent = {}, {}
+    for kind in ("response", "app", "error"):
+        directory = tmp_path / "logs" / kind
+        directory.mkdir(parents=True)
+        old[kind] = directory / f"{kind}-2026-01-01-00.log"
+        recent[kind] = directory / f"{kind}-2026-01-02-00.log"
+        for path, age in ((old[kind], 3 * day), (recent[kind], day / 2)):
+            path.write_text("an earlier run\n")
+            os.utime(path, (now - age, now - age))
+    async with (
+        running_roomd(tmp_path, ROOMD_LOG__RETENTION="2 days") as server,
+        httpx.AsyncClient(base_url=base_url(server)) as http,
+    ):
+        assert (await http.get("/healthz")).status_code == 200
+    assert not any(path.exists() for path in old.values()), [path.name for path in log_texts(server)]
+    assert all(path.exists() for path in recent.values())
 
 
 def dropped_writes(metrics_text: str) -> float:

@@ -1,9 +1,11 @@
 """Token mode on real server processes, against the ways it used to break:
 another spelling of a revoked token, a token secret that could not be
-written, and two servers on one data_dir."""
+written or was cut short, a logout the disk refused, and two servers on
+one data_dir."""
 
 from __future__ import annotations
 
+import base64
 import re
 import resource
 import time
@@ -13,6 +15,8 @@ import httpx
 import pytest
 
 from roomd.qcloud.usersig import HmacUserSigner
+from tests.conftest import eventually
+from tests.file_limits import set_file_size_limit
 from tests.server_process import failing_roomd, running_roomd
 
 pytestmark = pytest.mark.slow
@@ -97,7 +101,8 @@ async def test_a_secret_that_cannot_be_written_stops_the_start_and_leaves_nothin
 
 async def test_a_corrupt_secret_stops_the_start_instead_of_becoming_the_key(tmp_path: Path) -> None:
     secret_path = tmp_path / "data" / "token_secret"
-    for corrupt in (b"", b"\n", b"short-secret\n", b"\xff" * 40):
+    made = b"0123456789abcdef" * 4  # the form roomd makes: 64 hex characters
+    for corrupt in (b"", b"\n", b"short-secret\n", b"\xff" * 40, made[:32], made[:63] + b"\n"):
         secret_path.parent.mkdir(exist_ok=True)
         secret_path.write_bytes(corrupt)
         failed = await failing_roomd(tmp_path, **ENV)
@@ -106,6 +111,35 @@ async def test_a_corrupt_secret_stops_the_start_instead_of_becoming_the_key(tmp_
             f"roomd: the token secret data/token_secret is corrupt ({len(corrupt)} bytes); remove it to make a new one"
         ]
         assert secret_path.read_bytes() == corrupt  # left for the operator to look at
+
+
+async def test_a_logout_the_disk_refused_is_written_once_it_has_room_and_holds_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    sig = HmacUserSigner(0, IM_SECRET).make("alice", now=int(time.time()), expire=3600)
+    revoked = tmp_path / "data" / "revoked_tokens"
+    async with running_roomd(tmp_path, **ENV) as first, httpx.AsyncClient(base_url=first.base_url) as http:
+        token = (await http.post("/weapp/multi_room/login", params={"userID": "alice", "userSig": sig})).json()["token"]
+        expires, _, mac = token.split(".")
+        line = f"{base64.urlsafe_b64decode(mac + '=').hex()} {expires}"
+        auth = {"userID": "alice", "token": token}
+        set_file_size_limit(first.process.pid, 1)  # from now on every file write of the process fails (EFBIG)
+        try:
+            logout = await http.post("/weapp/multi_room/logout", params=auth, json={})
+            assert logout.status_code == 503 and logout.json()["code"] == 12, logout.json()
+            assert "could not be written" in logout.json()["detail"]
+            # refused from now on, so its client cannot log out again: the server has to write it
+            refused = (await http.post("/weapp/multi_room/get_room_list", params=auth, json={})).json()
+            assert refused["code"] == 7 and "revoked" in refused["detail"]
+            assert (await http.post("/weapp/multi_room/logout", params=auth, json={})).json()["code"] == 7
+            assert not revoked.exists() or revoked.read_text() == ""
+        finally:
+            set_file_size_limit(first.process.pid, resource.RLIM_INFINITY)
+        await eventually(lambda: revoked.read_text().splitlines() == [line], within=10)
+    async with running_roomd(tmp_path, **ENV) as second, httpx.AsyncClient(base_url=second.base_url) as http:
+        refused = (await http.post("/weapp/multi_room/get_room_list", params=auth, json={})).json()
+        assert refused["code"] == 7 and "revoked" in refused["detail"], refused
+    assert not any("Traceback" in printed for printed in first.output + second.output)
 
 
 async def test_a_second_server_on_the_same_data_dir_is_refused_at_once(tmp_path: Path) -> None:

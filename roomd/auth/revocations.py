@@ -11,12 +11,19 @@ and an append must not be glued to it), and when it holds many more lines
 than live revocations. Every write, fsync and
 rewrite runs on a worker thread, never on the trio thread; only the file's
 read at start runs where the log is made, before the server listens.
+
+A write that fails (a full disk) leaves its revocations in memory only:
+the logout answers so, and its client cannot log out again (the token is
+already refused). So the lines of failed writes are not left to the next
+logout: `keep_written` tries them again every `RETRY_INTERVAL` until they
+are on disk, and once more when the server stops.
 """
 
 from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +38,8 @@ COMPACT_RATIO = 2  # compact once the file holds this many lines per live revoca
 # token ids: 64 hex (the MAC), or 32 hex (a digest of the token text, written by earlier versions)
 _LINE = re.compile(r"([0-9a-f]{64}|[0-9a-f]{32}) ([1-9][0-9]{0,11})")
 LEGACY_ID_CHARS = 32
+RETRY_INTERVAL = 1.0  # seconds between tries of the lines of a failed write
+STOP_WRITE_TIMEOUT = 5.0  # seconds the stop waits for its try of them (behind a write already running)
 
 log = logger.bind(actor="auth")
 
@@ -57,7 +66,8 @@ class RevocationLog:
         self._compact_first = False  # the file read at start held expired, repeated or broken lines
         self._ends_mid_line = False  # ... and its last line was cut short: an append must not be glued to it
         self._open = _Batch()  # lines waiting for the next write
-        self._unwritten: list[str] = []  # lines of failed writes, retried with the next one
+        self._unwritten: list[str] = []  # lines of failed writes, retried with the next write or retry
+        self._unwritten_found = trio.Event()  # set while there are some: wakes keep_written
         self._write_lock = trio.Lock()
         self.has_legacy_ids = False
         if path is not None:
@@ -70,7 +80,7 @@ class RevocationLog:
         """Revoke `token_id` until `expires`, at once in memory; return once that is on disk.
 
         RevocationNotDurable if the write fails: the token stays revoked in
-        memory and its line is retried with the next write.
+        memory and its line is retried with the next write, or by `keep_written`.
         """
         self._forget_expired(now)
         self._remember(token_id, expires)
@@ -86,6 +96,29 @@ class RevocationLog:
         if batch.error is not None:
             raise RevocationNotDurable(f"the logout could not be written to {self._path} ({batch.error.strerror})")
 
+    async def keep_written(self, clock: Callable[[], float]) -> None:
+        """Run until cancelled: try the lines of failed writes every RETRY_INTERVAL seconds until
+        they are on disk. Cancelled (the server stopping), try them once more, waiting at most
+        STOP_WRITE_TIMEOUT seconds for a write already running. `clock`: wall-clock seconds."""
+        try:
+            while True:
+                await self._unwritten_found.wait()
+                await trio.sleep(RETRY_INTERVAL)
+                await self.write_unwritten(now=int(clock()))
+        finally:
+            if self._unwritten:
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_WRITE_TIMEOUT):
+                    await self.write_unwritten(now=int(clock()))
+
+    async def write_unwritten(self, *, now: int) -> bool:
+        """Try once to write the lines of failed writes; True when none is left unwritten."""
+        if not self._unwritten:
+            return True
+        async with self._write_lock:
+            if self._unwritten:  # or a logout's write took them meanwhile
+                await self._write(_Batch(), now)
+        return not self._unwritten
+
     def _remember(self, token_id: str, expires: int) -> None:
         self._live[token_id] = expires
         heapq.heappush(self._expiry, (expires, token_id))
@@ -99,8 +132,15 @@ class RevocationLog:
                 del self._live[token_id]
 
     async def _write(self, batch: _Batch, now: int) -> None:
+        """Append `batch` and the lines of failed writes (those of tokens still live); `batch` empty:
+        a retry of those alone."""
         assert self._path is not None
-        lines = self._unwritten + batch.lines
+        retried = [line for line in self._unwritten if int(line.split()[1]) >= now]
+        lines = retried + batch.lines
+        if not lines:  # a retry of revocations that have all expired meanwhile
+            self._keep_unwritten([])
+            batch.written = True
+            return
         try:
             # a compaction holds every live revocation, those of `lines` included
             if not (self._compact_first and await self._compact(now)):
@@ -110,16 +150,34 @@ class RevocationLog:
                 self._file_lines += len(lines)
         except OSError as e:
             batch.error = e
-            self._unwritten = lines
-            log.error("could not write {} revocation(s) to {}: {}", len(lines), self._path, e)
+            self._keep_unwritten(lines)
+            if batch.lines:
+                log.error(
+                    "could not write {} revocation(s) to {}: {}; trying again every {:g} s until written",
+                    len(lines),
+                    self._path,
+                    e,
+                    RETRY_INTERVAL,
+                )
+            else:
+                log.debug("could not write {} revocation(s) to {} yet: {}", len(lines), self._path, e)
         except BaseException:
-            self._unwritten = lines  # cancelled before the thread ran: whoever writes next takes them
+            self._keep_unwritten(lines)  # cancelled before the thread ran: whoever writes next takes them
             raise
         else:
-            self._unwritten = []
+            if retried:
+                log.info("wrote {} revocation(s) to {} that an earlier write could not", len(retried), self._path)
+            self._keep_unwritten([])
         batch.written = True
         if batch.error is None and self._needs_compaction(now):
             await self._compact(now)
+
+    def _keep_unwritten(self, lines: list[str]) -> None:
+        self._unwritten = lines
+        if lines:
+            self._unwritten_found.set()
+        elif self._unwritten_found.is_set():
+            self._unwritten_found = trio.Event()
 
     def _needs_compaction(self, now: int) -> bool:
         self._forget_expired(now)

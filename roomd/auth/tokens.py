@@ -19,6 +19,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -82,6 +83,10 @@ class Revocations(Protocol):
     async def add(self, token_id: str, expires: int, *, now: int) -> None:
         """Revoke `token_id` until `expires`; return once that is durable (RevocationNotDurable if not)."""
 
+    async def keep_written(self, clock: Callable[[], float]) -> None:
+        """Run until cancelled: make the revocations whose `add` was not durable durable, trying again
+        until they are, and once more when cancelled (bounded)."""
+
 
 class TokenBook:
     def __init__(
@@ -144,7 +149,8 @@ class TokenBook:
         return None
 
     async def revoke(self, token: str, *, now: int) -> None:
-        """Refuse `token` from now on; return once that is on disk (RevocationNotDurable if it is not).
+        """Refuse `token` from now on; return once that is on disk (RevocationNotDurable if it is not:
+        the token is refused all the same, and keep_revocations_written makes it durable later).
 
         `token` must have passed `check`: a malformed one is a ValueError.
         """
@@ -152,6 +158,11 @@ class TokenBook:
         if isinstance(parsed, str):
             raise ValueError(f"cannot revoke: {parsed}")
         await self._revoked.add(parsed.token_id, parsed.expires, now=now)
+
+    async def keep_revocations_written(self, clock: Callable[[], float]) -> None:
+        """Run until cancelled (the server stopping): retry revocations that `revoke` could not make
+        durable until they are, and try once more when cancelled. `clock`: wall-clock seconds."""
+        await self._revoked.keep_written(clock)
 
     def _mac(self, user_id: str, expires: int, nonce: str) -> bytes:
         if self._secret is None:

@@ -182,9 +182,11 @@ class LinkServer:
 
     With a `secret`, a link's first frame must be `(CALL, 0, secret)` (hex text): anything else
     closes it before any call is read, so a client that reached the port but does not know the
-    cluster's secret can ask nothing."""
+    cluster's secret can ask nothing. An empty secret is a ValueError: anyone can give that one."""
 
     def __init__(self, *, secret: str | None = None, max_frame: int = MAX_FRAME, max_queue: int = MAX_QUEUE) -> None:
+        if secret is not None and not secret:
+            raise ValueError("the link secret is empty: any client greeting with '' would get onto the link")
         self.secret = secret
         self.max_frame = max_frame
         self.max_queue = max_queue
@@ -227,7 +229,8 @@ class LinkServer:
                     kind != CALL
                     or request_id != 0
                     or not isinstance(payload, str)
-                    or not hmac.compare_digest(payload.encode(), (self.secret or "").encode())
+                    or not self.secret
+                    or not hmac.compare_digest(payload.encode(), self.secret.encode())
                 ):
                     self.refused_links += 1
                     return "the peer did not give the cluster's link secret"

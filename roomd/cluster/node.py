@@ -3,11 +3,13 @@
     async with open_cluster_node(settings, user_signer=...) as node:
         ctx = AppContext.build(settings, node.router, ...)
 
-Starting: connect to Redis, listen for links, take a lease (waiting for
-Redis as long as it takes, saying so in the log), start the store and the
-room tree, then the relay and the reaper. Leaving the block: give the lease
-up first, so the other nodes take this node's rooms at once, then stop the
-rooms here (kept in Redis, IM groups untouched), then the rest.
+Starting: read the cluster's secrets in Redis (a corrupt one stops the
+start: SharedSecretCorrupt), connect to Redis, listen for links, take a
+lease (waiting for Redis as long as it takes, saying so in the log), start
+the store and the room tree, then the relay and the reaper. Leaving the
+block: give the lease up first, so the other nodes take this node's rooms
+at once, then stop the rooms here (kept in Redis, IM groups untouched),
+then the rest; logouts Redis has not taken yet get one more try.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from roomd.cluster.peers import Peers
 from roomd.cluster.redis_rooms import RoomsInRedis
 from roomd.cluster.redis_store import RedisStore
 from roomd.cluster.router import ClusterRouter
-from roomd.cluster.shared_tokens import SharedRevocations, shared_secret
+from roomd.cluster.shared_tokens import SharedRevocations, SharedSecretCorrupt, shared_secret
 from roomd.cluster.webhook_lanes import ClusterWebhookLanes
 from roomd.config import Settings
 from roomd.qcloud.usersig import UserSigner
@@ -42,6 +44,7 @@ class ClusterNode:
     system: RoomSystem
     link_address: str
     tokens: TokenBook
+    revocations: SharedRevocations
 
 
 @asynccontextmanager
@@ -68,11 +71,11 @@ async def open_cluster_node(
         if router is not None:
             router.room_fenced(kind, room_id)
 
+    link_secret, token_secret = await _read_secrets(settings)
     async with (
         RoomsInRedis.connect(cluster.redis_url, call_timeout=cluster.redis_timeout) as rooms,
         trio.open_nursery() as services,
     ):
-        link_secret = (await shared_secret(rooms, "link_secret")).decode()
         link_server = LinkServer(secret=link_secret)
         listeners = await services.start(link_server.serve, serve_peer, cluster.link_host, cluster.link_port)
         port = listeners[0].socket.getsockname()[1]
@@ -89,9 +92,9 @@ async def open_cluster_node(
         await services.start(store.run)
         log.info("cluster node starting link={}: taking a lease in Redis", address)
         await services.start(lease.run)
-        secret = settings.auth.token_secret.encode() or await shared_secret(rooms, "token_secret")
         revocations = await services.start(SharedRevocations(rooms, token_ttl=settings.auth.token_ttl).run)
-        tokens = TokenBook(secret, ttl=settings.auth.token_ttl, revocations=revocations)
+        services.start_soon(revocations.keep_written, wall_clock)
+        tokens = TokenBook(token_secret, ttl=settings.auth.token_ttl, revocations=revocations)
         try:
             async with open_room_system(
                 settings, user_signer=user_signer, wall_clock=wall_clock, store=store
@@ -118,7 +121,9 @@ async def open_cluster_node(
                     router.webhooks = sender
                     await services.start(lanes.run)
                 try:
-                    yield ClusterNode(router=router, system=system, link_address=address, tokens=tokens)
+                    yield ClusterNode(
+                        router=router, system=system, link_address=address, tokens=tokens, revocations=revocations
+                    )
                 finally:
                     with trio.CancelScope(shield=True):
                         await lease.resign()
@@ -129,3 +134,23 @@ async def open_cluster_node(
                 await store.finished.wait()
             services.cancel_scope.cancel()
     log.info("cluster node stopped")
+
+
+async def _read_secrets(settings: Settings) -> tuple[str, bytes]:
+    """The link secret and the token secret, read (or made) in Redis before anything of the node
+    starts, on a connection of their own: a corrupt one stops the start as that one error, a
+    SharedSecretCorrupt, not inside the exception groups of the node's task groups."""
+    cluster = settings.cluster
+    try:
+        async with RoomsInRedis.connect(cluster.redis_url, call_timeout=cluster.redis_timeout) as rooms:
+            link_secret = (await shared_secret(rooms, "link_secret")).decode("ascii")
+            token_secret = settings.auth.token_secret.encode() or await shared_secret(rooms, "token_secret")
+    except BaseExceptionGroup as group:  # the Redis client's task group holds what the block raised
+        corrupt, others = group.split(SharedSecretCorrupt)
+        if corrupt is None or others is not None:
+            raise
+        first: BaseException = corrupt
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return link_secret, token_secret

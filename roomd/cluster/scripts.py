@@ -14,6 +14,9 @@ Keys (all under `roomd:`; one Redis primary, not Redis Cluster):
     outbox:<r>:<lane>     stream of webhook events for receiver r, lane (one room's events: one lane)
     outbox_lease:<r>:<lane>  which node delivers that lane now (with a TTL)
     seq, epoch            counters: the global creation (and join) order, the fencing tokens
+    token_secret, link_secret  the cluster's secrets, 64 hex characters made by the first node to ask;
+                          read back, anything else stops a node's start (shared_tokens.shared_secret)
+    revoked               stream of logouts: token id and expiry
 
 An owner is a node's name plus a random part taken with each lease, so a
 node that lost its lease and took a new one is a new owner: rooms of the
@@ -264,7 +267,8 @@ return taken
 """
 
 SHARED_SECRET = """
--- ARGV: which secret (token_secret, link_secret), a fresh random one kept only if none is there
+-- ARGV: which secret (token_secret, link_secret), a fresh random one kept only if none is there.
+-- What is there is returned as it is, never replaced: the node checks it, and refuses to start on a corrupt one
 local key = 'roomd:' .. ARGV[1]
 local secret = redis.call('GET', key)
 if not secret then

@@ -82,8 +82,8 @@ async def logout(ctx: AppContext, caller: str | None, query: Mapping[str, str]) 
         log.warning("logout user={} revoked in memory only: {}", caller, e)
         raise RequestError(
             Code.BUSY,
-            f"{e}; the token is refused from now on, and roomd writes its revocation again with the "
-            "next logout: free space in server.data_dir or fix its permissions",
+            f"{e}; the token is refused from now on, and roomd tries to save its revocation again every "
+            "second until it is saved",
             status=503,
         ) from None
     log.info("logout user={}", caller)
