@@ -10,7 +10,9 @@ owner), so the spread needs no care. Nodes need Redis: N > 1 without
 The supervisor holds the data_dir lock and makes the token secret before
 starting nodes; a node that exits without being asked to is started again
 after a pause that doubles while it keeps dying within a minute (1 s up to
-30 s). SIGTERM or SIGINT is passed to every node, and the supervisor exits
+30 s), except one that exits with status 2 (a configuration or a secret
+that cannot work: starting it again cannot help), which stops every node
+and then the supervisor, with status 2. SIGTERM or SIGINT is passed to every node, and the supervisor exits
 once they all have. Each node logs under `<log.dir>/node-<i>/`, the
 supervisor under `<log.dir>`; log.max_bytes bounds all of these files
 together, so the supervisor and each node keep log.max_bytes / (N + 1).
@@ -32,6 +34,7 @@ RESTART_DELAY = 1.0  # seconds before a dead node starts again; doubles while it
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0  # a node that ran this long before dying starts again after RESTART_DELAY
 STOP_TIMEOUT = 60.0  # seconds nodes get to stop after SIGTERM before they are killed
+CANNOT_START = 2  # what `roomd serve` exits with when its settings or its data stop the start
 MIN_LOG_BYTES = 1 << 20  # the least log.max_bytes (config/loader.py): each process's share keeps it
 
 log = logger.bind(actor="supervisor")
@@ -79,9 +82,11 @@ def node_command(argv: list[str], index: int, port: int, *, workers: int) -> lis
 
 
 async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int) -> int:
+    """Run the nodes until a signal stops them (0), or until one of them cannot start at all (2)."""
     reserved, port = reserve_port(host, port)
     log.info("supervisor starting workers={} listening on http://{}:{}", workers, host, port)
     stopping = trio.Event()
+    cannot_start: list[int] = []  # nodes that exited with status 2
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as watching:
@@ -89,12 +94,12 @@ async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int
                 async with trio.open_nursery() as nodes:  # ends once every node has stopped
                     for index in range(workers):
                         command = node_command(serve_argv, index, port, workers=workers)
-                        nodes.start_soon(_keep_running, command, index, stopping)
+                        nodes.start_soon(_keep_running, command, index, stopping, cannot_start)
                 watching.cancel_scope.cancel()
     finally:
         reserved.close()
     log.info("supervisor stopped")
-    return 0
+    return CANNOT_START if cannot_start else 0
 
 
 async def _watch_signals(signals: AsyncIterator[int], stopping: trio.Event) -> None:
@@ -117,7 +122,7 @@ async def _stop_when_asked(process: trio.Process, index: int, stopping: trio.Eve
         process.kill()
 
 
-async def _keep_running(command: list[str], index: int, stopping: trio.Event) -> None:
+async def _keep_running(command: list[str], index: int, stopping: trio.Event, cannot_start: list[int]) -> None:
     delay = RESTART_DELAY
     while not stopping.is_set():
         started = trio.current_time()
@@ -129,6 +134,11 @@ async def _keep_running(command: list[str], index: int, stopping: trio.Event) ->
             watching.cancel_scope.cancel()
         if stopping.is_set():
             log.info("node {} stopped status={}", index, status)
+            return
+        if status == CANNOT_START:  # its settings or what it read at start (e.g. a secret in Redis): final
+            log.error("node {} cannot start (status {}; its stderr says why); stopping every node", index, status)
+            cannot_start.append(index)
+            stopping.set()
             return
         delay = RESTART_DELAY if trio.current_time() - started >= STABLE_AFTER else delay
         log.warning("node {} pid={} exited status={}; starting it again in {:g} s", index, process.pid, status, delay)

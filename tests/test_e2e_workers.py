@@ -7,6 +7,7 @@ import re
 import signal
 from pathlib import Path
 
+import coredis
 import httpx
 import pytest
 
@@ -84,3 +85,14 @@ async def test_workers_with_a_fixed_link_port_is_one_line_and_status_2(tmp_path:
     assert failed.output == [
         "roomd: configuration error: cluster.link_port: must be 0 with --workers > 1 (each node takes its own)"
     ]
+
+
+async def test_a_node_that_cannot_start_stops_the_workers_with_status_2(tmp_path: Path, redis: RedisServer) -> None:
+    async with coredis.Redis.from_url(redis.url, verify_version=False) as client:
+        await client.set("roomd:link_secret", "")  # edited by hand: no node can join the cluster with it
+    failed = await failing_roomd(tmp_path, args=("--workers", "2"), ROOMD_CLUSTER__REDIS_URL=redis.url)
+    assert failed.returncode == 2, failed.output
+    corrupt = [line for line in failed.output if line.startswith("roomd: the cluster's link_secret")]
+    assert corrupt and all("is corrupt" in line for line in corrupt), failed.output
+    assert len(NODE_STARTED.findall("\n".join(failed.output))) == 2  # each node once: never started again
+    assert any("cannot start (status 2" in line for line in failed.output)
