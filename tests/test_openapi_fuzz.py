@@ -1,5 +1,6 @@
 """The whole HTTP API, fuzzed from its own OpenAPI description against a live server process:
-no 5xx, every room reply inside the envelope, and no state change from a rejected request."""
+no 5xx, every reply inside the envelope (but those described as text), and no state change from a
+rejected request."""
 
 from __future__ import annotations
 
@@ -79,22 +80,40 @@ def _state(base: str) -> Any:
     return sorted((r["roomID"], r["roomInfo"], tuple(p["userID"] for p in r["pushers"])) for r in rooms)
 
 
-def _check(case: Any, base: str) -> None:
+def _documented_as_text(document: dict[str, Any], case: Any, status: int) -> bool:
+    """The description gives this reply (metrics, a log file) as text/plain rather than the envelope."""
+    responses = document["paths"][case.path][case.method.lower()]["responses"]
+    return "text/plain" in responses.get(str(status), {}).get("content", {})
+
+
+def _check(case: Any, base: str, document: dict[str, Any]) -> None:
     before = _state(base)
     response = case.call(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    assert response.status_code < 500, (case.method, case.path, response.text[:300])
+    where = (case.method, case.path, response.status_code)
+    assert response.status_code < 500, (*where, response.text[:300])
     content_type = response.headers.get("content-type", [""])
     content_type = content_type[0] if isinstance(content_type, list) else content_type
-    if content_type.startswith("application/json"):
-        reply = response.json()
-        assert list(reply)[:2] == ["code", "message"], reply
-        if reply["code"] != 0:
-            assert isinstance(reply.get("detail"), str) and reply["detail"]
-            assert _state(base) == before, (case.method, case.path, case.body)  # rejected: nothing changed
+    if content_type.startswith("text/plain") and _documented_as_text(document, case, response.status_code):
+        return
+    # README, Hostile clients: only a request hypercorn itself cannot parse gets a bare 400/431 (no body);
+    # the fuzzer sends well-formed HTTP, so one here means it built a request roomd never saw
+    assert response.content or response.status_code not in (400, 431), (
+        *where,
+        "a bare reply: hypercorn could not parse the request",
+        case.as_curl_command(),
+    )
+    # every other reply on a documented route is the envelope, whatever its status
+    assert content_type.startswith("application/json"), (*where, content_type, response.text[:300])
+    reply = response.json()
+    assert isinstance(reply, dict) and list(reply)[:2] == ["code", "message"], (*where, reply)
+    if reply["code"] != 0:
+        assert isinstance(reply.get("detail"), str) and reply["detail"], (*where, reply)
+        assert _state(base) == before, (case.method, case.path, case.body)  # rejected: nothing changed
 
 
 def test_every_operation_of_the_openapi_description(live_server: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
+    document = httpx.get(f"{live_server}/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 2 * 11 + 4 + 6  # every room endpoint of both kinds, the rest, the admin API
     for operation in operations:
@@ -102,6 +121,6 @@ def test_every_operation_of_the_openapi_description(live_server: str) -> None:
         @given(case=operation.as_strategy())
         @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def fuzz(case: Any) -> None:
-            _check(case, live_server)
+            _check(case, live_server, document)
 
         fuzz()

@@ -10,6 +10,7 @@ A creation the directory refuses before asking IM gives its token back.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 
 MAX_KEYS = 100_000
@@ -77,7 +78,7 @@ class CreationLimits:
                 who = f"client {address}" if buckets is self.per_address else f"user {user_id}"
                 return (
                     f"{who} creates rooms faster than {buckets.rate:g} per second "
-                    f"(bursts of {buckets.burst}); retry in {wait:.1f} s"
+                    f"(bursts of {buckets.burst}); retry in {math.ceil(round(wait * 10, 6)) / 10:.1f} s"  # never early
                 )
         for buckets, key in checks:
             buckets.take(key, now)
