@@ -131,6 +131,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     # The keep-alive timer also runs while a request head arrives: a head has that long in all.
     # Whole-body deadline, write timeout, head size and protocol checks: request_checks, body_deadline, http.connection.
     config.keep_alive_timeout = settings.server.keep_alive_timeout
+    config.backlog = settings.server.listen_backlog  # hypercorn's 100 overflows under a burst of reconnects
     config.read_timeout = math.ceil(settings.server.read_timeout)
     config.h11_max_incomplete_size = settings.server.max_header_bytes
     return config

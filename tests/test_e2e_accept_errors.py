@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import resource
+import signal
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -71,3 +72,36 @@ async def test_running_out_of_descriptors_is_logged_once_a_second_and_survived(t
     error_files = sorted((server.log_dir / "error").glob("error-*.log"))
     in_error_files = [line for path in error_files for line in path.read_text().splitlines() if FAILURE_LINE in line]
     assert in_error_files == lines  # none dropped for want of a descriptor to open the file with
+
+
+async def test_connections_made_while_the_server_is_stalled_wait_in_the_listen_backlog(tmp_path: Path) -> None:
+    """A burst of 400 connections while roomd cannot accept (stopped, as in a long pause): the
+    kernel queues them (server.listen_backlog, 2,048), and each is served once roomd runs again."""
+    count = 400
+    env = {"ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0", "ROOMD_SERVER__KEEP_ALIVE_TIMEOUT": "30"}
+    async with running_roomd(tmp_path, **env) as server:
+        host, port = address(server.base_url)
+        streams: list[trio.SocketStream] = []
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+
+                    async def connect() -> None:
+                        stream = await trio.open_tcp_stream(host, port)
+                        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        streams.append(stream)
+
+                    for _ in range(count):
+                        nursery.start_soon(connect)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        statuses = []
+        with trio.fail_after(20):
+            for stream in streams:
+                async with stream:
+                    reply = b""
+                    while chunk := await stream.receive_some(65536):
+                        reply += chunk
+                    statuses.append(reply.split(b" ", 2)[1] if reply else b"reset")
+        assert statuses == [b"200"] * count

@@ -228,6 +228,10 @@ def _validate(s: Settings) -> None:
         "server.max_connections_per_address: must not be negative (0 = no limit)",
     )
     require(
+        1 <= s.server.listen_backlog <= 65_535,
+        "server.listen_backlog: must be 1-65535",
+    )
+    require(
         s.server.call_timeout > s.im.timeout + IM_CREATE_GRACE,
         f"server.call_timeout: must exceed im.timeout + {IM_CREATE_GRACE:g} s (create_room waits that "
         f"long for IM), got {s.server.call_timeout:g} with im.timeout {s.im.timeout:g}",

@@ -29,6 +29,7 @@ class ServerSettings:
     max_header_bytes: int = 16384
     max_reply_bytes: int = 262144
     max_connections_per_address: int = 128
+    listen_backlog: int = 2048
     h2c: bool = False
     reuse_port: bool = False  # listen with SO_REUSEPORT beside other nodes on this port (set by --workers)
 
