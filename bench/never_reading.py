@@ -1,6 +1,7 @@
 """What clients that never read their replies cost roomd's memory, and whether it comes back.
 
     .venv/bin/python bench/never_reading.py [--connections 500] [--requests 300] [--rounds 2]
+        [--max-connections-per-address 0] [--pythonmalloc malloc]
 
 Starts roomd (write_timeout 2 s), fills 40 rooms x 6 members with the largest
 fields the API allows, so that a get_room_list page of 100 is a reply of
@@ -12,6 +13,11 @@ closes whatever is left, and reads the server's RSS each second for
 attack connections the server closed (or refused: TCP state, as the client
 never reads) and when the last one went, how long a new client's GET /healthz
 took meanwhile, and roomd's own lines about giving memory back.
+
+`--max-connections-per-address 0` holds every connection, as behind a proxy
+(by default roomd resets those over 128 from one address at once);
+`--pythonmalloc malloc` runs roomd on glibc's allocator instead of Python's
+small-object one, whose 1 MiB arenas a few surviving objects keep.
 """
 
 from __future__ import annotations
@@ -139,12 +145,29 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=8.0, help="seconds the attack connections are kept open at most")
     parser.add_argument("--settle", type=int, default=5, help="seconds to wait after an attack before reading RSS")
     parser.add_argument("--rounds", type=int, default=2, help="attacks one after the other (a leak would grow)")
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=None,
+        help="server.max_connections_per_address for roomd (0: no limit, as behind a proxy); default: roomd's",
+    )
+    parser.add_argument(
+        "--pythonmalloc",
+        default=None,
+        help="PYTHONMALLOC for the roomd process (malloc: glibc's allocator instead of pymalloc); default: unset",
+    )
     args = parser.parse_args()
     port = free_port()
     mb = 1024 * 1024
     print(
         f"{args.connections} never-reading connections x {args.requests} pipelined get_room_list "
-        f"(write_timeout {WRITE_TIMEOUT:g} s), {args.rounds} rounds:"
+        f"(write_timeout {WRITE_TIMEOUT:g} s), {args.rounds} rounds"
+        + (
+            ""
+            if args.max_connections_per_address is None
+            else f", max_connections_per_address {args.max_connections_per_address}"
+        )
+        + ":"
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = {
@@ -153,6 +176,10 @@ def main() -> None:
             "ROOMD_SERVER__WRITE_TIMEOUT": str(WRITE_TIMEOUT),
             "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "3600",
         }
+        if args.pythonmalloc is not None:
+            settings["PYTHONMALLOC"] = args.pythonmalloc
+        if args.max_connections_per_address is not None:
+            settings["ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS"] = str(args.max_connections_per_address)
         roomd = start_roomd(port, Path(tmp), settings, console=Path(tmp) / "console.log")
         print(f"roomd pid {roomd.pid}", flush=True)
         try:

@@ -45,7 +45,8 @@ def start_roomd(
     port: int, workdir: Path, settings: dict[str, str], *, console: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """roomd on `port` with the ROOMD_* `settings` given (abuse limits off unless they say otherwise);
-    its console goes to `console`."""
+    its console goes to `console`. `settings` may hold other environment variables too (PYTHONMALLOC):
+    only the ROOMD_* ones of this process are left out."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ROOMD_")}, **NO_ABUSE_LIMITS, **settings}
     process = subprocess.Popen(
         [sys.executable, "-m", "roomd.cli", "serve", "--port", str(port)],

@@ -8,7 +8,10 @@ hold open bounds that, and the descriptors one client can take from
 others. A connection over the limit is reset at once, before it is read;
 refusals are logged at most once a second, with how many were left out.
 Behind a proxy every client has the proxy's address: raise the limit there
-or switch it off (0).
+or switch it off (0). Switched off, nothing is counted; switched on, the
+count starts from an empty table whenever the last connection goes (a
+dict's table never shrinks: one that held 10,000 addresses would keep
+their slots).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class ConnectionsPerAddress:
 
     def admit(self, address: str) -> bool:
         """Count a new connection from `address`; False (and nothing counted) when it has too many."""
-        if self.limit and self._open[address] >= self.limit:
+        if not self.limit:
+            return True
+        if self._open[address] >= self.limit:
             self.refused += 1
             self._log_refusal(address)
             return False
@@ -42,9 +47,13 @@ class ConnectionsPerAddress:
         return True
 
     def release(self, address: str) -> None:
+        if not self.limit:
+            return
         self._open[address] -= 1
         if self._open[address] <= 0:
             del self._open[address]
+            if not self._open:
+                self._open = collections.Counter()
 
     def open_from(self, address: str) -> int:
         return self._open.get(address, 0)

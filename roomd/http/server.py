@@ -30,7 +30,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 from roomd.http.accept_errors import AcceptErrorLog, PatientListener
 from roomd.http.connection import Connection, ConnectionPolicy
-from roomd.http.memory_return import MemoryReturn
+from roomd.http.memory_return import MemoryReturn, follow_up_trims
 
 
 class CannotListen(Exception):
@@ -67,7 +67,8 @@ async def serve(
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(asgi, config, lifespan_state)
     context = WorkerContext(None)
-    memory = MemoryReturn()
+    timers = (config.read_timeout or 0, config.keep_alive_timeout, policy.write_timeout)
+    memory = MemoryReturn(follow_ups=follow_up_trims(max(timers)))
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
