@@ -11,6 +11,7 @@ on, "close" means stop: rooms stay in the store for the next start.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import signal
@@ -84,6 +85,7 @@ async def serve(settings: Settings, signer: SignerChoice) -> None:
                         sockets=sockets,
                     )
                 )
+                gc.freeze()  # what start-up made (restored rooms, modules) stays: full collections skip it
                 ctx.ready = True
                 for bind in binds:
                     log.info("roomd listening on {}", bind)

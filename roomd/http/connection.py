@@ -90,6 +90,15 @@ class Connection(TCPServer):
                 self.policy.per_address.release(admitted)
             with trio.CancelScope(shield=True):
                 await self._close()
+            self._cut_cycles()
+
+    def _cut_cycles(self) -> None:
+        """A closed connection is freed by reference counting, not left to the cycle collector:
+        under a burst of reconnects its garbage made the collector's passes long enough to
+        delay every request. The protocol holds this connection (its protocol_send), the task
+        group and the idle task hold tasks that do."""
+        for name in ("protocol", "_task_group", "idle_task"):
+            self.__dict__.pop(name, None)
 
     def _protocol(
         self, task_group: TaskGroup, client: tuple[str, int] | None, server: tuple[str, int] | None
