@@ -28,7 +28,6 @@ from roomd.actors.router import RoomRouter
 from roomd.actors.system import open_room_system
 from roomd.auth.signers import SignerChoice
 from roomd.auth.tokens import TokenBook
-from roomd.cluster.node import open_cluster_node
 from roomd.config import Settings
 from roomd.http.accept_errors import AcceptErrorLog
 from roomd.http.connection import ConnectionPolicy
@@ -103,6 +102,8 @@ async def _open_router(settings: Settings, signer: SignerChoice) -> AsyncIterato
     """One process: the local router over SQLite (or nothing), tokens of this process;
     cluster.redis_url set: a cluster node, with the cluster's tokens."""
     if settings.cluster.enabled:
+        from roomd.cluster.node import open_cluster_node  # one process never loads the Redis client
+
         async with open_cluster_node(settings, user_signer=signer.signer) as node:
             yield node.router, node.tokens
     else:
