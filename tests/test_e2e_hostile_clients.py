@@ -10,7 +10,6 @@ test process or of the machine delays a heartbeat or two, a starving server dela
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 import trio
 
 from tests.bodies import member_fields
+from tests.heartbeat_timing import Beat, percentile
 from tests.raw_http import STREAM_ERRORS, address
 from tests.server_process import running_roomd
 
@@ -32,16 +32,6 @@ HEARTBEAT = "/weapp/multi_room/pusher_heartbeat"
 SLOW_HEAD = b"POST /weapp/multi_room/pusher_heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
 
 
-@dataclass(frozen=True)
-class Beat:
-    sent: float
-    answered: float
-
-    @property
-    def latency(self) -> float:
-        return self.answered - self.sent
-
-
 def in_flight(beats: list[Beat], start: float, end: float) -> list[float]:
     """Latencies of the heartbeats that were on their way at some time between start and end."""
     return [beat.latency for beat in beats if beat.sent < end and beat.answered > start]
@@ -49,10 +39,6 @@ def in_flight(beats: list[Beat], start: float, end: float) -> list[float]:
 
 def answered(beats: list[Beat], start: float, end: float) -> int:
     return sum(start <= beat.answered <= end for beat in beats)
-
-
-def percentile(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 async def until_closed(stream: trio.SocketStream) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 import trio
 
 from tests.bodies import member_fields
+from tests.heartbeat_timing import Beat, percentile
 from tests.raw_http import (
     STREAM_ERRORS,
     RawReply,
@@ -39,20 +39,6 @@ PACE = 0.01  # a heartbeat at most every 10 ms: hundreds of samples, yet little 
 BASELINE = 3.0  # seconds of heartbeats before the first trickler connects: enough for a p99
 RAMP = READ_TIMEOUT  # seconds over which the tricklers connect: then their cut-offs come evenly
 ATTACK = 6.0  # seconds of heartbeats once all 1,000 are trickling: each is cut off once and comes back
-
-
-@dataclass(frozen=True)
-class Beat:
-    sent: float
-    answered: float
-
-    @property
-    def latency(self) -> float:
-        return self.answered - self.sent
-
-
-def percentile(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 def trickled_head(target: bytes) -> bytes:
