@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from tests.conftest import eventually
-from tests.raw_http import RawReply, exchange
+from tests.raw_http import RawReply, address, exchange, read_reply
 from tests.server_process import ServerProcess, running_roomd
 
 pytestmark = pytest.mark.slow
@@ -164,3 +164,27 @@ async def test_a_body_over_the_limit_and_a_wrong_method_are_answered_in_the_enve
     wrong = await exchange(server.base_url, wrong_method)
     assert wrong.status == 405 and wrong.headers["allow"] == "POST", wrong.raw[:200]
     assert wrong.json()["code"] == 1 and wrong.json()["message"] and wrong.closed
+
+
+async def test_a_connection_the_client_closed_is_let_go_at_once_not_after_keep_alive(tmp_path: Path) -> None:
+    """Clients that close their idle keep-alive connections (as pools do) free their place under
+    max_connections_per_address at once: 60 in a row from one address, at most 20 open, all served."""
+    env = {"ROOMD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "20", "ROOMD_SERVER__KEEP_ALIVE_TIMEOUT": "30"}
+    async with running_roomd(tmp_path, **env) as server:
+        host, port = address(server.base_url)
+        statuses = []
+        with trio.fail_after(30):
+            for _ in range(60):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # kept alive
+                    reply = b""
+                    while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    statuses.append(reply.split(b" ", 2)[1] if reply else b"reset")
+                    await stream.send_eof()  # the client is done; the server may wait for nothing more
+                    await read_reply(stream, within=5)  # the server closes its side at once
+        assert statuses == [b"200"] * 60

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Event, RawData
+from hypercorn.events import Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
@@ -64,6 +64,7 @@ class Connection(TCPServer):
         self.policy = policy
         self.memory = memory
         self._lifetime = trio.CancelScope()
+        self._client_done = False  # the client closed its side: no further request can come
 
     async def run(self) -> None:
         admitted: str | None = None
@@ -120,7 +121,17 @@ class Connection(TCPServer):
             async with self.send_lock:
                 await super()._close()
 
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client has closed (or the read ended): waiting keep_alive_timeout for a next request
+        # would keep the socket, and its count in max_connections_per_address, for nothing; a
+        # request in flight still gets its reply.
+        self._client_done = True
+        await self.idle_task.stop()
+
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and event.idle and self._client_done:
+            return  # no next request to wait for
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
