@@ -39,6 +39,8 @@ from roomd_process import free_port, rss_bytes, start_roomd
 CONCURRENCY = 32
 LIST_CALLS = 500
 CUSTOM_FIELDS = 16
+# idle connections expire before roomd's keep_alive_timeout (5 s): none is reused as roomd closes it
+LIMITS = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=2.0)
 
 
 def member_fields(user: str, *, full: bool) -> dict[str, str]:
@@ -61,7 +63,7 @@ async def create_rooms(base: str, rooms: int, full: bool) -> list[str]:
     """Every room with its creator as first member (and, full, its custom fields); their roomIDs."""
     next_room = iter(range(rooms))
     made: list[str] = []
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=LIMITS) as http:
 
         async def worker() -> None:
             for r in next_room:
@@ -82,7 +84,7 @@ async def create_rooms(base: str, rooms: int, full: bool) -> list[str]:
 
 async def add_members(base: str, room_ids: list[str], members: int, full: bool) -> None:
     next_room = iter(enumerate(room_ids))
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=LIMITS) as http:
 
         async def worker() -> None:
             for r, room in next_room:
