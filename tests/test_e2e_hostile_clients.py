@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from tests.bodies import member_fields
-from tests.heartbeat_timing import Beat, percentile
+from tests.heartbeat_timing import Beat, percentile, slow_tail
 from tests.raw_http import STREAM_ERRORS, address
 from tests.server_process import running_roomd
 
@@ -158,8 +158,7 @@ async def test_hostile_connections_do_not_starve_heartbeats(tmp_path: Path) -> N
     during_hold = answered(beats, attack_start, hold_end)
     attack = in_flight(beats, attack_start, attack_end)
     attack_rate = answered(beats, attack_start, attack_end) / (attack_end - attack_start)
-    tail_limit = max(0.25, 20 * idle_p99)
-    tail = [latency for latency in attack if latency > tail_limit]
+    tail_limit, tail = slow_tail(attack, idle_p99)
     numbers = (
         f"idle: {len(idle)} heartbeats, {idle_rate:.0f}/s, p50 {idle_p50 * 1000:.1f} ms, p99 {idle_p99 * 1000:.1f} ms; "
         f"hold {hold_seconds:.2f} s: {during_hold} answered; attack {attack_end - attack_start:.2f} s: "

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from tests.bodies import member_fields
-from tests.heartbeat_timing import Beat, percentile
+from tests.heartbeat_timing import Beat, percentile, slow_tail
 from tests.raw_http import (
     STREAM_ERRORS,
     RawReply,
@@ -165,8 +165,7 @@ async def test_a_thousand_trickled_bodies_do_not_delay_heartbeats(tmp_path: Path
     idle = [beat.latency for beat in beats if baseline_start <= beat.sent and beat.answered <= baseline_end]
     idle_p50, idle_p99 = statistics.median(idle), percentile(idle, 99)
     attack = [beat.latency for beat in beats if beat.sent < attack_end and beat.answered > attack_start]
-    tail_limit = max(0.25, 20 * idle_p99)
-    tail = [latency for latency in attack if latency > tail_limit]
+    tail_limit, tail = slow_tail(attack, idle_p99)
     numbers = (
         f"idle: {len(idle)} heartbeats, p50 {idle_p50 * 1000:.1f} ms, p99 {idle_p99 * 1000:.1f} ms; "
         f"attack: {len(attack)} heartbeats, p50 {statistics.median(attack) * 1000:.1f} ms, "
