@@ -349,6 +349,18 @@ def test_a_write_that_would_pass_the_file_s_share_of_the_budget_goes_to_a_number
     assert all(SAFE_FILE_NAME.match(name) for name in names)
 
 
+def test_a_batch_larger_than_a_file_is_cut_into_whole_lines_and_stays_within_the_budget(tmp_path: Path) -> None:
+    budget = 8_000  # a file may hold 1,000 bytes
+    sink = _sink(tmp_path, FakeClock(datetime(2026, 11, 30, 1, 0)), max_total_bytes=budget)
+    lines = [f"request {i:05d} " + "x" * 80 + "\n" for i in range(300)]  # 30,000 bytes
+    for start in range(0, 300, 100):
+        sink.write("".join(lines[start : start + 100]))  # each batch is ten files' worth
+    sizes = [path.stat().st_size for path in tmp_path.iterdir()]
+    assert max(sizes) <= budget // 8 and sum(sizes) <= budget, sizes
+    kept = "".join(path.read_text() for path in sorted(tmp_path.iterdir(), key=lambda p: p.stat().st_mtime_ns))
+    assert kept.endswith(lines[-1]) and all(line + "\n" in lines for line in kept.splitlines())
+
+
 def _make_file(directory: Path, name: str, size: int, modified: datetime) -> Path:
     path = directory / name
     path.write_bytes(b"o" * (size - 1) + b"\n")

@@ -123,8 +123,13 @@ class RotatingFile:
             self._open(self._clock(), 0)
 
     def write(self, message: str) -> None:
-        """Append `message` (whole lines); if that fails it is dropped and counted, never raised."""
-        data = message.encode("utf-8", errors="backslashreplace")
+        """Append `message` (whole lines); if that fails it is dropped and counted, never raised.
+        A batch larger than a file's share is written in parts of whole lines, each to a file
+        with room for it, so that no file and no budget grows past its size by one big batch."""
+        for part in _line_parts(message.encode("utf-8", errors="backslashreplace"), self._max_file_bytes):
+            self._write_part(part)
+
+    def _write_part(self, data: bytes) -> None:
         try:
             file = self._file_for(self._clock(), len(data))
             if self._ends_mid_line:  # a failed write left half a line behind
@@ -269,6 +274,23 @@ class RotatingFile:
             self._notices.flush()
         except (OSError, ValueError):
             pass
+
+
+def _line_parts(data: bytes, most: int) -> list[bytes]:
+    """`data` cut after line ends into parts of at most `most` bytes (a longer line is a part)."""
+    if len(data) <= most:
+        return [data]
+    parts: list[bytes] = []
+    start = 0
+    while len(data) - start > most:
+        cut = data.rfind(b"\n", start, start + most) + 1
+        if cut <= start:  # one line longer than `most`: it goes whole
+            cut = data.find(b"\n", start + most) + 1 or len(data)
+        parts.append(data[start:cut])
+        start = cut
+    if start < len(data):
+        parts.append(data[start:])
+    return parts
 
 
 def _write_all(file: BinaryIO, data: bytes) -> None:
