@@ -26,9 +26,7 @@ from roomd.config.report import config_problems
 from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
 from roomd.logs.setup import configure_logging, flush_logs
 from roomd.qcloud.usersig import VerifyFailure
-from roomd.supervisor import log_share
-
-CONFIG_ERROR_STATUS = 2
+from roomd.supervisor import CANNOT_START, log_share
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except ConfigError as e:
         print(f"roomd: configuration error: {e}", file=sys.stderr)
-        return CONFIG_ERROR_STATUS
+        return CANNOT_START
     if args.command == "check-config":
         problems = config_problems(settings)
         for problem in problems:
@@ -110,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signer = choose_user_signer(settings.im)
     except ConfigError as e:
         print(f"roomd: configuration error: {e}", file=sys.stderr)
-        return CONFIG_ERROR_STATUS
+        return CANNOT_START
     now = int(time.time())
     if args.command in ("usersig", "verify-usersig") and signer.development:
         print(
@@ -131,26 +129,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         print("roomd: --workers: must be at least 1", file=sys.stderr)
-        return CONFIG_ERROR_STATUS
+        return CANNOT_START
     if args.workers > 1 and not settings.cluster.enabled:
         print(
             "roomd: configuration error: --workers > 1 needs cluster.redis_url (nodes share rooms through Redis)",
             file=sys.stderr,
         )
-        return CONFIG_ERROR_STATUS
+        return CANNOT_START
     if args.workers > 1 and settings.cluster.link_port:
         print(
             "roomd: configuration error: cluster.link_port: must be 0 with --workers > 1 (each node takes its own)",
             file=sys.stderr,
         )
-        return CONFIG_ERROR_STATUS
+        return CANNOT_START
     data_dir_lock: DataDirLock | None = None
     if args.node_index is None:  # a node of --workers: its supervisor holds the lock and made the secret
         try:
             data_dir_lock = _prepare_data_dir(settings)
         except (DataDirUnavailable, SecretFileError) as e:
             print(f"roomd: {e}", file=sys.stderr)
-            return CONFIG_ERROR_STATUS
+            return CANNOT_START
     configure_logging(settings.log)
     try:
         if args.workers > 1:
@@ -167,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trio.run(serve, settings, signer)
         except (CannotListen, SecretFileError) as error:
             print(f"roomd: {error}", file=sys.stderr)
-            return CONFIG_ERROR_STATUS
+            return CANNOT_START
     finally:
         flush_logs()  # the log threads write every queued line before the process exits
         if data_dir_lock is not None:

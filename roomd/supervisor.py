@@ -12,8 +12,8 @@ starting nodes; a node that exits without being asked to is started again
 after a pause that doubles while it keeps dying within a minute (1 s up to
 30 s), except one that exits with status 2 (a configuration or a secret
 that cannot work: starting it again cannot help), which stops every node
-and then the supervisor, with status 2. SIGTERM or SIGINT is passed to every node, and the supervisor exits
-once they all have. Each node logs under `<log.dir>/node-<i>/`, the
+and then the supervisor, with status 2. SIGTERM or SIGINT is passed to
+every node, and the supervisor exits once they all have. Each node logs under `<log.dir>/node-<i>/`, the
 supervisor under `<log.dir>`; log.max_bytes bounds all of these files
 together, so the supervisor and each node keep log.max_bytes / (N + 1).
 """
@@ -34,7 +34,7 @@ RESTART_DELAY = 1.0  # seconds before a dead node starts again; doubles while it
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0  # a node that ran this long before dying starts again after RESTART_DELAY
 STOP_TIMEOUT = 60.0  # seconds nodes get to stop after SIGTERM before they are killed
-CANNOT_START = 2  # what `roomd serve` exits with when its settings or its data stop the start
+CANNOT_START = 2  # what roomd exits with when its settings or its data stop the start (cli.py too)
 MIN_LOG_BYTES = 1 << 20  # the least log.max_bytes (config/loader.py): each process's share keeps it
 
 log = logger.bind(actor="supervisor")

@@ -22,8 +22,9 @@ are on disk, and once more when the server stops.
 from __future__ import annotations
 
 import heapq
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,38 @@ class _Batch:
     error: OSError | None = None
 
 
+class RetryWake:
+    """Whether some writes wait to be tried again: what `keep_retrying` sleeps on."""
+
+    def __init__(self) -> None:
+        self._some = trio.Event()
+
+    def waiting(self, some: bool) -> None:
+        if some:
+            self._some.set()
+        elif self._some.is_set():
+            self._some = trio.Event()
+
+    async def wait(self) -> None:
+        await self._some.wait()
+
+
+async def keep_retrying(
+    wake: RetryWake, retry: Callable[[], Awaitable[object]], *, interval: float, stop_timeout: float = math.inf
+) -> None:
+    """Run until cancelled: while `wake` says some writes wait, call `retry` every `interval` seconds.
+    Cancelled (the server stopping), call it once more, shielded, for at most `stop_timeout` seconds;
+    `retry` returns at once when nothing waits. Logouts kept in a file and in Redis both retry so."""
+    try:
+        while True:
+            await wake.wait()
+            await trio.sleep(interval)
+            await retry()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(stop_timeout):
+            await retry()
+
+
 class RevocationLog:
     def __init__(self, path: Path | None, *, now: int, compact_min_lines: int = COMPACT_MIN_LINES) -> None:
         self._path = path
@@ -67,7 +100,7 @@ class RevocationLog:
         self._ends_mid_line = False  # ... and its last line was cut short: an append must not be glued to it
         self._open = _Batch()  # lines waiting for the next write
         self._unwritten: list[str] = []  # lines of failed writes, retried with the next write or retry
-        self._unwritten_found = trio.Event()  # set while there are some: wakes keep_written
+        self._retries = RetryWake()  # wakes keep_written while there are some
         self._write_lock = trio.Lock()
         self.has_legacy_ids = False
         if path is not None:
@@ -100,15 +133,12 @@ class RevocationLog:
         """Run until cancelled: try the lines of failed writes every RETRY_INTERVAL seconds until
         they are on disk. Cancelled (the server stopping), try them once more, waiting at most
         STOP_WRITE_TIMEOUT seconds for a write already running. `clock`: wall-clock seconds."""
-        try:
-            while True:
-                await self._unwritten_found.wait()
-                await trio.sleep(RETRY_INTERVAL)
-                await self.write_unwritten(now=int(clock()))
-        finally:
-            if self._unwritten:
-                with trio.CancelScope(shield=True), trio.move_on_after(STOP_WRITE_TIMEOUT):
-                    await self.write_unwritten(now=int(clock()))
+        await keep_retrying(
+            self._retries,
+            lambda: self.write_unwritten(now=int(clock())),
+            interval=RETRY_INTERVAL,
+            stop_timeout=STOP_WRITE_TIMEOUT,
+        )
 
     async def write_unwritten(self, *, now: int) -> bool:
         """Try once to write the lines of failed writes; True when none is left unwritten."""
@@ -174,10 +204,7 @@ class RevocationLog:
 
     def _keep_unwritten(self, lines: list[str]) -> None:
         self._unwritten = lines
-        if lines:
-            self._unwritten_found.set()
-        elif self._unwritten_found.is_set():
-            self._unwritten_found = trio.Event()
+        self._retries.waiting(bool(lines))
 
     def _needs_compaction(self, now: int) -> bool:
         self._forget_expired(now)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import trio
 from loguru import logger
 
-from roomd.auth.revocations import RevocationNotDurable
+from roomd.auth.revocations import RetryWake, RevocationNotDurable, keep_retrying
 from roomd.auth.secret_file import SecretFileError, made_secret, new_secret
 from roomd.cluster.redis_rooms import RedisUnavailable, RoomsInRedis
 from roomd.cluster.scripts import PREFIX
@@ -75,7 +75,7 @@ class SharedRevocations:
         self._expiry: list[tuple[int, str]] = []
         self._last = ""  # the last stream entry read
         self._pending: dict[str, int] = {}  # token id -> expires: logouts Redis has not taken yet
-        self._pending_found = trio.Event()  # set while there are some: wakes keep_written
+        self._retries = RetryWake()  # wakes keep_written while there are some
         self.has_legacy_ids = False  # ids from before strict token parsing were never written to Redis
         self.log = logger.bind(actor="auth")
 
@@ -95,7 +95,7 @@ class SharedRevocations:
             await self._revoke(token_id, expires, now)
         except RedisUnavailable as error:
             self._pending[token_id] = expires
-            self._pending_found.set()
+            self._retries.waiting(True)
             self.log.error(
                 "logout not saved in Redis ({}); trying again every {:g} s until Redis takes it", error, RETRY_INTERVAL
             )
@@ -105,15 +105,7 @@ class SharedRevocations:
         """Run until cancelled: add the pending logouts to Redis every RETRY_INTERVAL seconds until it
         takes them all; cancelled (the node stopping), try once more (each call bounded by the Redis
         call timeout). `clock`: wall-clock seconds."""
-        try:
-            while True:
-                await self._pending_found.wait()
-                await trio.sleep(RETRY_INTERVAL)
-                await self.write_pending(now=int(clock()))
-        finally:
-            if self._pending:
-                with trio.CancelScope(shield=True):
-                    await self.write_pending(now=int(clock()))
+        await keep_retrying(self._retries, lambda: self.write_pending(now=int(clock())), interval=RETRY_INTERVAL)
 
     async def write_pending(self, *, now: int) -> bool:
         """Try once to add the pending logouts to Redis, dropping those of expired tokens; True when
@@ -130,8 +122,7 @@ class SharedRevocations:
             self._pending.pop(token_id, None)
         if written:
             self.log.info("saved {} logout(s) in Redis that it could not take before", written)
-        if not self._pending and self._pending_found.is_set():
-            self._pending_found = trio.Event()
+        self._retries.waiting(bool(self._pending))
         return not self._pending
 
     async def _revoke(self, token_id: str, expires: int, now: int) -> None:
