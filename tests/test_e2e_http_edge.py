@@ -158,7 +158,12 @@ async def test_a_body_over_the_limit_and_a_wrong_method_are_answered_in_the_enve
     reply = await exchange(server.base_url, too_big)
     assert reply.status == 413, reply.raw[:200]
     assert reply.json()["code"] == 1 and "65536" in reply.json()["detail"]
-    assert reply.closed
+    # the client is told the connection closes, or its pool would send the next request into it
+    assert reply.closed and reply.headers["connection"] == "close"
+    chunk = b"[" * 40_000
+    chunked = ROOM_LIST + b"Transfer-Encoding: chunked\r\n\r\n" + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2
+    over = await exchange(server.base_url, chunked)  # over the limit only once its second chunk has come
+    assert over.status == 413 and over.headers["connection"] == "close" and over.closed, over.raw[:200]
     # a body sent with a method the route does not take is not read: answered, then the connection closes
     wrong_method = b"PUT /weapp/multi_room/get_room_list HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
     wrong = await exchange(server.base_url, wrong_method)
