@@ -33,6 +33,7 @@ def wait_until_up(url: str) -> None:
 NO_ABUSE_LIMITS = {
     "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
     "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+    "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0",
     **{
         f"ROOMD_KINDS__{kind}__{cap}": "0"
         for kind in ("MULTI_ROOM", "DOUBLE_ROOM")

@@ -36,6 +36,7 @@ TEST_ENV = {
     # abuse limits off: tests that are about them turn them on
     "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
     "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+    "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0",
     **{
         f"ROOMD_KINDS__{kind}__{cap}": "0"
         for kind in ("MULTI_ROOM", "DOUBLE_ROOM")

@@ -40,6 +40,7 @@ def cluster_env(redis: RedisServer, im: FakeIm, **more: str) -> dict[str, str]:
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "4",
         "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
         "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+        "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0",
         **more,
     }
 

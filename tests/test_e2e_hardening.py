@@ -31,6 +31,7 @@ PREFIX = "/weapp/multi_room"
 NO_LIMITS = {
     "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
     "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+    "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0",
 }
 
 
@@ -420,6 +421,47 @@ async def test_creation_is_rate_limited_and_capped(tmp_path: Path) -> None:
         assert "client 127.0.0.1 creates rooms faster" in made[-1]["detail"]
         listing = await post(http, "get_room_list", {"cnt": 100})
         assert [r["roomID"] for r in listing["rooms"]] == [second["roomID"], *(m["roomID"] for m in made[:12])]
+
+
+async def test_credentials_are_rate_limited_per_client_address(tmp_path: Path) -> None:
+    """userSigs, tokens and console logins: a burst per address, then code 12 (HTTP 429) until the
+    bucket refills; what was issued stays valid, and other addresses are not affected."""
+    env = {
+        "ROOMD_AUTH__MODE": "token",
+        "ROOMD_AUTH__ADMIN_KEY": ADMIN_KEY,
+        "ROOMD_IM__SECRET_KEY": IM_SECRET,
+        "ROOMD_IM__SDK_APP_ID": str(SDK_APP_ID),
+        "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0.001",
+        "ROOMD_LIMITS__LOGIN_BURST_PER_ADDRESS": "4",
+        "ROOMD_SERVER__PERSIST": "false",
+    }
+    async with running_roomd(tmp_path, **env) as server, client(server) as http:
+        first = await post(http, "get_im_login_info", {})
+        second = await post(http, "get_im_login_info", {"userIDPrefix": "p"})
+        fresh = (await http.get("/weapp/utils/get_login_info")).json()
+        logged_in = await post(http, "login", {"userID": first["userID"], "userSig": first["userSig"]})
+        assert [first["code"], second["code"], fresh["code"], logged_in["code"]] == [0, 0, 0, 0]
+        detail = "client 127.0.0.1 asks for credentials faster than 0.001 per second (bursts of 4); retry in"
+        refused = [
+            await post(http, "get_im_login_info", {}),
+            await post(http, "login", {"userID": first["userID"], "userSig": first["userSig"]}),
+        ]
+        reply = await http.get("/weapp/utils/get_login_info")
+        refused.append({**reply.json(), "http_status": reply.status_code})
+        for answer in refused:
+            assert (answer["code"], answer["http_status"]) == (12, 429), answer
+            assert answer["detail"].startswith(detail), answer
+        console = await http.post("/console/login", content=b"key=" + ADMIN_KEY.encode())
+        assert console.status_code == 429 and detail in console.text and "set-cookie" not in console.headers
+        # what was handed out before still works, and a logout is not a credential
+        for user_id, token in [(first["userID"], first["token"]), (logged_in["userID"], logged_in["token"])]:
+            listing = await post(http, "get_room_list", {}, f"?userID={user_id}&token={token}")
+            assert listing["code"] == 0, listing
+        assert (await post(http, "logout", {}, f"?userID={first['userID']}&token={first['token']}"))["code"] == 0
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")  # another client address
+        async with httpx.AsyncClient(base_url=server.base_url, transport=transport, timeout=15) as other:
+            assert (await post(other, "get_im_login_info", {}))["code"] == 0
+    assert not server.lines_about("Traceback")
 
 
 # --- 12. create_room's answer matches what happened ------------------------------------

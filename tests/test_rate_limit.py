@@ -1,10 +1,10 @@
-"""Creation limits: token buckets per client address and per userID, on explicit times."""
+"""Creation and login limits: token buckets per client address and per userID, on explicit times."""
 
 from __future__ import annotations
 
 import pytest
 
-from roomd.web.rate_limit import MAX_KEYS, CreationLimits, TokenBuckets
+from roomd.web.rate_limit import MAX_KEYS, CreationLimits, LoginLimit, TokenBuckets
 
 
 def drain(buckets: TokenBuckets, key: str, now: float) -> int:
@@ -151,3 +151,19 @@ def test_one_limit_off_leaves_the_other_on() -> None:
     assert (creation.refusal("10.0.0.1", "alice", 0.0) or "").startswith("user alice ")
     assert creation.refusal("10.0.0.1", "bob", 0.0) is None  # the address is never limited
     assert len(creation.per_address) == 0
+
+
+def test_credentials_take_from_their_address_bucket_and_say_when_to_retry() -> None:
+    login = LoginLimit(TokenBuckets(rate=2, burst=3))
+    assert [login.refusal("10.0.0.1", 0.0) for _ in range(3)] == [None] * 3
+    assert login.refusal("10.0.0.1", 0.1) == (
+        "client 10.0.0.1 asks for credentials faster than 2 per second (bursts of 3); retry in 0.4 s"
+    )
+    assert login.refusal("10.0.0.2", 0.1) is None  # another address has its own bucket
+    assert login.refusal("10.0.0.1", 0.5) is None  # refilled: one more
+
+
+def test_a_login_rate_of_zero_keeps_nothing() -> None:
+    login = LoginLimit(TokenBuckets(rate=0, burst=1))
+    assert all(login.refusal("10.0.0.1", 0.0) is None for _ in range(1000))
+    assert len(login.per_address) == 0

@@ -143,6 +143,7 @@ def load_run(command: str, tmp: Path) -> None:
         ROOMD_SERVER__PORT=str(port),
         ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS="0",
         ROOMD_LIMITS__CREATE_RATE_PER_USER="0",
+        ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS="0",
         ROOMD_KINDS__MULTI_ROOM__MAX_ROOMS_PER_ADDRESS="0",
         ROOMD_KINDS__MULTI_ROOM__MAX_WAITING_ROOMS="0",
     )

@@ -162,6 +162,7 @@ async def test_kill_9_mid_delivery_loses_no_event(tmp_path: Path) -> None:
             "ROOMD_WEBHOOKS__LANES": "1",
             "ROOMD_LIMITS__CREATE_RATE_PER_ADDRESS": "0",
             "ROOMD_LIMITS__CREATE_RATE_PER_USER": "0",
+            "ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0",
         }
         made: list[str] = []
         async with running_roomd(tmp_path, **env) as server, httpx.AsyncClient() as http:

@@ -284,9 +284,9 @@ def _validate(s: Settings) -> None:
         except ValueError:
             raise ConfigError(f"ops.allow: {cidr!r} is not an address or network like 10.0.0.0/8") from None
     limits = s.limits
-    for name in ("create_rate_per_address", "create_rate_per_user"):
+    for name in ("create_rate_per_address", "create_rate_per_user", "login_rate_per_address"):
         require(getattr(limits, name) >= 0, f"limits.{name}: must not be negative (0 = no limit)")
-    for name in ("create_burst_per_address", "create_burst_per_user"):
+    for name in ("create_burst_per_address", "create_burst_per_user", "login_burst_per_address"):
         require(getattr(limits, name) >= 1, f"limits.{name}: must be at least 1")
     require(s.live.api_timeout > 0, "live.api_timeout: must be positive")
     require(

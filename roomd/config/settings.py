@@ -116,6 +116,8 @@ class LimitsSettings:
     create_burst_per_address: int = 100
     create_rate_per_user: float = 1.0
     create_burst_per_user: int = 10
+    login_rate_per_address: float = 2.0
+    login_burst_per_address: int = 200
 
 
 @dataclass(frozen=True)

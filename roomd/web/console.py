@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import time
 from importlib import resources
 from urllib.parse import parse_qs
+
+import trio
 
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError
@@ -101,6 +104,9 @@ async def page(ctx: AppContext, call: Call) -> Reply:
 
 async def login(ctx: AppContext, call: Call) -> Reply:
     key = require_admin_key(ctx, call)
+    too_fast = ctx.login_limit.refusal(call.request.client, trio.current_time())  # every attempt: a guess
+    if too_fast is not None:
+        return _page(LOGIN_PAGE.format(error=html.escape(too_fast)), status=429)
     given = parse_qs(call.body.decode("utf-8", "replace")).get("key", [""])[0]
     if not hmac.compare_digest(given.encode(), key.encode()):
         return _page(LOGIN_PAGE.format(error="That is not the admin key."), status=401)

@@ -17,8 +17,9 @@ from roomd.auth.tokens import IssuedToken, TokenBook
 from roomd.config import KindSettings, Settings
 from roomd.qcloud.live import LiveSigner
 from roomd.qcloud.usersig import UserSigner
+from roomd.web.envelope import Code, RequestError
 from roomd.web.metrics import Metrics
-from roomd.web.rate_limit import CreationLimits, TokenBuckets
+from roomd.web.rate_limit import CreationLimits, LoginLimit, TokenBuckets
 from roomd.web.request_log import ResponseLog
 from roomd.web.stream_mixer import StreamMixer
 from roomd.web.wechat_login import WechatLogin
@@ -34,6 +35,7 @@ class AppContext:
     metrics: Metrics
     response_log: ResponseLog
     creation_limits: CreationLimits
+    login_limit: LoginLimit
     wechat: WechatLogin | None = None
     mixer: StreamMixer | None = None  # merge_stream's calls to the live mixing API (none: no HTTP client)
     wall_clock: Callable[[], float] = field(default=time.time)
@@ -73,6 +75,9 @@ class AppContext:
                     rate=settings.limits.create_rate_per_user, burst=settings.limits.create_burst_per_user
                 ),
             ),
+            login_limit=LoginLimit(
+                TokenBuckets(rate=settings.limits.login_rate_per_address, burst=settings.limits.login_burst_per_address)
+            ),
             wechat=WechatLogin(settings.wechat, http) if http is not None else None,
             mixer=StreamMixer(settings.live, http) if http is not None else None,
             wall_clock=wall_clock,
@@ -94,6 +99,13 @@ class AppContext:
         """The IM administrator and `im.reserved_identifiers`: roomd never signs for them."""
         im = self.settings.im
         return user_id == im.administrator or user_id in im.reserved_identifiers
+
+    def charge_login(self, client: str) -> None:
+        """Count one credential handed to `client` (`[limits] login_*`); code 12 (HTTP 429) when it
+        asks faster than that."""
+        why_not = self.login_limit.refusal(client, trio.current_time())
+        if why_not is not None:
+            raise RequestError(Code.BUSY, why_not, status=429)
 
     def user_sig(self, user_id: str) -> str:
         return self.user_signer.make(user_id, now=self.now(), expire=self.settings.im.usersig_expire)

@@ -1,10 +1,14 @@
-"""Token buckets that limit how fast one client address or one userID may create rooms.
+"""Token buckets that limit how fast one client address or one userID may create rooms, and how
+fast one client address may be handed credentials (userSigs, login tokens, console sessions).
 
 A bucket holds up to `burst` tokens and refills at `rate` per second; a
 creation takes one. Buckets are kept for at most `max_keys` keys, least
 recently used first out: a forgotten bucket is a full one, so the bound on
 memory can only make the limit more lenient, never refuse anybody wrongly.
 A creation the directory refuses before asking IM gives its token back.
+Credentials are limited because each one costs what an anonymous client
+chooses to spend: a signature, a WeChat call, and, once logged out, a
+revocation roomd keeps until the token expires.
 """
 
 from __future__ import annotations
@@ -76,10 +80,7 @@ class CreationLimits:
             wait = buckets.wait_needed(key, now)
             if wait > 0:
                 who = f"client {address}" if buckets is self.per_address else f"user {user_id}"
-                return (
-                    f"{who} creates rooms faster than {buckets.rate:g} per second "
-                    f"(bursts of {buckets.burst}); retry in {math.ceil(round(wait * 10, 6)) / 10:.1f} s"  # never early
-                )
+                return _too_fast(f"{who} creates rooms", buckets, wait)
         for buckets, key in checks:
             buckets.take(key, now)
         return None
@@ -89,3 +90,25 @@ class CreationLimits:
         for buckets, key in ((self.per_address, address), (self.per_user, user_id)):
             if buckets.enabled:
                 buckets.refund(key, now)
+
+
+class LoginLimit:
+    """`[limits] login_*`: userSigs, tokens and console logins handed out per client address."""
+
+    def __init__(self, per_address: TokenBuckets) -> None:
+        self.per_address = per_address
+
+    def refusal(self, address: str, now: float) -> str | None:
+        """None and a token taken, or why the credential must wait."""
+        if not self.per_address.enabled:
+            return None
+        wait = self.per_address.wait_needed(address, now)
+        if wait > 0:
+            return _too_fast(f"client {address} asks for credentials", self.per_address, wait)
+        self.per_address.take(address, now)
+        return None
+
+
+def _too_fast(what: str, buckets: TokenBuckets, wait: float) -> str:
+    retry = math.ceil(round(wait * 10, 6)) / 10  # rounded up: never early
+    return f"{what} faster than {buckets.rate:g} per second (bursts of {buckets.burst}); retry in {retry:.1f} s"

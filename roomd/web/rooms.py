@@ -50,7 +50,7 @@ async def answer(ctx: AppContext, request: Call) -> Reply:
         caller = token_auth.authenticate(ctx, query)
         token_auth.require_acting_for_self(caller, values)
     if request.endpoint == "login":
-        return await token_auth.login(ctx, Params({**query, **values}))
+        return await token_auth.login(ctx, Params({**query, **values}, client=request.request.client))
     if request.endpoint == "logout":
         return await token_auth.logout(ctx, caller, query)
     params = Params(values, caller=caller, client=request.request.client)
@@ -75,6 +75,7 @@ async def new_identity(ctx: AppContext, params: Params, *, deadline: float) -> R
     with its userSig, and in token mode a token for it."""
     prefix = params.optional_ident("userIDPrefix", max_chars=MAX_USER_ID_PREFIX_CHARS)
     code = params.string("code", required=False, max_chars=256)
+    ctx.charge_login(params.client)
     user_id = None
     if prefix == WECHAT_PREFIX and code and ctx.wechat is not None and ctx.wechat.enabled:
         user_id = await ctx.wechat.openid(code, deadline=deadline)  # a reserved one is refused below

@@ -60,6 +60,7 @@ async def login(ctx: AppContext, params: Params) -> Reply:
     params.string("accountType", required=False, max_chars=64)
     if sdk_app_id is not None and sdk_app_id != str(ctx.settings.im.sdk_app_id):
         raise _refuse(f"sdkAppID {sdk_app_id} is not this server's")
+    ctx.charge_login(params.client)  # every attempt: a wrong userSig is a guess
     verified = ctx.user_signer.verify(user_sig, user_id, now=ctx.now())
     if isinstance(verified, VerifyFailure):
         log.info("login refused user={} because {}", user_id, verified.value)

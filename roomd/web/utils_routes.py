@@ -50,6 +50,7 @@ async def get_login_info(ctx: AppContext, call: Call) -> Reply:
     if ctx.token_mode:  # a userSig for somebody else would let anybody log in as them
         caller = token_auth.authenticate(ctx, call.query)
         token_auth.require_acting_for_self(caller, values)
+    ctx.charge_login(params.client)
     return ok_reply(**im_login_fields(ctx, user_id))
 
 
