@@ -224,6 +224,22 @@ async def test_secrets_reach_neither_the_log_files_nor_the_console(tmp_path: Pat
             headers={"Content-Type": "application/json"},
         )
         await http.get("/weapp/utils/get_login_info", params={"userID": "visitor", "userSig": guest["userSig"]})
+        # names and `=` spelled with escapes, which the parsers decode
+        sig = str(guest["userSig"])
+        escaped_name = json.dumps({"roomID": room, "userID": guest["userID"], "userSig": sig})
+        escaped_equals = json.dumps({"roomID": room, "userID": guest["userID"], "pushURL": creator_url})
+        for text in [
+            escaped_name.replace("userSig", "user\\u0053ig"),
+            escaped_equals.replace("txSecret=", "txSecret\\u003d"),
+        ]:
+            await http.post(
+                "/weapp/multi_room/pusher_heartbeat", content=text, headers={"Content-Type": "application/json"}
+            )
+        await http.post(
+            f"/weapp/multi_room/pusher_heartbeat?%75serSig={quote(sig, safe='')}",
+            content=urlencode({"roomID": room, "userID": guest["userID"]}) + f"&user%53ig={quote(sig, safe='')}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     secrets = [tx_secret(url) for url in (creator_url, guest_url, *accelerate_urls)]
     secrets += [str(creator["userSig"]), str(guest["userSig"]), "token-from-a-client", PUSH_KEY, IM_KEY]
     response_text = "".join(log_texts(server, "response").values())

@@ -31,7 +31,7 @@ from roomd.config.durations import parse_duration
 from roomd.logs.files import DROPPED_WRITES, DroppedWrites, RotatingFile, open_for_append
 from roomd.logs.setup import Console, configure_logging, escape_controls, flush_logs
 from roomd.web.metrics import LogWritesCollector
-from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, ResponseLog, redact, request_line
+from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, NOT_LOGGED, ResponseLog, redact, request_line
 
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LINE_BREAKS_BUT_LF = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -250,6 +250,45 @@ PUSH_URL = "rtmp://h/live/8888_u?bizid=8888&txSecret=0a1b2c3d4e5f&txTime=5F5E0FF
 )
 def test_secrets_are_redacted_in_queries_forms_and_json(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "userID=u&t%6Fken=1796050580.024345e7.dEHQ",  # the query of a request the server answers 0
+        "userID=u&%75serSig=eJy-sig",
+        "userID=u&user%53ig=eJy-sig",  # a form body
+        '{"userID":"u","user\\u0053ig":"eJy-sig"}',
+        '{"pushURL":"rtmp://h/live/0_u?bizid=0&txSecret\\u003dSECRET&txTime=1"}',
+        "userIDPrefix=weixin&c%256Fde=0a1b",  # encoded twice
+    ],
+)
+def test_a_credential_spelled_with_escapes_is_not_logged_at_all(text: str) -> None:
+    assert redact(text) == NOT_LOGGED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"userName":"\\u4e2d\\u6587","userAvatar":"https:\\/\\/a.test\\/a%20b.png"}',
+        "userName=%E4%B8%AD&pushURL=rtmp%3A%2F%2Fh%2Fs%3FtxSecret%3D0a1b%26txTime%3D5F",
+    ],
+)
+def test_escapes_without_a_hidden_credential_are_logged_as_they_came(text: str) -> None:
+    assert redact(text) == text.replace("0a1b", "<redacted>")
+
+
+def test_a_request_line_keeps_its_path_when_its_query_is_not_logged() -> None:
+    line = request_line(
+        method="POST",
+        target="/weapp/multi_room/get_room_list?userID=u&t%6Fken=T0KEN",
+        client="127.0.0.1",
+        body="{}",
+        status=200,
+        code=0,
+        seconds=0.001,
+    )
+    assert line.startswith(f"POST /weapp/multi_room/get_room_list?{NOT_LOGGED} ip=127.0.0.1 body={{}}")
 
 
 def test_redaction_stays_linear_on_hostile_bodies() -> None:
