@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-
 from urllib.parse import unquote
 
 import trio
