@@ -125,6 +125,16 @@ async def test_exactly_1024_bytes_of_room_info_is_accepted(seeded: Api) -> None:
         (b'"roomID"', "text/plain", "request body must be a JSON object, not a string"),
         (b"\xff\xfe\x00", "application/json", "request body is not UTF-8"),
         (b"a=1&&=", "application/x-www-form-urlencoded", "request body is not valid form encoding"),
+        (  # not U+FFFD in its place: a%FF and a%FE would be one userID
+            b"roomID=room_fixed&userID=a%FF&userName=n&userAvatar=&pushURL=rtmp%3A%2F%2Fp%2Flive%2Fs",
+            "application/x-www-form-urlencoded",
+            "request body has percent-escapes that are not UTF-8",
+        ),
+        (
+            b"userID=a%ED%A0%80",
+            "application/x-www-form-urlencoded",
+            "request body has percent-escapes that are not UTF-8",
+        ),
     ],
 )
 async def test_unparseable_bodies_are_http_400(seeded: Api, data: bytes, content_type: str, detail: str) -> None:
@@ -132,6 +142,24 @@ async def test_unparseable_bodies_are_http_400(seeded: Api, data: bytes, content
     reply = await seeded.raw("/weapp/multi_room/add_pusher", data, content_type)
     assert (reply.status, reply.code, reply.body["detail"]) == (400, 1, detail)
     assert await state_of(seeded) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/weapp/multi_room/get_room_list?userID=a%FF",
+        "/weapp/utils/get_login_info?userID=a%ED%A0%80",  # a lone surrogate in UTF-8's shape
+        "/debug/actors?limit=%FF",
+    ],
+)
+async def test_a_query_whose_escapes_are_not_utf_8_is_http_400(seeded: Api, path: str) -> None:
+    method = "GET" if path.startswith("/debug") else "POST"
+    reply = await seeded.raw(path, b"" if method == "GET" else b"{}", "application/json", method=method)
+    assert (reply.status, reply.code, reply.body["detail"]) == (
+        400,
+        1,
+        "the query has percent-escapes that are not UTF-8",
+    )
 
 
 async def test_body_over_the_limit_is_http_413(seeded: Api) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
-from urllib.parse import parse_qsl
 
 import trio
 from loguru import logger
@@ -28,6 +27,7 @@ from roomd.web.body_deadline import BodyTimedOut, timeout_reply
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, draining_reply, error_reply, reply
 from roomd.web.request_log import request_line
+from roomd.web.validation import parse_form
 
 CLIENT_GONE_STATUS = 499  # logged only: the client closed the connection before its request was whole
 log = logger.bind(actor="http")
@@ -80,8 +80,9 @@ class Call:
 
     @cached_property
     def query(self) -> dict[str, str]:
+        """The query's parameters; a RequestError (code 1) when it cannot be read."""
         query_string = self.request.query_string
-        return dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        return parse_form(query_string, "the query") if query_string else {}
 
     @property
     def mimetype(self) -> str:

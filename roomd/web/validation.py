@@ -36,10 +36,7 @@ def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
         raise RequestError(Code.BAD_PARAMETER, "request body is not UTF-8", status=400) from None
     # curl -d sends JSON as a form: a body that starts like a JSON object is read as JSON
     if mimetype == "application/x-www-form-urlencoded" and not text.lstrip().startswith("{"):
-        try:
-            return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
-        except ValueError:
-            raise RequestError(Code.BAD_PARAMETER, "request body is not valid form encoding", status=400) from None
+        return parse_form(text, "request body", strict=True)
     try:
         body = json.loads(text)
     except RecursionError:
@@ -53,6 +50,17 @@ def parse_body(data: bytes, mimetype: str) -> dict[str, Any]:
             status=400,
         )
     return body
+
+
+def parse_form(text: str, what: str, *, strict: bool = False) -> dict[str, str]:
+    """`name=value&...` as a dict; code 1 (HTTP 400) when a percent-escape is not UTF-8 (or, `strict`,
+    when a pair has no `=`), rather than a value quietly changed to U+FFFD."""
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=strict, errors="strict"))
+    except UnicodeDecodeError:
+        raise RequestError(Code.BAD_PARAMETER, f"{what} has percent-escapes that are not UTF-8", status=400) from None
+    except ValueError:
+        raise RequestError(Code.BAD_PARAMETER, f"{what} is not valid form encoding", status=400) from None
 
 
 def _json_kind(value: Any) -> str:
