@@ -1,12 +1,14 @@
 """Resident memory at 10,000 rooms x 6 members, and get_room_list latency at that size.
 
-    .venv/bin/python bench/scale.py [--rooms 10000] [--members 6] [--full-fields]
+    .venv/bin/python bench/scale.py [--rooms 10000] [--members 6] [--full-fields [--escaped-text]]
 
 With --full-fields every field is at its maximum, as a hostile client would
 send them (a 256-character userName, a 1,024-character userAvatar, a
 2,048-character pushURL, a 1,024-byte roomName, and 16 custom fields of
 1 KiB with 64-byte names per room): the figures for sizing the caps against
-an attacker rather than a typical client.
+an attacker rather than a typical client. With --escaped-text as well, that
+text is made of a control character (U+0001), which JSON can only write as
+`\u0001`: six bytes per character in every reply and cached listing entry.
 
 Starts one `roomd serve` process (embedded defaults, timers long enough to
 outlast the run), fills it over HTTP with 32 concurrent clients, then reads
@@ -15,8 +17,9 @@ random offsets) from one client. Rooms are filled in two phases (every room
 with its creator, then the other members), so memory is split into what a
 room costs (with its first member) and what each further member costs: the
 figures for sizing `kinds.*.max_waiting_rooms` and the per-client caps.
-Prints RSS before and after, and the latency p50/p99/max (client-side, so an
-upper bound).
+Prints RSS before and after, the latency p50/p99/max (client-side, so an
+upper bound), and RSS once every room has been listed (get_room_list keeps
+each room's encoded entry while the room is unchanged).
 """
 
 from __future__ import annotations
@@ -43,23 +46,26 @@ CUSTOM_FIELDS = 16
 LIMITS = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=2.0)
 
 
-def member_fields(user: str, *, full: bool) -> dict[str, str]:
+FILL = {"letters": "", "escaped": "\x01"}  # a character of text: as given (letters), or one JSON escapes
+
+
+def member_fields(user: str, *, full: bool, fill: str = "") -> dict[str, str]:
     if not full:
         return {"userID": user, "userName": user, "userAvatar": "", "pushURL": f"rtmp://p/live/0_{user}"}
     push = f"rtmp://p/live/0_{user}?"
     return {
         "userID": user,
-        "userName": (user + "n" * 256)[:256],
-        "userAvatar": ("https://a/" + user + "/" + "a" * 1024)[:1024],
+        "userName": (user + (fill or "n") * 256)[:256],
+        "userAvatar": ("https://a/" + user + "/" + (fill or "a") * 1024)[:1024],
         "pushURL": (push + "q" * 2048)[:2048],
     }
 
 
-def room_name(r: int, *, full: bool) -> str:
-    return (f"room {r} " + "i" * 1024)[:1024] if full else f"room {r}"
+def room_name(r: int, *, full: bool, fill: str = "") -> str:
+    return (f"room {r} " + (fill or "i") * 1024)[:1024] if full else f"room {r}"
 
 
-async def create_rooms(base: str, rooms: int, full: bool) -> list[str]:
+async def create_rooms(base: str, rooms: int, full: bool, fill: str) -> list[str]:
     """Every room with its creator as first member (and, full, its custom fields); their roomIDs."""
     next_room = iter(range(rooms))
     made: list[str] = []
@@ -67,12 +73,15 @@ async def create_rooms(base: str, rooms: int, full: bool) -> list[str]:
 
         async def worker() -> None:
             for r in next_room:
-                body = {**member_fields(f"r{r}m0", full=full), "roomName": room_name(r, full=full)}
+                body = {
+                    **member_fields(f"r{r}m0", full=full, fill=fill),
+                    "roomName": room_name(r, full=full, fill=fill),
+                }
                 room = (await http.post("/weapp/multi_room/create_room", json=body)).json()["roomID"]
                 made.append(room)
                 for f in range(CUSTOM_FIELDS if full else 0):
                     name = (f"f{f}_" + "k" * 64)[:64]
-                    field = {"roomID": room, "fieldName": name, "operation": "set", "value": "v" * 1024}
+                    field = {"roomID": room, "fieldName": name, "operation": "set", "value": (fill or "v") * 1024}
                     reply = (await http.post("/weapp/multi_room/set_custom_field", json=field)).json()
                     assert reply["code"] == 0, reply
 
@@ -82,14 +91,14 @@ async def create_rooms(base: str, rooms: int, full: bool) -> list[str]:
     return made
 
 
-async def add_members(base: str, room_ids: list[str], members: int, full: bool) -> None:
+async def add_members(base: str, room_ids: list[str], members: int, full: bool, fill: str) -> None:
     next_room = iter(enumerate(room_ids))
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=LIMITS) as http:
 
         async def worker() -> None:
             for r, room in next_room:
                 for m in range(1, members):
-                    body = {"roomID": room, **member_fields(f"r{r}m{m}", full=full)}
+                    body = {"roomID": room, **member_fields(f"r{r}m{m}", full=full, fill=fill)}
                     assert (await http.post("/weapp/multi_room/add_pusher", json=body)).json()["code"] == 0
 
         async with trio.open_nursery() as nursery:
@@ -109,12 +118,27 @@ def time_listing(base: str, rooms: int) -> list[float]:
     return samples
 
 
+def list_every_room(base: str) -> int:
+    """Page through get_room_list to the end; the largest reply's size in bytes."""
+    largest, index = 0, 0
+    with httpx.Client(base_url=base, timeout=30) as http:
+        while True:
+            reply = http.post("/weapp/multi_room/get_room_list", json={"index": index, "cnt": 100})
+            rooms = reply.json()["rooms"]
+            if not rooms:
+                return largest
+            largest = max(largest, len(reply.content))
+            index += len(rooms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rooms", type=int, default=10_000)
     parser.add_argument("--members", type=int, default=6)
     parser.add_argument("--full-fields", action="store_true", help="every field at its maximum")
+    parser.add_argument("--escaped-text", action="store_true", help="with --full-fields: text JSON must escape")
     args = parser.parse_args()
+    fill = FILL["escaped" if args.escaped_text else "letters"]
     settings = {
         "ROOMD_KINDS__MULTI_ROOM__HEARTBEAT_TIMEOUT": "86400",
         "ROOMD_KINDS__MULTI_ROOM__MAX_IDLE_DURATION": "86400",
@@ -126,17 +150,20 @@ def main() -> None:
         try:
             before = rss_bytes(server.pid)
             started = time.perf_counter()
-            room_ids = trio.run(create_rooms, base, args.rooms, args.full_fields)
+            room_ids = trio.run(create_rooms, base, args.rooms, args.full_fields, fill)
             with_rooms = rss_bytes(server.pid)
-            trio.run(add_members, base, room_ids, args.members, args.full_fields)
+            trio.run(add_members, base, room_ids, args.members, args.full_fields, fill)
             filled_in = time.perf_counter() - started
             after = rss_bytes(server.pid)
             samples = sorted(time_listing(base, args.rooms))
+            largest_page = list_every_room(base)
+            listed = rss_bytes(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
     members = args.rooms * args.members
     fields = "every field at its maximum" if args.full_fields else "short fields"
+    fields += ", text JSON escapes" if args.full_fields and args.escaped_text else ""
     print(f"{args.rooms} rooms x {args.members} members = {members} members ({fields}), filled in {filled_in:.0f} s")
     further = args.rooms * (args.members - 1)
     per_member = (after - with_rooms) / further if further else 0.0
@@ -148,6 +175,10 @@ def main() -> None:
     print(
         f"per room (without members) {per_room:.0f} bytes, per member {per_member:.0f} bytes, "
         f"overall {(after - before) / members:.0f} bytes per member"
+    )
+    print(
+        f"once every room was listed: {listed / 2**20:.1f} MB, {(listed - after) / args.rooms:.0f} bytes per room "
+        f"more (the largest page {largest_page} bytes)"
     )
     p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
     print(

@@ -144,6 +144,24 @@ async def test_room_list_paging(api: Api) -> None:
     assert over.code == 0 and over.body["cnt"] == 100 and len(over.body["rooms"]) == 5  # the limit is said
 
 
+async def test_listing_entries_are_kept_unless_escaped_text_makes_them_large(api: Api) -> None:
+    """Control characters are six bytes each in JSON: a room of them lists in far more bytes than it
+    holds, and such an entry is encoded at each listing instead of kept beside the room."""
+    plain = {**member_fields("alice"), "roomName": "p" * 1024}
+    escaped = {**member_fields("bob"), "roomName": "\x01" * 1024, "userAvatar": "\x01" * 1024}
+    assert (await api.post("create_room", plain)).code == 0
+    created = await api.post("create_room", escaped)
+    assert created.code == 0
+    for field in range(16):
+        value = {"fieldName": f"f{field}", "operation": "set", "value": "\x01" * 1024}
+        assert (await api.post("set_custom_field", {"roomID": created.body["roomID"], **value})).code == 0
+    for _ in range(2):  # the second listing reads what the first kept, and makes what was not kept again
+        rooms = (await api.post("get_room_list", {"cnt": 10})).body["rooms"]
+        assert sorted(r["roomName"][:1] for r in rooms) == ["\x01", "p"]
+        kept = sorted(room.creator for room in api.ctx.listing_entries)
+        assert kept == ["alice"]
+
+
 async def test_room_leaves_the_list_when_destroyed(api: Api) -> None:
     room_id = (await api.post("create_room", {**member_fields("alice"), "roomName": "r"})).body["roomID"]
     assert (await api.post("destroy_room", {"roomID": room_id, "userID": "alice"})).code == 0

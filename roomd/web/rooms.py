@@ -243,11 +243,20 @@ async def get_room_list(ctx: AppContext, call: RoomCall) -> Reply:
 REPLY_OVERHEAD_BYTES = 128  # code, message, truncated and the brackets around the rooms
 
 
+# A room of 6 members with every field at its maximum in plain text lists in about 28 KB. Text that JSON
+# must escape (control characters: 6 bytes each) makes entries of up to 175 KB, which are not kept:
+# a client could otherwise make each of its rooms cost that much more memory.
+MAX_KEPT_ENTRY_BYTES = 32 * 1024
+
+
 def _listing_entry(ctx: AppContext, room: RoomSnapshot) -> bytes:
-    """The room's listing entry, encoded once per snapshot (a room makes a new one per change)."""
+    """The room's listing entry, encoded once per snapshot (a room makes a new one per change)
+    unless it is larger than MAX_KEPT_ENTRY_BYTES."""
     entry = ctx.listing_entries.get(room)
     if entry is None:
-        entry = ctx.listing_entries[room] = encode_json(room_fields(ctx, room, now=None))
+        entry = encode_json(room_fields(ctx, room, now=None))
+        if len(entry) <= MAX_KEPT_ENTRY_BYTES:
+            ctx.listing_entries[room] = entry
     return entry
 
 
