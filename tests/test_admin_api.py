@@ -54,6 +54,44 @@ async def test_without_a_key_the_admin_api_does_not_exist_and_with_one_it_needs_
         assert (await admin(keyed, "GET", "nothing/here")).status == 404
 
 
+async def metrics(api: Api, key: str) -> Reply:
+    reply = await api.http.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    return Reply(reply.status_code, reply.json() if reply.status_code != 200 else {"code": 0})
+
+
+async def test_wrong_keys_are_guesses_charged_to_the_login_limit_and_right_ones_are_free() -> None:
+    limited = {"ROOMD_LIMITS__LOGIN_RATE_PER_ADDRESS": "0.001", "ROOMD_LIMITS__LOGIN_BURST_PER_ADDRESS": "3"}
+    async with open_roomd(make_settings(ROOMD_AUTH__ADMIN_KEY=KEY, **limited)) as api:
+        for _ in range(10):
+            assert (await admin(api, "GET", "rooms")).status == 200
+            assert (await metrics(api, KEY)).status == 200
+        guesses = [
+            await admin(api, "GET", "rooms", key="wrong"),
+            await metrics(api, "wrong"),
+            await metrics(api, KEY + "x"),
+        ]
+        assert [(g.status, g.code) for g in guesses] == [(401, 7)] * 3
+        # the allowance is spent: every attempt waits, the right key too, on every route that takes it
+        for reply in [
+            await admin(api, "GET", "rooms"),
+            await admin(api, "GET", "rooms", key="wrong"),
+            await metrics(api, KEY),
+        ]:
+            assert (reply.status, reply.code) == (429, 12), reply
+            assert reply.body["detail"].startswith("client 127.0.0.1 asks for credentials faster than 0.001")
+
+
+async def test_the_bearer_scheme_is_matched_in_any_case_and_a_non_ascii_key_as_utf_8() -> None:
+    key = "clé-d\u2019admin"
+    async with open_roomd(make_settings(ROOMD_AUTH__ADMIN_KEY=key)) as api:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            reply = await api.http.get("/admin/v1/rooms", headers={"Authorization": f"{scheme} {key}".encode()})
+            assert reply.status_code == 200, scheme
+        latin_1 = f"Bearer {key}".encode().decode("latin-1")  # what a Latin-1 reading of it would send
+        reply = await api.http.get("/admin/v1/rooms", headers={"Authorization": latin_1.encode("utf-8")})
+        assert reply.status_code == 401
+
+
 async def test_rooms_are_listed_page_by_page_with_a_cursor(world: tuple[Api, FakeIm]) -> None:
     api, _ = world
     made = []

@@ -25,7 +25,7 @@ from roomd.web import console
 from roomd.web.audience_routes import MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, Reply, RequestError, ok_reply, refusal_reply, reply
-from roomd.web.ops_access import bearer_matches
+from roomd.web.ops_access import require_bearer_key
 from roomd.web.pipeline import Call
 from roomd.web.validation import MAX_INFO_BYTES, check_ident, check_unicode, parse_count
 
@@ -60,10 +60,13 @@ def _require_admin(ctx: AppContext, call: Call) -> None:
     reading = call.request.method in ("GET", "HEAD")
     if console.cookie_valid(ctx, call) and (reading or console.from_console(call)):
         return
-    if not bearer_matches(key, call.request.header(b"authorization")):
-        raise RequestError(
-            Code.AUTH_FAILED, "the admin API needs the header Authorization: Bearer <admin_key>", status=401
-        )
+    require_bearer_key(
+        ctx,
+        key=key,
+        authorization=call.request.header(b"authorization"),
+        client=call.request.client,
+        detail="the admin API needs the header Authorization: Bearer <admin_key>",
+    )
 
 
 async def answer(ctx: AppContext, call: Call) -> Reply:

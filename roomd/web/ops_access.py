@@ -12,6 +12,8 @@ import functools
 import hmac
 import ipaddress
 
+import trio
+
 from roomd.web.context import AppContext
 from roomd.web.envelope import Code, RequestError
 from roomd.web.pipeline import Call
@@ -43,18 +45,31 @@ def require_ops_caller(ctx: AppContext, call: Call) -> None:
 
 
 def bearer_matches(key: str, authorization: str) -> bool:
-    """Whether an Authorization header value is `Bearer <key>` (compared in constant time)."""
-    return hmac.compare_digest(authorization.encode("utf-8", "replace"), f"Bearer {key}".encode())
+    """Whether an Authorization header value (as `Request.header` gives it, its bytes read as
+    Latin-1) is `Bearer <key>`, the scheme in any case and the key as UTF-8 (compared in constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    given_bytes = given.encode("latin-1", "replace")
+    return hmac.compare_digest(given_bytes, key.encode()) and scheme.lower() == "bearer"
+
+
+def require_bearer_key(ctx: AppContext, *, key: str, authorization: str, client: str, detail: str) -> None:
+    """Return when `authorization` carries the admin key. A wrong key is a guess: it is charged to
+    the client's login allowance ([limits] login_*), and once that is spent every attempt is code 12
+    (HTTP 429) until it refills, right key or not; otherwise a wrong key is code 7 (HTTP 401)."""
+    too_fast = ctx.login_limit.waiting(client, trio.current_time())
+    if too_fast is not None:
+        raise RequestError(Code.BUSY, too_fast, status=429)
+    if not bearer_matches(key, authorization):
+        ctx.login_limit.refusal(client, trio.current_time())
+        raise RequestError(Code.AUTH_FAILED, detail, status=401)
 
 
 def require_ops_access(ctx: AppContext, *, authorization: str, client: str | None) -> None:
     """Return when the caller may use an ops route; a RequestError (code 7) otherwise."""
     key = ctx.settings.auth.admin_key
     if key:
-        if not bearer_matches(key, authorization):
-            raise RequestError(
-                Code.AUTH_FAILED, "this route needs the header Authorization: Bearer <admin_key>", status=401
-            )
+        detail = "this route needs the header Authorization: Bearer <admin_key>"
+        require_bearer_key(ctx, key=key, authorization=authorization, client=client or "-", detail=detail)
         return
     if client is None or not address_allowed(client, ctx.settings.ops.allow):
         raise RequestError(

@@ -100,13 +100,17 @@ class LoginLimit:
 
     def refusal(self, address: str, now: float) -> str | None:
         """None and a token taken, or why the credential must wait."""
+        why_not = self.waiting(address, now)
+        if why_not is None and self.per_address.enabled:
+            self.per_address.take(address, now)
+        return why_not
+
+    def waiting(self, address: str, now: float) -> str | None:
+        """Why `address` must wait before its next credential or guess, taking nothing; None if it need not."""
         if not self.per_address.enabled:
             return None
         wait = self.per_address.wait_needed(address, now)
-        if wait > 0:
-            return _too_fast(f"client {address} asks for credentials", self.per_address, wait)
-        self.per_address.take(address, now)
-        return None
+        return _too_fast(f"client {address} asks for credentials", self.per_address, wait) if wait > 0 else None
 
 
 def _too_fast(what: str, buckets: TokenBuckets, wait: float) -> str:
