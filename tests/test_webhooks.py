@@ -248,3 +248,31 @@ async def test_a_receiver_slower_than_the_timeout_is_tried_again_not_waited_for(
             ("room_created", "alice", None),
             ("member_joined", "alice", None),
         ]
+
+
+async def test_a_receivers_credentials_reach_neither_the_logs_nor_debug_actors(tmp_path: Path) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
+    try:
+        async with trio.open_nursery() as nursery:
+            receiver = await start_receiver(nursery, SECRET)
+            receiver.failing = True
+            assert receiver.server is not None
+            host = receiver.server.base_url.removeprefix("http://")
+            url = f"http://hookuser:hookpass@{host}/hooks/T0SECRETPATH?token=urltoken123"
+            settings = make_settings(
+                ROOMD_WEBHOOKS__URLS=url, ROOMD_WEBHOOKS__SECRET=SECRET, ROOMD_AUTH__ADMIN_KEY=ADMIN_KEY
+            )
+            async with open_roomd(settings) as api:
+                assert (await api.post("create_room", member_fields("alice", roomName="r"))).code == 0
+                await eventually(lambda: len(receiver.refused_ids) >= 1, within=10)
+                tree = await api.http.get("/debug/actors", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+                [hooks] = [actor for actor in tree.json()["tree"]["children"] if actor["kind"] == "webhooks"]
+                assert [r["url"] for r in hooks["receivers"]] == [f"#1 http://{host}/…"]
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.remove(sink)
+    assert any(f"webhook delivery to #1 http://{host}/… failed (HTTP 500)" in line for line in lines)
+    shown = "\n".join([*lines, tree.text])
+    for secret in ("hookpass", "urltoken123", "T0SECRETPATH"):
+        assert secret not in shown

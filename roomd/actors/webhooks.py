@@ -111,7 +111,7 @@ class WebhookSender:
             self._full_logged[receiver] = True
             self.log.warning(
                 "webhook outbox full for {} ({} events); dropping the oldest until it drains",
-                self.settings.urls[receiver],
+                self.settings.shown_url(receiver),
                 self.settings.max_outbox,
             )
 
@@ -160,7 +160,7 @@ class WebhookSender:
                 self.log.error(
                     "webhook event dropped after {:g} s of failed deliveries to {} room={} body={}",
                     self.settings.retry_for,
-                    url,
+                    self.settings.shown_url(row.receiver),
                     row.room_id,
                     row.body,
                 )
@@ -183,10 +183,10 @@ class WebhookSender:
                     status = response.status_code
         except Exception as error:  # whatever the client raises, a lane never dies of it
             why = f"no answer within {self.settings.timeout:g} s" if isinstance(error, trio.TooSlowError) else error
-            self._failed(url, row, f"{type(error).__name__}: {why}")
+            self._failed(row, f"{type(error).__name__}: {str(why).replace(url, '<url>')}")
             return False
         if not 200 <= status < 300:
-            self._failed(url, row, f"HTTP {status}")
+            self._failed(row, f"HTTP {status}")
             return False
         latency = max(0.0, self._wall_clock() - row.made)
         self.stats.delivered += 1
@@ -194,10 +194,15 @@ class WebhookSender:
         self.stats.latencies.append(latency)
         return True
 
-    def _failed(self, url: str, row: OutboxRow, why: str) -> None:
+    def _failed(self, row: OutboxRow, why: str) -> None:
         self.stats.failed_attempts += 1
         if self.stats.failed_attempts % 100 == 1:  # one line per outage, not one per attempt
-            self.log.warning("webhook delivery to {} failed ({}); retrying with backoff room={}", url, why, row.room_id)
+            self.log.warning(
+                "webhook delivery to {} failed ({}); retrying with backoff room={}",
+                self.settings.shown_url(row.receiver),
+                why,
+                row.room_id,
+            )
 
     def describe(self) -> dict[str, object]:
         return {
@@ -205,7 +210,8 @@ class WebhookSender:
             "kind": "webhooks",
             "state": "running",
             "receivers": [
-                {"url": url, "queued": queued} for url, queued in zip(self.settings.urls, self._queued, strict=True)
+                {"url": self.settings.shown_url(receiver), "queued": queued}
+                for receiver, queued in enumerate(self._queued)
             ],
         }
 

@@ -319,8 +319,8 @@ def _validate(s: Settings) -> None:
         "cluster.link_port: must be 0 (any free port) for nodes sharing a port (roomd serve --workers)",
     )
     hooks = s.webhooks
-    for url in hooks.urls:
-        require(_http_url(url), f"webhooks.urls: {url!r} is not an http:// or https:// URL with a host")
+    for number, url in enumerate(hooks.urls, 1):  # named by number: a webhook URL may hold its credential
+        require(_http_url(url), f"webhooks.urls: #{number} is not an http:// or https:// URL with a host")
     require(len(hooks.urls) <= 8, "webhooks.urls: at most 8 receivers")
     require(
         not hooks.urls or bool(hooks.secret), "webhooks.secret: must be set when webhooks.urls is (receivers check it)"

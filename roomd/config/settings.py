@@ -7,6 +7,7 @@ configuration at all; `default.toml` beside this file documents each key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 IM_CREATE_GRACE = 0.5  # seconds create_room waits for IM's verdict beyond im.timeout
 
@@ -145,7 +146,7 @@ class ClusterSettings:
 class WebhookSettings:
     """Events POSTed to the receivers in `urls`, signed with `secret` (README, Operations)."""
 
-    urls: tuple[str, ...] = ()
+    urls: tuple[str, ...] = field(default=(), repr=False)  # may hold credentials: logs show shown_url
     secret: str = field(default="", repr=False)
     timeout: float = 5.0  # seconds one delivery may take
     retry_for: float = 3600.0  # seconds an event is retried before it is dropped (counted, logged)
@@ -156,6 +157,19 @@ class WebhookSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.urls)
+
+    def shown_url(self, receiver: int) -> str:
+        """Receiver `receiver` as logs and /debug/actors name it: its number, scheme, host and port.
+        A webhook URL often carries its credential (user:password@, a token in the query or the
+        path, as chat services' hooks do), so nothing else of it is shown."""
+        parts = urlsplit(self.urls[receiver])
+        host = parts.hostname or ""
+        try:
+            port = f":{parts.port}" if parts.port is not None else ""
+        except ValueError:  # not a number: refused at start, never delivered to
+            port = ""
+        rest = "/…" if parts.path.strip("/") or parts.query else "/"
+        return f"#{receiver + 1} {parts.scheme}://{f'[{host}]' if ':' in host else host}{port}{rest}"
 
 
 @dataclass(frozen=True)
