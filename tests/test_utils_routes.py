@@ -147,6 +147,8 @@ async def test_head_of_a_log_file_opens_nothing(ops_api: Api, monkeypatch: pytes
         "response\\..\\..\\secret.txt",
         ".",
         "",
+        "app%0a",  # a line end after a plain name
+        "response/response-2026-11-29-10.log%0a",
     ],
 )
 async def test_every_traversal_attempt_is_refused(ops_api: Api, name: str) -> None:
@@ -203,3 +205,7 @@ def test_check_config_command(tmp_path: Path) -> None:
     )
     assert bare.returncode == 1
     assert "im.sdk_app_id: is 0" in bare.stdout and "live.push_secret_key: is empty" in bare.stdout
+    assert (
+        "auth.admin_key: is empty: the ops routes (log files, /metrics, /debug/actors) answer any client from ops.allow (127.0.0.0/8, ::1/128) without a key"
+        in bare.stdout
+    )

@@ -56,7 +56,11 @@ def config_problems(settings: Settings) -> list[Problem]:
     if auth.mode == "token" and not auth.token_secret and not _writable(Path(settings.server.data_dir)):
         add("server.data_dir", "is not writable: token mode without auth.token_secret keeps its secret there")
     if not auth.admin_key:
-        add("auth.admin_key", "is empty: anybody who reaches the server can read its log files")
+        add(
+            "auth.admin_key",
+            "is empty: the ops routes (log files, /metrics, /debug/actors) answer any client from ops.allow "
+            f"({', '.join(settings.ops.allow) or 'no address'}) without a key, and the admin API and console are off",
+        )
     if not _writable(Path(settings.log.dir)):
         add("log.dir", f"{settings.log.dir} is not writable: log files cannot be written")
     return problems

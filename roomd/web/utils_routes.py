@@ -34,7 +34,7 @@ from roomd.web.pipeline import Call, Handler
 from roomd.web.rooms import im_login_fields, new_identity
 from roomd.web.validation import Params, parse_body
 
-_PLAIN_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CHUNK_BYTES = 64 * 1024
 TEXT = "text/plain; charset=utf-8"
 
@@ -78,7 +78,7 @@ async def check_config(ctx: AppContext, call: Call) -> Reply:
 def log_file_path(log_dir: Path, name: str) -> Path:
     """The file `name` inside `log_dir`; 400 for anything that is not plainly inside it."""
     segments = name.split("/")
-    if not name or len(segments) > 2 or not all(_PLAIN_SEGMENT.match(s) for s in segments):
+    if not name or len(segments) > 2 or not all(_PLAIN_SEGMENT.fullmatch(s) for s in segments):
         raise RequestError(
             Code.BAD_PARAMETER,
             "file must name a log file inside the log directory, like response/response-2026-01-01-10.log",
