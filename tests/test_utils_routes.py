@@ -207,6 +207,5 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert "im.sdk_app_id: is 0" in bare.stdout and "live.push_secret_key: is empty" in bare.stdout
     assert (
         "auth.admin_key: is empty: the ops routes (log files, /metrics, /debug/actors) answer any client "
-        "from ops.allow (127.0.0.0/8, ::1/128) without a key"
-        in bare.stdout
+        "from ops.allow (127.0.0.0/8, ::1/128) without a key" in bare.stdout
     )
