@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,17 @@ from loguru import logger
 
 from roomd.actors.messages import Heartbeat, Join, Leave, MemberInfo, MemberView, RoomSnapshot
 from roomd.actors.replies import DomainError, Ok, Refused
-from roomd.cluster.link import CALL, MAX_FRAME, Handler, LinkClient, LinkServer, frame_bytes
+from roomd.cluster.link import (
+    CALL,
+    MAX_CALLS_IN_FLIGHT,
+    MAX_FRAME,
+    MAX_GREETING_LINKS,
+    WRITE_TIMEOUT,
+    Handler,
+    LinkClient,
+    LinkServer,
+    frame_bytes,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -285,3 +296,77 @@ async def test_a_link_without_the_clusters_secret_is_closed_before_any_call_is_a
         assert served.server.refused_links == 1
         async with LinkClient.connect(LOOPBACK, served.port, secret="cluster-secret") as client:
             assert await client.call(Heartbeat("alice"), deadline=soon()) == Ok(Heartbeat("alice"))
+
+
+async def test_connections_that_never_greet_cannot_keep_a_node_off_the_link(logs: list[dict[str, Any]]) -> None:
+    """Anybody who reaches the link port can open connections: those waiting to greet are at most
+    MAX_GREETING_LINKS (a newer one displaces the oldest), and their closes are logged once a second."""
+    async with serving(echo, secret="cluster-secret") as served:
+        silent = [await trio.open_tcp_stream(LOOPBACK, served.port) for _ in range(MAX_GREETING_LINKS * 3)]
+        try:
+            async with LinkClient.connect(LOOPBACK, served.port, secret="cluster-secret") as client:
+                assert await client.call(Heartbeat("alice"), deadline=soon()) == Ok(Heartbeat("alice"))
+            assert len(served.server.greeting) <= MAX_GREETING_LINKS
+            displaced = sum(1 for stream in silent if not _still_open(stream))
+            assert displaced >= MAX_GREETING_LINKS * 2 - 1  # the oldest went as newer ones came
+        finally:
+            for stream in silent:
+                await trio.aclose_forcefully(stream)
+    lines = [r["message"] for r in logs if "before it greeted" in r["message"]]
+    assert 1 <= len(lines) <= 2, lines  # not one per connection
+    assert "displaced before it greeted" in lines[0]
+
+
+def _still_open(stream: trio.SocketStream) -> bool:
+    """Whether the server has neither closed nor reset this connection (TCP_INFO state)."""
+    state = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return state not in (7, 8)  # TCP_CLOSE, TCP_CLOSE_WAIT
+
+
+async def test_one_link_has_at_most_max_calls_in_flight_and_the_rest_wait_their_turn(autojump_clock: Any) -> None:
+    release, capped = trio.Event(), trio.Event()
+    running = 0
+    most = 0
+
+    async def held(payload: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if running == MAX_CALLS_IN_FLIGHT:
+            capped.set()
+        await release.wait()
+        running -= 1
+        return Ok(payload)
+
+    calls = MAX_CALLS_IN_FLIGHT + 200
+    replies: list[Any] = []
+    async with serving(held) as served, LinkClient.connect(LOOPBACK, served.port) as client:
+
+        async def call(user: int) -> None:
+            replies.append(await client.call(Heartbeat(f"u{user}"), deadline=soon()))
+
+        async with trio.open_nursery() as nursery:
+            for user in range(calls):
+                nursery.start_soon(call, user)
+            await capped.wait()
+            await trio.sleep(1)  # time for any call past the cap to arrive, if the server read on
+            assert most == MAX_CALLS_IN_FLIGHT
+            release.set()
+    assert sorted(r.value.user_id for r in replies) == sorted(f"u{user}" for user in range(calls))
+
+
+async def test_a_peer_that_does_not_read_its_replies_is_closed_after_the_write_timeout(autojump_clock: Any) -> None:
+    big = "x" * 500_000
+
+    async def large(payload: Any) -> Any:
+        return Ok(big)
+
+    async with serving(large) as served:
+        stream = await trio.open_tcp_stream(LOOPBACK, served.port)
+        async with stream:
+            await stream.send_all(b"".join(frame_bytes(CALL, i, Heartbeat("u")) for i in range(1, 200)))
+            started = trio.current_time()
+            (link,) = served.server.links
+            await link.closed.wait()  # never read: the replies fill both sockets' buffers
+            assert link.closed_because == f"the peer has not read for {WRITE_TIMEOUT:g} s"
+            assert trio.current_time() - started >= WRITE_TIMEOUT

@@ -39,7 +39,13 @@ MAX_FRAME = 1 << 20  # the longest frame read or written: far above any router v
 MAX_QUEUE = 10_000  # frames waiting to be written on one link
 MAX_GREETING = 256  # the longest first frame of a link to a server that asks for a secret
 GREETING_TIMEOUT = 5.0  # seconds a new link has to greet
-MAX_LINKS = 1024  # links a server holds at once; more are closed as they come
+MAX_LINKS = 1024  # greeted links a server holds at once; more are closed as they come
+# links not yet greeted, at most: a newer one displaces the oldest, so that connections that never
+# greet (anybody who can reach the port) cannot keep the cluster's own links out
+MAX_GREETING_LINKS = 64
+MAX_CALLS_IN_FLIGHT = 1024  # calls one link may have the server working on; it reads no more meanwhile
+WRITE_TIMEOUT = 10.0  # seconds one write to a peer may take; a peer that does not read is closed
+LOG_REFUSALS_EVERY = 1.0  # seconds between lines about links closed before they greeted
 RECEIVE_SIZE = 64 * 1024
 _LENGTH = struct.Struct(">I")
 
@@ -54,7 +60,7 @@ class _Link:
         self,
         stream: trio.SocketStream,
         *,
-        on_close: Callable[[str], None],
+        on_close: Callable[[str], bool],
         max_frame: int,
         max_queue: int,
     ) -> None:
@@ -87,23 +93,29 @@ class _Link:
             await self._send.send(frame)
 
     def close(self, reason: str, *, warning: bool = False) -> None:
-        """Stop reading and writing (the first reason is the one kept and logged)."""
+        """Stop reading and writing (the first reason is the one kept and logged, unless the
+        owner's `on_close` logs it: it returns True then)."""
         if self.closed_because is not None:
             return
         self.closed_because = reason
         self.closed.set()
-        (logger.warning if warning else logger.info)("cluster link closed peer={}: {}", self.peer, reason)
         self._receive.close()
         self._scope.cancel()
-        self._on_close(reason)
+        if not self._on_close(reason):
+            (logger.warning if warning else logger.info)("cluster link closed peer={}: {}", self.peer, reason)
 
-    async def run(self, on_frame: Callable[[trio.Nursery, int, int, Any], str | None]) -> None:
-        """Read frames into `on_frame` (a reason to close, or None) until the link closes, then close the stream."""
+    async def run(
+        self,
+        on_frame: Callable[[trio.Nursery, int, int, Any], str | None],
+        before_frame: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Read frames into `on_frame` (a reason to close, or None) until the link closes, then close
+        the stream; `before_frame` is awaited before each frame is read."""
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write)
-                    reason, warning = await self._read(nursery, on_frame)
+                    reason, warning = await self._read(nursery, on_frame, before_frame)
                     self.close(reason, warning=warning)
         finally:
             self.close("the link's owner stopped")
@@ -119,16 +131,24 @@ class _Link:
                     except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                         break
                 self.writes += 1
-                await self.stream.send_all(b"".join(batch))
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await self.stream.send_all(b"".join(batch))
+        except trio.TooSlowError:
+            self.close(f"the peer has not read for {WRITE_TIMEOUT:g} s", warning=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             self.close(f"write failed: {error!r}", warning=True)
 
     async def _read(
-        self, nursery: trio.Nursery, on_frame: Callable[[trio.Nursery, int, int, Any], str | None]
+        self,
+        nursery: trio.Nursery,
+        on_frame: Callable[[trio.Nursery, int, int, Any], str | None],
+        before_frame: Callable[[], Awaitable[None]] | None,
     ) -> tuple[str, bool]:
         """Frames until the link ends: the reason, and whether it is worth a warning."""
         try:
             while True:
+                if before_frame is not None:
+                    await before_frame()
                 header = await self._read_exactly(_LENGTH.size)
                 if header is None:
                     return "the peer closed the connection", False
@@ -191,7 +211,9 @@ class LinkServer:
         self.max_frame = max_frame
         self.max_queue = max_queue
         self.links: set[_Link] = set()
+        self.greeting: dict[_Link, None] = {}  # links not yet greeted, oldest first
         self.refused_links = 0
+        self._refusals = _RefusalLine()
 
     async def serve(
         self,
@@ -209,22 +231,31 @@ class LinkServer:
         await trio.serve_tcp(serve_link, port, host=host, task_status=task_status)
 
     async def _serve_link(self, handler: Handler, stream: trio.SocketStream) -> None:
-        if len(self.links) >= MAX_LINKS:
+        greeted = self.secret is None
+        if greeted and len(self.links) >= MAX_LINKS:
             self.refused_links += 1
             await trio.aclose_forcefully(stream)
             return
-        greeted = self.secret is None
+
+        def on_close(reason: str) -> bool:
+            if greeted:
+                return False  # logged as any link's close
+            self.refused_links += 1
+            self._refusals.closed(link.peer, reason)
+            return True
+
         link = _Link(
             stream,
-            on_close=lambda _reason: None,
+            on_close=on_close,
             max_frame=self.max_frame if greeted else MAX_GREETING,  # no more until it is known
             max_queue=self.max_queue,
         )
-        logger.info("cluster link accepted peer={}", link.peer)
+        calls = trio.Semaphore(MAX_CALLS_IN_FLIGHT)
 
         def on_frame(nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
             nonlocal greeted
             if not greeted:
+                calls.release()  # the greeting is no call
                 if (
                     kind != CALL
                     or request_id != 0
@@ -232,43 +263,79 @@ class LinkServer:
                     or not self.secret
                     or not hmac.compare_digest(payload.encode(), self.secret.encode())
                 ):
-                    self.refused_links += 1
                     return "the peer did not give the cluster's link secret"
+                if len(self.links) >= MAX_LINKS:
+                    return f"the server holds {MAX_LINKS} links already"
                 greeted = True
+                self.greeting.pop(link, None)
+                self.links.add(link)
                 link.max_frame = self.max_frame
+                logger.info("cluster link accepted peer={}", link.peer)
                 return None
             if kind != CALL:
                 return f"kind {kind} sent to a server"
-            nursery.start_soon(self._answer, link, handler, request_id, payload)
+            nursery.start_soon(self._answer, link, handler, request_id, payload, calls)
             return None
 
         async def close_unless_greeted() -> None:
             await trio.sleep(GREETING_TIMEOUT)
             if not greeted:
-                self.refused_links += 1
-                link.close(f"no greeting within {GREETING_TIMEOUT:g} s", warning=True)
+                link.close(f"no greeting within {GREETING_TIMEOUT:g} s")
 
-        self.links.add(link)
+        if greeted:
+            self.links.add(link)
+            logger.info("cluster link accepted peer={}", link.peer)
+        else:
+            if len(self.greeting) >= MAX_GREETING_LINKS:
+                oldest = next(iter(self.greeting))
+                oldest.close(f"displaced before it greeted ({MAX_GREETING_LINKS} links were waiting to greet)")
+                self.greeting.pop(oldest, None)
+            self.greeting[link] = None
         try:
             async with trio.open_nursery() as nursery:
                 if not greeted:
                     nursery.start_soon(close_unless_greeted)
-                await link.run(on_frame)
+                await link.run(on_frame, calls.acquire)
                 nursery.cancel_scope.cancel()
         finally:
             self.links.discard(link)
+            self.greeting.pop(link, None)
 
-    async def _answer(self, link: _Link, handler: Handler, request_id: int, payload: Any) -> None:
+    async def _answer(
+        self, link: _Link, handler: Handler, request_id: int, payload: Any, calls: trio.Semaphore
+    ) -> None:
         try:
-            reply = await handler(payload)
-            frame = frame_bytes(REPLY, request_id, reply)
-        except Exception as error:
-            logger.exception("cluster call failed peer={} request={}", link.peer, request_id)
-            frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, f"the call failed: {error!r}"))
-        if len(frame) - _LENGTH.size > link.max_frame:
-            logger.error("cluster reply too large peer={} request={} bytes={}", link.peer, request_id, len(frame))
-            frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, "the reply is too large"))
-        await link.put(frame)
+            try:
+                reply = await handler(payload)
+                frame = frame_bytes(REPLY, request_id, reply)
+            except Exception as error:
+                logger.exception("cluster call failed peer={} request={}", link.peer, request_id)
+                frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, f"the call failed: {error!r}"))
+            if len(frame) - _LENGTH.size > link.max_frame:
+                logger.error("cluster reply too large peer={} request={} bytes={}", link.peer, request_id, len(frame))
+                frame = frame_bytes(REPLY, request_id, Refused(DomainError.INTERNAL, "the reply is too large"))
+            await link.put(frame)
+        finally:
+            calls.release()
+
+
+class _RefusalLine:
+    """Links closed before they greeted, logged at most once every LOG_REFUSALS_EVERY seconds: whoever
+    can reach the port can open them as fast as it likes."""
+
+    def __init__(self) -> None:
+        self._last = -LOG_REFUSALS_EVERY
+        self._unlogged = 0
+
+    def closed(self, peer: str, reason: str) -> None:
+        now = trio.current_time()
+        if now - self._last < LOG_REFUSALS_EVERY:
+            self._unlogged += 1
+            return
+        also = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
+        logger.warning("cluster link closed before it greeted peer={}: {}{}", peer, reason, also)
+        self._last = now
+        self._unlogged = 0
 
 
 class _Pending:
@@ -363,8 +430,9 @@ class LinkClient:
             pending.event.set()
         return None
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, reason: str) -> bool:
         pending, self._pending = self._pending, {}
         for waiting in pending.values():
             waiting.reply = _busy(f"down ({reason})")
             waiting.event.set()
+        return False  # the close is logged as any link's
