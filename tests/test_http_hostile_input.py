@@ -51,6 +51,8 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("add_pusher", pusher("carol", userID="a b"), "userID must be printable, without whitespace or any of / ? # &"),
     ("add_pusher", pusher("carol", userID="a\tb"), "userID must be printable, without whitespace or any of / ? # &"),
     ("add_pusher", pusher("carol", roomID=""), "roomID must not be empty"),
+    ("add_pusher", pusher(".."), "userID must not be . or .."),
+    ("add_pusher", pusher("carol", roomID="."), "roomID must not be . or .."),
     ("add_pusher", pusher("carol", userName="n" * 257), "userName is longer than 256 characters"),
     ("add_pusher", pusher("carol", userAvatar="a" * 1025), "userAvatar is longer than 1024 characters"),
     ("add_pusher", pusher("carol", pushURL=""), "pushURL must be an rtmp://, http:// or https:// URL"),

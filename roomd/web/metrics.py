@@ -134,7 +134,7 @@ CLUSTER_METRICS = {
     "roomd_cluster_takeovers": ("Rooms taken over from nodes whose lease ended", True),
     "roomd_cluster_fenced_writes": ("Writes Redis refused: the room had moved to another node", True),
     "roomd_cluster_rooms_owned": ("Rooms this node owns", False),
-    "roomd_cluster_peers": ("Other nodes with a lease", False),
+    "roomd_cluster_peers": ("Links this node has open to other nodes (made when a call first needs one)", False),
     "roomd_cluster_redis_up": ("1 while Redis answers, 0 while it does not", False),
 }
 

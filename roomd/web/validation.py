@@ -210,3 +210,5 @@ def check_ident(name: str, value: str) -> None:
         raise _bad(f"{name} is longer than {MAX_ID_CHARS} characters")
     if not value.isprintable() or _WHITESPACE_OR_FORBIDDEN.search(value):
         raise _bad(f"{name} must be printable, without whitespace or any of / ? # &")
+    if value in (".", ".."):  # a URL path cannot hold them as a segment: the admin API could not name them
+        raise _bad(f"{name} must not be . or ..")
