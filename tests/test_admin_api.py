@@ -45,6 +45,8 @@ def lines() -> Any:
 async def test_without_a_key_the_admin_api_does_not_exist_and_with_one_it_needs_it() -> None:
     async with open_roomd(make_settings()) as keyless:
         assert (await admin(keyless, "GET", "rooms")).status == 404
+        for method in ("GET", "POST"):  # nor does the console's sign-in
+            assert (await keyless.http.request(method, "/console/login")).status_code == 404
     async with open_roomd(make_settings(ROOMD_AUTH__ADMIN_KEY=KEY)) as keyed:
         assert (await admin(keyed, "GET", "rooms", key=None)).status == 401
         refused = await admin(keyed, "GET", "rooms", key="wrong")
@@ -243,6 +245,8 @@ async def test_the_console_signs_in_with_the_key_into_a_cookie_that_reads_and_wi
         assert "script-src 'self'" in form.headers["content-security-policy"]
         refused = await api.http.post("/console/login", content=b"key=wrong", headers=FORM)
         assert refused.status_code == 401 and "set-cookie" not in refused.headers
+        bookmarked = await api.http.get("/console/login")  # the form's target, opened: to the form
+        assert (bookmarked.status_code, bookmarked.headers["location"]) == (303, "/console")
         signed_in = await api.http.post("/console/login", content=f"key={KEY}".encode(), headers=FORM)
         assert signed_in.status_code == 303
         cookie = signed_in.headers["set-cookie"]

@@ -104,6 +104,8 @@ async def page(ctx: AppContext, call: Call) -> Reply:
 
 async def login(ctx: AppContext, call: Call) -> Reply:
     key = require_admin_key(ctx, call)
+    if call.request.method != "POST":  # a bookmark of the form's target: the form is on /console
+        return _page("", status=303, headers=((b"location", b"/console"),))
     too_fast = ctx.login_limit.refusal(call.request.client, trio.current_time())  # every attempt: a guess
     if too_fast is not None:
         return _page(LOGIN_PAGE.format(error=html.escape(too_fast)), status=429)

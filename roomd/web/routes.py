@@ -33,7 +33,7 @@ def build(ctx: AppContext) -> Routes:
     table.add("/openapi.json", Route("/openapi.json", GET, ops.openapi, always_served=True))
     table.add_prefix(admin_routes.PREFIX, Route("admin", ADMIN, admin_routes.answer))
     table.add("/console", Route("/console", GET, console.page))
-    table.add("/console/login", Route("/console/login", POST, console.login, log_body=False))  # the admin key
+    table.add("/console/login", Route("/console/login", GET | POST, console.login, log_body=False))  # the admin key
     table.add("/console/logout", Route("/console/logout", POST, console.logout))
     for name in console.STATIC:
         table.add(f"/console/{name}", Route(f"/console/{name}", GET, console.static))
