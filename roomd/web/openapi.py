@@ -170,6 +170,7 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
     errors = {
         "400": _json_reply("the body is not JSON, a JSON object or form encoding", {}),
         "413": _json_reply("the body is larger than server.max_body_bytes", {}),
+        "429": _json_reply("a creation or credential limit of [limits] or kinds.* (code 12, detail says which)", {}),
         "503": _json_reply("busy or shutting down (code 12)", {}),
     }
     for kind in settings.kinds:
