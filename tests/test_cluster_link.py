@@ -14,7 +14,7 @@ import pytest
 import trio
 from loguru import logger
 
-from roomd.actors.messages import Heartbeat, Join, Leave, MemberInfo, MemberView, RoomSnapshot
+from roomd.actors.messages import ForwardedCall, Heartbeat, Join, Leave, MemberInfo, MemberView, RoomSnapshot
 from roomd.actors.replies import DomainError, Ok, Refused
 from roomd.cluster.link import (
     CALL,
@@ -323,36 +323,109 @@ def _still_open(stream: trio.SocketStream) -> bool:
     return state not in (7, 8)  # TCP_CLOSE, TCP_CLOSE_WAIT
 
 
-async def test_one_link_has_at_most_max_calls_in_flight_and_the_rest_wait_their_turn(autojump_clock: Any) -> None:
-    release, capped = trio.Event(), trio.Event()
-    running = 0
-    most = 0
+class Held:
+    """A handler that holds every call until `release`, counting how many it held at most."""
 
-    async def held(payload: Any) -> Any:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        if running == MAX_CALLS_IN_FLIGHT:
-            capped.set()
-        await release.wait()
-        running -= 1
+    def __init__(self) -> None:
+        self.release, self.capped = trio.Event(), trio.Event()
+        self.running = self.most = 0
+
+    async def __call__(self, payload: Any) -> Any:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        if self.running == MAX_CALLS_IN_FLIGHT:
+            self.capped.set()
+        await self.release.wait()
+        self.running -= 1
         return Ok(payload)
 
+
+async def test_a_link_has_at_most_max_calls_in_flight_and_the_rest_wait_their_turn(autojump_clock: Any) -> None:
+    held = Held()
     calls = MAX_CALLS_IN_FLIGHT + 200
     replies: list[Any] = []
     async with serving(held) as served, LinkClient.connect(LOOPBACK, served.port) as client:
 
         async def call(user: int) -> None:
-            replies.append(await client.call(Heartbeat(f"u{user}"), deadline=soon()))
+            replies.append(await client.call(Heartbeat(f"u{user}"), deadline=trio.current_time() + 30))
 
         async with trio.open_nursery() as nursery:
             for user in range(calls):
                 nursery.start_soon(call, user)
-            await capped.wait()
-            await trio.sleep(1)  # time for any call past the cap to arrive, if the server read on
-            assert most == MAX_CALLS_IN_FLIGHT
-            release.set()
+            await held.capped.wait()
+            await trio.sleep(1)  # time for any call past the cap to arrive, were it sent
+            assert held.most == MAX_CALLS_IN_FLIGHT
+            assert client.in_flight == calls
+            held.release.set()
     assert sorted(r.value.user_id for r in replies) == sorted(f"u{user}" for user in range(calls))
+
+
+async def test_a_server_reads_no_more_from_a_peer_past_max_calls_until_it_has_answered_some(
+    autojump_clock: Any,
+) -> None:
+    held = Held()
+    calls = MAX_CALLS_IN_FLIGHT + 100
+    async with serving(held) as served:
+        stream = await trio.open_tcp_stream(LOOPBACK, served.port)
+        async with stream:  # a peer that does not keep to the cap
+            await stream.send_all(b"".join(frame_bytes(CALL, i, Heartbeat(f"u{i}")) for i in range(1, calls + 1)))
+            await held.capped.wait()
+            await trio.sleep(1)
+            assert held.most == MAX_CALLS_IN_FLIGHT
+            held.release.set()
+            received = b""
+            while received.count(b"u") < calls:  # every reply comes, each naming its user once
+                received += await stream.receive_some(65536)
+    assert held.most == MAX_CALLS_IN_FLIGHT
+
+
+LARGE_CALLS = 160
+
+
+async def test_calls_behind_a_thousand_slow_ones_wait_without_the_link_closing(autojump_clock: Any) -> None:
+    """A node slow to answer (its handler takes 12 s) holds the calling node's calls back at the
+    client, never in the socket: the caller's writes do not stall past the write timeout."""
+
+    async def slow(payload: Any) -> Any:
+        await trio.sleep(12)
+        return Ok("done")
+
+    replies: list[Any] = []
+    async with serving(slow) as served, LinkClient.connect(LOOPBACK, served.port) as client:
+
+        async def call(payload: object) -> None:
+            replies.append(await client.call(payload, deadline=trio.current_time() + 60))
+
+        async with trio.open_nursery() as nursery:
+            for user in range(MAX_CALLS_IN_FLIGHT):
+                nursery.start_soon(call, Heartbeat(f"u{user}"))
+            for _ in range(LARGE_CALLS):  # 40 MB: more than the sockets' buffers hold
+                nursery.start_soon(call, "p" * 256 * 1024)
+        assert client.closed_because is None
+    assert replies == [Ok("done")] * (MAX_CALLS_IN_FLIGHT + LARGE_CALLS)
+
+
+async def test_a_peer_reading_slowly_but_steadily_is_not_closed(autojump_clock: Any) -> None:
+    big = "x" * 900_000
+
+    async def large(payload: Any) -> Any:
+        return Ok(big)
+
+    replies = 40
+    async with serving(large) as served:
+        stream = await trio.open_tcp_stream(LOOPBACK, served.port)
+        async with stream:
+            await stream.send_all(b"".join(frame_bytes(CALL, i, Heartbeat("u")) for i in range(1, replies + 1)))
+            (link,) = served.server.links
+            received, started = 0, trio.current_time()
+            while received < replies * 900_000:  # 2 MB/s: the 36 MB take 18 s, but never stop coming
+                await trio.sleep(0.5)
+                chunk = await stream.receive_some(1024 * 1024)
+                if not chunk:
+                    break
+                received += len(chunk)
+            assert link.closed_because is None and received > replies * 900_000
+            assert trio.current_time() - started > 2 * WRITE_TIMEOUT * 0.8
 
 
 async def test_a_peer_that_does_not_read_its_replies_is_closed_after_the_write_timeout(autojump_clock: Any) -> None:
@@ -370,3 +443,34 @@ async def test_a_peer_that_does_not_read_its_replies_is_closed_after_the_write_t
             await link.closed.wait()  # never read: the replies fill both sockets' buffers
             assert link.closed_because == f"the peer has not read for {WRITE_TIMEOUT:g} s"
             assert trio.current_time() - started >= WRITE_TIMEOUT
+
+
+async def test_a_forwarded_call_that_waited_for_a_slot_is_sent_with_what_is_left_of_its_time(
+    autojump_clock: Any,
+) -> None:
+    held = Held()
+    received: list[float] = []
+
+    async def handler(payload: Any) -> Any:
+        if isinstance(payload, ForwardedCall):
+            received.append(payload.time_left)
+            return Ok("applied")
+        return await held(payload)
+
+    async with (
+        serving(handler) as served,
+        LinkClient.connect(LOOPBACK, served.port) as client,
+        trio.open_nursery() as nursery,
+    ):
+        for user in range(MAX_CALLS_IN_FLIGHT):
+            nursery.start_soon(partial(client.call, Heartbeat(f"u{user}"), deadline=trio.current_time() + 60))
+        await held.capped.wait()
+        nursery.start_soon(_release_after, held.release, 1.5)
+        forwarded = ForwardedCall("multi_room", "r", Heartbeat("late"), 2.0)
+        assert await client.call(forwarded, deadline=trio.current_time() + 2.0) == Ok("applied")
+    assert received == [pytest.approx(0.5, abs=0.05)]
+
+
+async def _release_after(event: trio.Event, seconds: float) -> None:
+    await trio.sleep(seconds)
+    event.set()

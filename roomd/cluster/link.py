@@ -17,10 +17,17 @@ answers every call still waiting on it, so none is left hanging. The
 deadline bounds the wait here only; a router that wants the serving node to
 stop by it too sends the time left (trio clocks differ between processes)
 in the payload.
+
+Neither side lets one link pile up work: a client keeps at most
+`MAX_CALLS_IN_FLIGHT` calls unanswered (further calls wait for a slot, until
+their deadline; a forwarded call's time left is reduced by that wait, so the
+serving node never acts after its caller gave up), and a server that has
+that many calls of a link in hand reads no more of it until one is answered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import itertools
 import struct
@@ -32,6 +39,7 @@ import trio
 from loguru import logger
 
 from roomd.actors.codec import CodecError, decode, encode
+from roomd.actors.messages import ForwardedCall, ForwardedCreate
 from roomd.actors.replies import DomainError, Refused
 
 CALL, REPLY = 1, 2
@@ -43,12 +51,16 @@ MAX_LINKS = 1024  # greeted links a server holds at once; more are closed as the
 # links not yet greeted, at most: a newer one displaces the oldest, so that connections that never
 # greet (anybody who can reach the port) cannot keep the cluster's own links out
 MAX_GREETING_LINKS = 64
-MAX_CALLS_IN_FLIGHT = 1024  # calls one link may have the server working on; it reads no more meanwhile
-WRITE_TIMEOUT = 10.0  # seconds one write to a peer may take; a peer that does not read is closed
+# calls one link may have the server working on: a client sends no more until one is answered, and a
+# server reads no more from a peer that does (a well-behaved client is never paused)
+MAX_CALLS_IN_FLIGHT = 1024
+WRITE_TIMEOUT = 10.0  # seconds a peer may leave WRITE_STEP bytes unread; then it is closed
+WRITE_STEP = 64 * 1024
 LOG_REFUSALS_EVERY = 1.0  # seconds between lines about links closed before they greeted
 RECEIVE_SIZE = 64 * 1024
 _LENGTH = struct.Struct(">I")
 
+_TIMED = (ForwardedCall, ForwardedCreate)  # calls that carry the seconds their caller still waits
 Handler = Callable[[Any], Awaitable[Any]]
 """What a node does with a call: the payload in, the reply payload out."""
 
@@ -131,8 +143,10 @@ class _Link:
                     except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                         break
                 self.writes += 1
-                with trio.fail_after(WRITE_TIMEOUT):
-                    await self.stream.send_all(b"".join(batch))
+                data = memoryview(b"".join(batch))
+                for start in range(0, len(data), WRITE_STEP):  # a deadline per step: progress, not speed
+                    with trio.fail_after(WRITE_TIMEOUT):
+                        await self.stream.send_all(data[start : start + WRITE_STEP])
         except trio.TooSlowError:
             self.close(f"the peer has not read for {WRITE_TIMEOUT:g} s", warning=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
@@ -353,6 +367,10 @@ class LinkClient:
         self._link = _Link(stream, on_close=self._fail_pending, max_frame=max_frame, max_queue=max_queue)
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
+        # calls sent and not yet answered, whether or not their callers still wait: never more than the
+        # serving side works on at once, so it never has to stop reading this link
+        self._slots = trio.Semaphore(MAX_CALLS_IN_FLIGHT)
+        self._unanswered: set[int] = set()
 
     @classmethod
     @asynccontextmanager
@@ -409,7 +427,26 @@ class LinkClient:
         pending = _Pending()
         self._pending[request_id] = pending
         try:
+            try:
+                self._slots.acquire_nowait()  # no checkpoint: calls made in one tick queue in that tick
+                self._unanswered.add(request_id)
+            except trio.WouldBlock:
+                waited_from = trio.current_time()
+                with trio.move_on_at(deadline):
+                    await self._slots.acquire()
+                    self._unanswered.add(request_id)
+                if request_id in self._unanswered and isinstance(payload, _TIMED):  # its time left is less now
+                    waited = trio.current_time() - waited_from
+                    frame = frame_bytes(
+                        CALL, request_id, dataclasses.replace(payload, time_left=max(0.0, payload.time_left - waited))
+                    )
+            if request_id not in self._unanswered:
+                return _busy(f"{MAX_CALLS_IN_FLIGHT} calls on the link were unanswered until the deadline")
+            if self._link.closed_because is not None:
+                self._answered(request_id)
+                return _busy(f"down ({self._link.closed_because})")
             if not self._link.offer(frame):
+                self._answered(request_id)
                 if self._link.closed_because is not None:
                     return _busy(f"down ({self._link.closed_because})")
                 return _busy("the outgoing queue is full")
@@ -421,9 +458,15 @@ class LinkClient:
         finally:
             self._pending.pop(request_id, None)
 
+    def _answered(self, request_id: int) -> None:
+        if request_id in self._unanswered:
+            self._unanswered.discard(request_id)
+            self._slots.release()
+
     def _on_frame(self, _nursery: trio.Nursery, kind: int, request_id: int, payload: Any) -> str | None:
         if kind != REPLY:
             return f"kind {kind} sent to a client"
+        self._answered(request_id)
         pending = self._pending.pop(request_id, None)
         if pending is not None:  # else its caller stopped waiting
             pending.reply = payload
