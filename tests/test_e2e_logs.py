@@ -243,7 +243,9 @@ async def test_secrets_reach_neither_the_log_files_nor_the_console(tmp_path: Pat
     secrets = [tx_secret(url) for url in (creator_url, guest_url, *accelerate_urls)]
     secrets += [str(creator["userSig"]), str(guest["userSig"]), "token-from-a-client", PUSH_KEY, IM_KEY]
     response_text = "".join(log_texts(server, "response").values())
-    assert response_text.count("txSecret=<redacted>") == 3 and response_text.count("txSecret%3D<redacted>") == 2
+    # 3 as sent, 1 sent as txSecret\u003d and logged decoded; 2 in forms
+    assert response_text.count("txSecret=<redacted>") == 4 and response_text.count("txSecret%3D<redacted>") == 2
+    assert response_text.count("<escapes decoded>") == 4  # two JSON bodies, then one query and its form body
     everything = "\n".join([*log_texts(server).values(), *server.output])
     for secret in secrets:
         assert secret not in everything, secret

@@ -31,7 +31,7 @@ from roomd.config.durations import parse_duration
 from roomd.logs.files import DROPPED_WRITES, DroppedWrites, RotatingFile, open_for_append
 from roomd.logs.setup import Console, configure_logging, escape_controls, flush_logs
 from roomd.web.metrics import LogWritesCollector
-from roomd.web.request_log import MAX_LOGGED_BODY_CHARS, NOT_LOGGED, ResponseLog, redact, request_line
+from roomd.web.request_log import DECODED, MAX_LOGGED_BODY_CHARS, ResponseLog, redact, request_line
 
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LINE_BREAKS_BUT_LF = re.compile("[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -253,18 +253,24 @@ def test_secrets_are_redacted_in_queries_forms_and_json(text: str, expected: str
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "logged"),
     [
-        "userID=u&t%6Fken=1796050580.024345e7.dEHQ",  # the query of a request the server answers 0
-        "userID=u&%75serSig=eJy-sig",
-        "userID=u&user%53ig=eJy-sig",  # a form body
-        '{"userID":"u","user\\u0053ig":"eJy-sig"}',
-        '{"pushURL":"rtmp://h/live/0_u?bizid=0&txSecret\\u003dSECRET&txTime=1"}',
-        "userIDPrefix=weixin&c%256Fde=0a1b",  # encoded twice
+        (  # the query of a request the server answers 0
+            "userID=u&t%6Fken=1796050580.024345e7.dEHQ",
+            "userID=u&token=<redacted>",
+        ),
+        ("userID=u&%75serSig=eJy-sig", "userID=u&userSig=<redacted>"),
+        ("userID=u&user%53ig=eJy-sig", "userID=u&userSig=<redacted>"),  # a form body
+        ('{"userID":"u","user\\u0053ig":"eJy-sig"}', '{"userID":"u","userSig":"<redacted>"}'),
+        (
+            '{"pushURL":"rtmp://h/live/0_u?bizid=0&txSecret\\u003dSECRET&txTime=1"}',
+            '{"pushURL":"rtmp://h/live/0_u?bizid=0&txSecret=<redacted>&txTime=1"}',
+        ),
+        ("userIDPrefix=weixin&c%256Fde=0a1b", "userIDPrefix=weixin&code=<redacted>"),  # encoded twice
     ],
 )
-def test_a_credential_spelled_with_escapes_is_not_logged_at_all(text: str) -> None:
-    assert redact(text) == NOT_LOGGED
+def test_a_credential_spelled_with_escapes_is_logged_decoded_and_redacted(text: str, logged: str) -> None:
+    assert redact(text) == DECODED + logged
 
 
 @pytest.mark.parametrize(
@@ -278,17 +284,23 @@ def test_escapes_without_a_hidden_credential_are_logged_as_they_came(text: str) 
     assert redact(text) == text.replace("0a1b", "<redacted>")
 
 
-def test_a_request_line_keeps_its_path_when_its_query_is_not_logged() -> None:
-    line = request_line(
-        method="POST",
-        target="/weapp/multi_room/get_room_list?userID=u&t%6Fken=T0KEN",
-        client="127.0.0.1",
-        body="{}",
-        status=200,
-        code=0,
-        seconds=0.001,
-    )
-    assert line.startswith(f"POST /weapp/multi_room/get_room_list?{NOT_LOGGED} ip=127.0.0.1 body={{}}")
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        (
+            "/weapp/multi_room/get_room_list?userID=u&t%6Fken=T0KEN",
+            f"{DECODED}/weapp/multi_room/get_room_list?userID=u&token=<redacted>",
+        ),
+        (  # a credential in the path of a request built wrongly (answered 404) is redacted as well
+            "/weapp/multi_room/get_room_list&userID=u1&token=PATHTOKEN1",
+            "/weapp/multi_room/get_room_list&userID=u1&token=<redacted>",
+        ),
+        ("/weapp/utils/get_login_info;userSig=PATHSIG2", "/weapp/utils/get_login_info;userSig=<redacted>"),
+    ],
+)
+def test_a_request_line_redacts_its_whole_target(target: str, logged: str) -> None:
+    line = request_line(method="POST", target=target, client="127.0.0.1", body="{}", status=200, code=0, seconds=0)
+    assert line.startswith(f"POST {logged} ip=127.0.0.1 body={{}}")
 
 
 def test_redaction_stays_linear_on_hostile_bodies() -> None:

@@ -41,16 +41,19 @@ _SECRET_WORDS = ("token", "usersig", "secret", "code")
 
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})")
-NOT_LOGGED = "<not logged: it spells a credential's name or value with escapes>"
+DECODED = "<escapes decoded> "
 
 
 def redact(text: str) -> str:
     """`text` with credentials redacted. A name or `=` may also be written with escapes (`t%6Fken=`,
     `"user\\u0053ig"`), which the parsers decode but the patterns do not see: text that still
-    holds a credential once its escapes are decoded is not logged at all."""
+    holds a credential once its escapes are decoded is logged decoded (marked so), redacted."""
     redacted = _redacted(text)
-    if ("%" in redacted or "\\" in redacted) and _redacted(decoded := _unescaped(redacted)) != decoded:
-        return NOT_LOGGED
+    if "%" in redacted or "\\" in redacted:
+        decoded = _unescaped(redacted)
+        shown = _redacted(decoded)
+        if shown != decoded:
+            return DECODED + shown
     return redacted
 
 
@@ -78,8 +81,7 @@ def request_line(*, method: str, target: str, client: str, body: str, status: in
     body = redact(body)  # before the cut, which could leave a secret without its closing quote
     if len(body) > MAX_LOGGED_BODY_CHARS:
         body = body[:MAX_LOGGED_BODY_CHARS] + f"...<{len(body)} chars>"
-    path, mark, query = target.partition("?")
-    target = path + mark + redact(query)
+    target = redact(target)
     return f"{method} {target} ip={client} body={body} status={status} code={code} latency_ms={seconds * 1000:.1f}"
 
 
