@@ -91,6 +91,25 @@ def test_bad_settings_name_the_key(tmp_path: Path, toml: str, environ: dict[str,
         load_settings(config_path=path, environ=environ)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[webhooks]\nurls = "http://u:SECRETPW@h/x?token=SECRETQ"\n', "webhooks.urls: expected a list of strings"),
+        ('[webhooks]\nurls = ["http://u:SECRETPW@h/x", 5]\n', "webhooks.urls: expected a list of strings"),
+        ('[auth]\nadmin_key = ["SECRETADMIN"]\n', "auth.admin_key: expected a string"),
+        ("[im]\nsecret_key = 12345\n", "im.secret_key: expected a string"),
+        ('[cluster]\nredis_url = ["redis://:SECRETPW@r"]\n', "cluster.redis_url: expected a string"),
+    ],
+)
+def test_a_mistyped_secret_is_not_repeated_in_the_error(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config_path=path, environ={})
+    assert str(raised.value).startswith(f"{message}, got a ") and "not shown: it may be a secret" in str(raised.value)
+    assert "SECRET" not in str(raised.value) and "12345" not in str(raised.value)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(config_path=tmp_path / "nope.toml")

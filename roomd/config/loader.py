@@ -137,15 +137,18 @@ def _unalias(table: Mapping[str, RawValue], prefix: str) -> Mapping[str, RawValu
 def _apply(base: Any, table: Mapping[str, RawValue], prefix: str) -> Any:
     hints = get_type_hints(type(base))
     known = [f.name for f in dataclasses.fields(base)]
+    secret = {f.name for f in dataclasses.fields(base) if not f.repr}  # keys, passwords, URLs holding them
     changes: dict[str, Any] = {}
     for key, (value, source) in table.items():
         if key not in hints:
             raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(known)}) ({source})")
-        changes[key] = _coerce(value, hints[key], f"{prefix}.{key}", source)
+        shown = f"a {type(value).__name__} (not shown: it may be a secret)" if key in secret else repr(value)
+        changes[key] = _coerce(value, hints[key], f"{prefix}.{key}", source, shown)
     return dataclasses.replace(base, **changes)
 
 
-def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
+def _coerce(value: Any, expected: type, key: str, source: str, shown: str) -> Any:
+    """`value` as the setting's type; a ConfigError naming `shown` (the value, or what it is) if it is not one."""
     from_text = isinstance(value, str) and source.startswith("environment")
     if expected is bool:
         if isinstance(value, bool):
@@ -154,7 +157,7 @@ def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
             return True
         if from_text and value.strip().lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r} ({source})")
+        raise ConfigError(f"{key}: expected true or false, got {shown} ({source})")
     if expected is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -163,7 +166,7 @@ def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r} ({source})")
+        raise ConfigError(f"{key}: expected an integer, got {shown} ({source})")
     if expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -172,17 +175,17 @@ def _coerce(value: Any, expected: type, key: str, source: str) -> Any:
                 return float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r} ({source})")
+        raise ConfigError(f"{key}: expected a number, got {shown} ({source})")
     if expected is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r} ({source})")
+        raise ConfigError(f"{key}: expected a string, got {shown} ({source})")
     if expected == tuple[str, ...]:
         if from_text:  # environment: comma-separated
             return tuple(item.strip() for item in value.split(",") if item.strip())
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
-        raise ConfigError(f"{key}: expected a list of strings, got {value!r} ({source})")
+        raise ConfigError(f"{key}: expected a list of strings, got {shown} ({source})")
     raise ConfigError(f"{key}: unsupported setting type {expected!r}")
 
 
