@@ -1,9 +1,12 @@
-"""Creation and login limits: token buckets per client address and per userID, on explicit times."""
+"""Creation, login and connection limits: per client address (an IPv6 client by its /64) and per userID,
+on explicit times."""
 
 from __future__ import annotations
 
 import pytest
 
+from roomd.client_address import limit_key
+from roomd.http.connection_limit import ConnectionsPerAddress
 from roomd.web.rate_limit import MAX_KEYS, CreationLimits, LoginLimit, TokenBuckets
 
 
@@ -167,3 +170,36 @@ def test_a_login_rate_of_zero_keeps_nothing() -> None:
     login = LoginLimit(TokenBuckets(rate=0, burst=1))
     assert all(login.refusal("10.0.0.1", 0.0) is None for _ in range(1000))
     assert len(login.per_address) == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("-", "-"),  # no address (a Unix socket): counted as it is
+    ],
+)
+def test_limits_count_an_ipv6_client_by_its_64(address: str, key: str) -> None:
+    assert limit_key(address) == key
+
+
+def test_every_address_of_one_ipv6_64_shares_one_allowance() -> None:
+    login = LoginLimit(TokenBuckets(rate=0.001, burst=2))
+    creation = limits(address_rate=0.001, address_burst=1, user_rate=0)
+    assert login.refusal("2001:db8::1", 0.0) is None and login.refusal("2001:db8::ffff:2", 0.0) is None
+    assert (login.refusal("2001:db8::3", 0.0) or "").startswith("client 2001:db8::/64 asks for credentials")
+    assert login.refusal("2001:db8:0:1::1", 0.0) is None  # the next /64 is another client
+    assert creation.refusal("2001:db8::1", "a", 0.0) is None
+    assert (creation.refusal("2001:db8::2", "b", 0.0) or "").startswith("client 2001:db8::/64 creates rooms")
+
+
+def test_connections_from_one_ipv6_64_count_together() -> None:
+    connections = ConnectionsPerAddress(2)
+    assert connections.admit("2001:db8::1") and connections.admit("2001:db8::2")
+    assert not connections.admit("2001:db8::3")
+    assert connections.admit("2001:db8:0:1::1")
+    connections.release("2001:db8::1")
+    assert connections.admit("2001:db8::4") and connections.open_from("2001:db8::9") == 2

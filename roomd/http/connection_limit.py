@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from roomd.client_address import limit_key
+
 LOG_EVERY_SECONDS = 1.0
 log = logger.bind(actor="http")
 
@@ -39,6 +41,7 @@ class ConnectionsPerAddress:
         """Count a new connection from `address`; False (and nothing counted) when it has too many."""
         if not self.limit:
             return True
+        address = limit_key(address)
         if self._open[address] >= self.limit:
             self.refused += 1
             self._log_refusal(address)
@@ -49,6 +52,7 @@ class ConnectionsPerAddress:
     def release(self, address: str) -> None:
         if not self.limit:
             return
+        address = limit_key(address)
         self._open[address] -= 1
         if self._open[address] <= 0:
             del self._open[address]
@@ -56,7 +60,7 @@ class ConnectionsPerAddress:
                 self._open = collections.Counter()
 
     def open_from(self, address: str) -> int:
-        return self._open.get(address, 0)
+        return self._open.get(limit_key(address), 0)
 
     def _log_refusal(self, address: str) -> None:
         now = self._clock()

@@ -17,6 +17,8 @@ import collections
 import math
 from dataclasses import dataclass
 
+from roomd.client_address import limit_key
+
 MAX_KEYS = 100_000
 
 
@@ -75,6 +77,7 @@ class CreationLimits:
 
     def refusal(self, address: str, user_id: str, now: float) -> str | None:
         """None and a token taken from each bucket, or why the creation must wait."""
+        address = limit_key(address)
         checks = [(b, k) for b, k in ((self.per_address, address), (self.per_user, user_id)) if b.enabled]
         for buckets, key in checks:
             wait = buckets.wait_needed(key, now)
@@ -87,6 +90,7 @@ class CreationLimits:
 
     def refund(self, address: str, user_id: str, now: float) -> None:
         """Give back the tokens `refusal` took, for a creation that did not happen."""
+        address = limit_key(address)
         for buckets, key in ((self.per_address, address), (self.per_user, user_id)):
             if buckets.enabled:
                 buckets.refund(key, now)
@@ -102,13 +106,14 @@ class LoginLimit:
         """None and a token taken, or why the credential must wait."""
         why_not = self.waiting(address, now)
         if why_not is None and self.per_address.enabled:
-            self.per_address.take(address, now)
+            self.per_address.take(limit_key(address), now)
         return why_not
 
     def waiting(self, address: str, now: float) -> str | None:
         """Why `address` must wait before its next credential or guess, taking nothing; None if it need not."""
         if not self.per_address.enabled:
             return None
+        address = limit_key(address)
         wait = self.per_address.wait_needed(address, now)
         return _too_fast(f"client {address} asks for credentials", self.per_address, wait) if wait > 0 else None
 

@@ -24,6 +24,7 @@ from roomd.actors.messages import (
     RoomSnapshot,
 )
 from roomd.actors.replies import DomainError, Ok, Refused
+from roomd.client_address import limit_key
 from roomd.qcloud.live import stream_name_from_push_url
 from roomd.web import audience_routes, mixing_routes, token_auth
 from roomd.web.context import AppContext
@@ -126,7 +127,11 @@ async def create_room(ctx: AppContext, call: RoomCall) -> Reply:
     if why_not is not None:
         return Reply(Code.BUSY, detail=why_not, http_status=429)
     request = CreateRoom(
-        creator=user_id, room_info=room_info, room_id=room_id, first_member=first_member, address=params.client
+        creator=user_id,
+        room_info=room_info,
+        room_id=room_id,
+        first_member=first_member,
+        address=limit_key(params.client),
     )
     created = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(created, Refused):
@@ -169,7 +174,9 @@ async def _create_by_joining(
     why_not = ctx.creation_limits.refusal(client, user_id, trio.current_time())
     if why_not is not None:
         return Reply(Code.BUSY, detail=why_not, http_status=429)
-    request = CreateRoom(user_id, room_info, room_id=room_id, first_member=member, address=client, join_if_exists=True)
+    request = CreateRoom(
+        user_id, room_info, room_id=room_id, first_member=member, address=limit_key(client), join_if_exists=True
+    )
     made = await call.router.create_room(call.kind, request, deadline=call.deadline)
     if isinstance(made, Refused):
         if made.error in JOIN_CREATE_REFUNDED_REFUSALS:
