@@ -25,6 +25,7 @@ from roomd.cluster.link import (
     Handler,
     LinkClient,
     LinkServer,
+    RefusalLine,
     frame_bytes,
 )
 
@@ -474,3 +475,22 @@ async def test_a_forwarded_call_that_waited_for_a_slot_is_sent_with_what_is_left
 async def _release_after(event: trio.Event, seconds: float) -> None:
     await trio.sleep(seconds)
     event.set()
+
+
+async def test_closes_before_greeting_are_one_line_a_second_and_the_rest_are_counted_after(
+    autojump_clock: Any, logs: list[dict[str, Any]]
+) -> None:
+    line = RefusalLine()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(line.report_the_rest)
+        for index in range(10):
+            line.closed(f"10.0.0.{index}:1", "no greeting within 5 s")
+        await trio.sleep(0.5)
+        line.closed("10.0.0.99:1", "no greeting within 5 s")
+        await trio.sleep(5)  # the flood is over
+        nursery.cancel_scope.cancel()
+    messages = [r["message"] for r in logs if "greet" in r["message"]]
+    assert messages == [
+        "cluster link closed before it greeted peer=10.0.0.0:1: no greeting within 5 s",
+        "cluster link: 10 more closed before they greeted since the last line",
+    ]

@@ -33,6 +33,7 @@ import itertools
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 import trio
@@ -227,7 +228,7 @@ class LinkServer:
         self.links: set[_Link] = set()
         self.greeting: dict[_Link, None] = {}  # links not yet greeted, oldest first
         self.refused_links = 0
-        self._refusals = _RefusalLine()
+        self._refusals = RefusalLine()
 
     async def serve(
         self,
@@ -242,7 +243,10 @@ class LinkServer:
         async def serve_link(stream: trio.SocketStream) -> None:
             await self._serve_link(handler, stream)
 
-        await trio.serve_tcp(serve_link, port, host=host, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refusals.report_the_rest)
+            listeners = await nursery.start(partial(trio.serve_tcp, serve_link, port, host=host))
+            task_status.started(listeners)
 
     async def _serve_link(self, handler: Handler, stream: trio.SocketStream) -> None:
         greeted = self.secret is None
@@ -333,7 +337,7 @@ class LinkServer:
             calls.release()
 
 
-class _RefusalLine:
+class RefusalLine:
     """Links closed before they greeted, logged at most once every LOG_REFUSALS_EVERY seconds: whoever
     can reach the port can open them as fast as it likes."""
 
@@ -350,6 +354,15 @@ class _RefusalLine:
         logger.warning("cluster link closed before it greeted peer={}: {}{}", peer, reason, also)
         self._last = now
         self._unlogged = 0
+
+    async def report_the_rest(self) -> None:
+        """Run until cancelled: say how many closes the last line left out once a flood has ended."""
+        while True:
+            await trio.sleep(LOG_REFUSALS_EVERY)
+            if self._unlogged and trio.current_time() - self._last >= LOG_REFUSALS_EVERY:
+                logger.warning("cluster link: {} more closed before they greeted since the last line", self._unlogged)
+                self._last = trio.current_time()
+                self._unlogged = 0
 
 
 class _Pending:
