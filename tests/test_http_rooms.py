@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
+import pytest
 import trio
 from loguru import logger
 
@@ -243,3 +247,95 @@ async def test_a_wechat_lookup_is_bounded_by_the_request_deadline() -> None:
     assert reply.code == 0 and reply.body["userID"].startswith("weixin_")
     assert 0.9 < seconds < 3  # the call_timeout, not the lookup's own 5 s
     assert "jscode2session did not answer by the request's deadline; using a random userID" in warnings
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        FakeReply(200, {}, text=b"[" * 100_000 + b"]" * 100_000),  # deeper than any parser goes
+        FakeReply(200, {}, text=b'{"openid": "' + b"o" * 3_000_000 + b'"}'),  # megabytes
+        FakeReply(200, {"errcode": 40029, "errmsg": "e" * 1_000_000}),  # an error text of a megabyte
+    ],
+    ids=["nested", "huge", "huge-errmsg"],
+)
+async def test_a_wechat_reply_of_any_shape_or_size_falls_back_to_a_random_user_id(reply: FakeReply) -> None:
+    async def answer(request: FakeRequest) -> FakeReply | None:
+        return reply
+
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
+    try:
+        async with trio.open_nursery() as nursery:
+            wechat = await serve_loopback(nursery, answer)
+            settings = make_settings(
+                ROOMD_WECHAT__APP_ID="wx-app",
+                ROOMD_WECHAT__APP_SECRET="wx-secret",
+                ROOMD_WECHAT__BASE_URL=wechat.base_url,
+            )
+            async with open_roomd(settings) as api:
+                answered = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "c"})
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.remove(sink)
+    assert answered.code == 0 and answered.body["userID"].startswith("weixin_")
+    [warning] = [w for w in warnings if "jscode2session" in w]
+    assert warning.endswith("using a random userID") and len(warning) < 500
+
+
+async def test_a_wechat_reply_trickled_past_its_5_s_is_cut_off_there(autojump_clock: Any) -> None:
+    async def trickle(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(100_000):  # a byte every half second: each read is quick, the whole reply is not
+            await stream.send_all(b" ")
+            await trio.sleep(0.5)
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, trickle, 0, host="127.0.0.1"))
+        base_url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
+        settings = make_settings(
+            ROOMD_WECHAT__APP_ID="wx-app", ROOMD_WECHAT__APP_SECRET="wx-secret", ROOMD_WECHAT__BASE_URL=base_url
+        )
+        async with open_roomd(settings) as api:
+            started = trio.current_time()
+            answered = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "c"})
+            assert trio.current_time() - started == pytest.approx(5, abs=0.6)
+        nursery.cancel_scope.cancel()
+    assert answered.code == 0 and answered.body["userID"].startswith("weixin_")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        FakeReply(200, {}, text=b"[" * 100_000 + b"]" * 100_000),
+        FakeReply(200, {}, text=b"{" + b" " * 3_000_000 + b"}"),
+        FakeReply(200, {"ActionStatus": "FAIL", "ErrorCode": 10004, "ErrorInfo": "i" * 1_000_000}),
+    ],
+    ids=["nested", "huge", "huge-error-info"],
+)
+async def test_an_im_reply_of_any_shape_or_size_fails_that_call_and_im_carries_on(broken: FakeReply) -> None:
+    replies = [broken]
+
+    async def im(request: FakeRequest) -> FakeReply | None:
+        return replies[-1]
+
+    errors: list[str] = []
+    sink = logger.add(lambda message: errors.append(message.record["message"]), level="ERROR")
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await serve_loopback(nursery, im)
+            settings = make_settings(
+                ROOMD_IM__BASE_URL=server.base_url,
+                ROOMD_IM__SDK_APP_ID="1400000001",
+                ROOMD_IM__TIMEOUT="1",
+                ROOMD_SERVER__CALL_TIMEOUT="2",
+            )
+            async with open_roomd(settings) as api:
+                failed = await api.post("create_room", member_fields("alice", roomName="r"))
+                assert failed.code in (6, 12) and len(failed.body.get("detail", "")) < 400, failed.body
+                replies.append(FakeReply(200, {"ActionStatus": "OK", "ErrorCode": 0}))
+                assert (await api.post("create_room", member_fields("bob", roomName="r"))).code == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.remove(sink)
+    assert not [e for e in errors if "crashed" in e]

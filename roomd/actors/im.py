@@ -30,6 +30,7 @@ import httpx
 import trio
 from loguru import logger
 
+from roomd import upstream_replies
 from roomd.actors.replies import DomainError, Refused
 from roomd.actors.runtime import ReplySlot, supervised
 from roomd.config import ImSettings
@@ -443,10 +444,11 @@ class ImActor:
         with trio.move_on_after(seconds):
             async with self._limiter:
                 try:
-                    response = await self._client.post(request.path, params=params, json=request.body)
+                    async with self._client.stream("POST", request.path, params=params, json=request.body) as response:
+                        content = await upstream_replies.read_at_most(response)
                 except httpx.HTTPError as error:
                     return _transport_failure(error)
-            return im_api.judge_reply(request.api, response.status_code, response.content)
+            return im_api.judge_reply(request.api, response.status_code, content)
         return Judgement(Verdict.RETRY, f"no reply within {seconds:g} s")
 
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from roomd import upstream_replies
+
 PATH_PREFIX = "/v4/group_open_http_svc/"
 GROUP_TYPE = "AVChatRoom"
 MAX_GROUP_NAME_BYTES = 30
@@ -111,18 +113,20 @@ def judge_reply(api: ImApi, status_code: int, content: bytes) -> Judgement:
         return Judgement(Verdict.RETRY, f"HTTP {status_code}")
     if status_code != 200:
         return Judgement(Verdict.FAILED, f"HTTP {status_code}")
+    if upstream_replies.too_large(content):
+        return Judgement(Verdict.RETRY, f"reply is larger than {upstream_replies.MAX_REPLY_BYTES} bytes")
     try:
-        reply = json.loads(content)
-    except ValueError:
+        reply = upstream_replies.loads(content)
+    except upstream_replies.NotJson:
         return Judgement(Verdict.RETRY, "reply is not JSON")
     if not isinstance(reply, dict):
         return Judgement(Verdict.RETRY, "reply is not a JSON object")
     if reply.get("ActionStatus") == "OK":
         return Judgement(Verdict.DONE)
     code = reply.get("ErrorCode")
-    info = reply.get("ErrorInfo", "")
+    info = upstream_replies.shortened(reply.get("ErrorInfo", ""))
     if not isinstance(code, int) or isinstance(code, bool):
-        return Judgement(Verdict.RETRY, f"reply has no ErrorCode: {str(reply)[:200]}")
+        return Judgement(Verdict.RETRY, f"reply has no ErrorCode: {upstream_replies.shortened(reply)}")
     if code in _ALREADY_DONE[api]:
         return Judgement(Verdict.DONE, already=True)
     error = f"ErrorCode {code}: {info}"

@@ -18,6 +18,7 @@ import httpx
 import trio
 from loguru import logger
 
+from roomd import upstream_replies
 from roomd.config import LiveSettings
 from roomd.qcloud.live_mix import CONTENT_TYPE, MAX_REPLY_BYTES, MixReply, mix_query, mix_url, parse_mix_reply
 
@@ -95,7 +96,7 @@ class StreamMixer:
                 timeout=self._settings.api_timeout,
             ) as response:
                 try:
-                    content = await _read_at_most(response, MAX_REPLY_BYTES + 1)
+                    content = await upstream_replies.read_at_most(response, MAX_REPLY_BYTES + 1)
                 except httpx.HTTPError as error:
                     return MixReply(None, f"the mixing API's reply broke off ({_describe(error, secrets)})"), False
                 return parse_mix_reply(response.status_code, content), False
@@ -104,18 +105,6 @@ class StreamMixer:
             return MixReply(None, f"no answer from the mixing API ({_describe(error, secrets)})"), retry
         except (httpx.HTTPError, httpx.InvalidURL) as error:
             return MixReply(None, f"the mixing API call failed ({_describe(error, secrets)})"), False
-
-
-async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
-    """The reply's body, but no more than `limit` bytes of it (decoded): a huge reply is cut."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)
 
 
 def _describe(error: Exception, secrets: tuple[str, ...]) -> str:

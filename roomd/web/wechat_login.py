@@ -13,6 +13,7 @@ import httpx
 import trio
 from loguru import logger
 
+from roomd import upstream_replies
 from roomd.config import WechatSettings
 from roomd.qcloud.wechat import PATH, jscode2session_params, parse_jscode2session
 
@@ -33,15 +34,20 @@ class WechatLogin:
         """The openid for `code`, or None; never past `deadline` (trio time)."""
         params = jscode2session_params(self._settings.app_id, self._settings.app_secret, code)
         url = self._settings.base_url.rstrip("/") + PATH
-        with trio.move_on_at(deadline):
+        with trio.move_on_at(deadline), trio.move_on_after(self._timeout) as whole_call:
             try:
-                response = await self._http.get(url, params=params, timeout=self._timeout)
+                async with self._http.stream("GET", url, params=params, timeout=self._timeout) as response:
+                    content = await upstream_replies.read_at_most(response)
             except httpx.HTTPError as error:
-                log.warning("jscode2session failed ({}: {}); using a random userID", type(error).__name__, error)
+                why = upstream_replies.shortened(error)
+                log.warning("jscode2session failed ({}: {}); using a random userID", type(error).__name__, why)
                 return None
-            openid, why = parse_jscode2session(response.status_code, response.content)
+            openid, why = parse_jscode2session(response.status_code, content)
             if openid is None:
                 log.warning("jscode2session failed ({}); using a random userID", why)
             return openid
-        log.warning("jscode2session did not answer by the request's deadline; using a random userID")
+        if whole_call.cancelled_caught:
+            log.warning("jscode2session did not answer within {:g} s; using a random userID", self._timeout)
+        else:
+            log.warning("jscode2session did not answer by the request's deadline; using a random userID")
         return None
