@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from roomd.auth.revocations import REVOKED_FILE, check_revocations_readable
 from roomd.auth.secret_file import SECRET_FILE, SecretFileError, ensure_secret
 from roomd.auth.signers import choose_user_signer
 from roomd.config import ConfigError, Settings, load_settings
@@ -177,12 +178,13 @@ def _prepare_data_dir(settings: Settings) -> DataDirLock:
     """Lock server.data_dir for this process, then make sure the token secret is there and sound."""
     data_dir = Path(settings.server.data_dir)
     lock = lock_data_dir(data_dir)  # before anything else is written there
-    if not settings.auth.token_secret:
-        try:
+    try:
+        if not settings.auth.token_secret:
             ensure_secret(data_dir / SECRET_FILE)
-        except SecretFileError:
-            lock.release()
-            raise
+        check_revocations_readable(data_dir / REVOKED_FILE)
+    except SecretFileError:
+        lock.release()
+        raise
     return lock
 
 

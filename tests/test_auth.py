@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import trio
+from loguru import logger
 
 from roomd import durable_files
 from roomd.auth import revocations
@@ -406,6 +407,31 @@ async def test_revocation_files_are_written_and_compacted_off_the_trio_thread(
         await log.add(f"{i:064x}", NOW + (1 if i < 3 else 60), now=NOW + (2 if i >= 3 else 0))
     assert {name for name, _ in threads} == {"append", "replace"}
     assert all(ident != trio_thread for _, ident in threads)
+
+
+def test_revocation_lines_are_read_whatever_their_spacing_and_lines_that_are_not_revocations_are_reported(
+    tmp_path: Path,
+) -> None:
+    book = _book(tmp_path)
+    spaced, glued = book.issue("alice", now=NOW).token, book.issue("bob", now=NOW).token
+    lines = [f"  {_token_id(spaced)} {NOW + 7200}\r", f"x{_token_id(glued)} {NOW + 7200}", "", "garbage"]
+    (tmp_path / "revoked_tokens").write_text("\n".join(lines) + "\n")
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
+    try:
+        reopened = _book(tmp_path)
+    finally:
+        logger.remove(sink)
+    assert reopened.check("alice", spaced, now=NOW) == "the token was revoked by logout"
+    assert reopened.check("bob", glued, now=NOW) is None  # its line is not one roomd wrote: said so below
+    assert warnings == [
+        f"2 of 4 lines in {tmp_path / 'revoked_tokens'} are not revocations roomd wrote and are dropped: any "
+        "logout they recorded no longer holds"
+    ]
+
+
+def _token_id(token: str) -> str:
+    return base64.urlsafe_b64decode(token.split(".")[2] + "=").hex()
 
 
 def test_a_revocation_written_before_strict_tokens_still_holds(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ one data_dir."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import resource
 import time
@@ -111,6 +112,20 @@ async def test_a_corrupt_secret_stops_the_start_instead_of_becoming_the_key(tmp_
             f"roomd: the token secret data/token_secret is corrupt ({len(corrupt)} bytes); remove it to make a new one"
         ]
         assert secret_path.read_bytes() == corrupt  # left for the operator to look at
+
+
+async def test_revoked_tokens_that_is_not_a_readable_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    revoked = tmp_path / "data" / "revoked_tokens"
+    revoked.mkdir(parents=True)
+    failed = await failing_roomd(tmp_path, **ENV)
+    assert failed.returncode == 2, failed.output
+    assert failed.output == [
+        "roomd: data/revoked_tokens should hold the revoked tokens but is not a regular file; remove it"
+    ]
+    revoked.rmdir()
+    os.mkfifo(revoked)  # would block a start that opened it
+    failed = await failing_roomd(tmp_path, **ENV)
+    assert failed.returncode == 2 and len(failed.output) == 1 and "not a regular file" in failed.output[0]
 
 
 async def test_a_logout_the_disk_refused_is_written_once_it_has_room_and_holds_after_a_restart(

@@ -31,6 +31,7 @@ from pathlib import Path
 import trio
 from loguru import logger
 
+from roomd.auth.secret_file import SecretFileError
 from roomd.durable_files import append_durably, replace_durably
 
 REVOKED_FILE = "revoked_tokens"
@@ -239,10 +240,22 @@ class RevocationLog:
                 e.errno, f"cannot read the revoked tokens in {path}: {e.strerror}; fix its permissions"
             ) from None
         lines = text.splitlines()
-        for line in lines:
-            match = _LINE.fullmatch(line)  # a line cut short by a crash is left out
-            if match is not None and int(match[2]) >= now:
+        unreadable = 0
+        for number, line in enumerate(lines, 1):
+            match = _LINE.fullmatch(line.strip())
+            if match is None:
+                last_cut_short = number == len(lines) and not text.endswith("\n")  # by a crash: expected
+                unreadable += 0 if last_cut_short or not line.strip() else 1
+            elif int(match[2]) >= now:
                 self._remember(match[1], int(match[2]))
+        if unreadable:
+            log.warning(
+                "{} of {} lines in {} are not revocations roomd wrote and are dropped: any logout they "
+                "recorded no longer holds",
+                unreadable,
+                len(lines),
+                path,
+            )
         self._file_lines = len(lines)
         self._ends_mid_line = bool(text) and not text.endswith("\n")
         self._compact_first = self._ends_mid_line or self._file_lines != len(self._live)
@@ -250,3 +263,17 @@ class RevocationLog:
 
 def _replace_with(path: Path, entries: list[tuple[str, int]]) -> None:
     replace_durably(path, "".join(f"{token_id} {expires}\n" for token_id, expires in entries).encode("ascii"))
+
+
+def check_revocations_readable(path: Path) -> None:
+    """Return when `path` is missing or a readable file; a SecretFileError (stopping the start with one
+    line) otherwise: without it, logouts could neither be kept nor written."""
+    try:
+        if not path.exists():
+            return
+        if not path.is_file():  # a directory, or a FIFO that would block the start
+            raise SecretFileError(f"{path} should hold the revoked tokens but is not a regular file; remove it")
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise SecretFileError(f"cannot read the revoked tokens in {path}: {e.strerror}; fix or remove it") from None
