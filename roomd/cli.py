@@ -27,7 +27,7 @@ from roomd.config.report import config_problems
 from roomd.data_dir_lock import DataDirLock, DataDirUnavailable, lock_data_dir
 from roomd.logs.setup import configure_logging, flush_logs
 from roomd.qcloud.usersig import VerifyFailure
-from roomd.supervisor import CANNOT_START, log_share
+from roomd.supervisor import CANNOT_START, log_share, stop_with_the_supervisor
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return CANNOT_START
     data_dir_lock: DataDirLock | None = None
+    if args.node_index is not None:
+        stop_with_the_supervisor()
     if args.node_index is None:  # a node of --workers: its supervisor holds the lock and made the secret
         try:
             data_dir_lock = _prepare_data_dir(settings)

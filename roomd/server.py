@@ -34,6 +34,7 @@ from roomd.http.connection import ConnectionPolicy
 from roomd.http.connection_limit import ConnectionsPerAddress
 from roomd.http.server import bind_sockets
 from roomd.http.server import serve as serve_http
+from roomd.supervisor import STOP_SIGNALS
 from roomd.web.asgi import create_app
 from roomd.web.context import AppContext
 
@@ -112,7 +113,7 @@ async def _open_router(settings: Settings, signer: SignerChoice) -> AsyncIterato
 
 
 async def _stop_on_signal(ctx: AppContext, stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             log.info("received {}", signal.Signals(signum).name)
             ctx.draining = True

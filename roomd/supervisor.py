@@ -12,14 +12,19 @@ starting nodes; a node that exits without being asked to is started again
 after a pause that doubles while it keeps dying within a minute (1 s up to
 30 s), except one that exits with status 2 (a configuration or a secret
 that cannot work: starting it again cannot help), which stops every node
-and then the supervisor, with status 2. SIGTERM or SIGINT is passed to
-every node, and the supervisor exits once they all have. Each node logs under `<log.dir>/node-<i>/`, the
+and then the supervisor, with status 2. SIGTERM, SIGINT or SIGHUP is passed
+to every node, and the supervisor exits once they all have; a supervisor
+that dies without passing it (SIGKILL) takes its nodes with it (Linux's
+parent-death signal). Each node logs under `<log.dir>/node-<i>/`, the
 supervisor under `<log.dir>`; log.max_bytes bounds all of these files
 together, so the supervisor and each node keep log.max_bytes / (N + 1).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import socket
 import sys
@@ -34,6 +39,9 @@ RESTART_DELAY = 1.0  # seconds before a dead node starts again; doubles while it
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 60.0  # a node that ran this long before dying starts again after RESTART_DELAY
 STOP_TIMEOUT = 60.0  # seconds nodes get to stop after SIGTERM before they are killed
+# what stops roomd: SIGHUP too (its terminal went away), since roomd has nothing to reload
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CANNOT_START = 2  # what roomd exits with when its settings or its data stop the start (cli.py too)
 MIN_LOG_BYTES = 1 << 20  # the least log.max_bytes (config/loader.py): each process's share keeps it
 
@@ -88,7 +96,7 @@ async def supervise(serve_argv: list[str], *, workers: int, host: str, port: int
     stopping = trio.Event()
     cannot_start: list[int] = []  # nodes that exited with status 2
     try:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async with trio.open_nursery() as watching:
                 watching.start_soon(_watch_signals, signals, stopping)
                 async with trio.open_nursery() as nodes:  # ends once every node has stopped
@@ -145,3 +153,18 @@ async def _keep_running(command: list[str], index: int, stopping: trio.Event, ca
         with trio.move_on_after(delay):
             await stopping.wait()
         delay = min(delay * 2, MAX_RESTART_DELAY)
+
+
+def stop_with_the_supervisor() -> None:
+    """Called first in a node: Linux sends it SIGTERM when its supervisor dies, however it dies
+    (killed, crashed), so no node goes on serving the port and the data_dir without one."""
+    supervisor = os.getppid()
+    if supervisor == 1:  # gone already
+        os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: SIGTERM and SIGINT still reach every node
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

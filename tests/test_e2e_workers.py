@@ -96,3 +96,29 @@ async def test_a_node_that_cannot_start_stops_the_workers_with_status_2(tmp_path
     assert corrupt and all("is corrupt" in line for line in corrupt), failed.output
     assert len(NODE_STARTED.findall("\n".join(failed.output))) == 2  # each node once: never started again
     assert any("cannot start (status 2" in line for line in failed.output)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def test_nodes_stop_with_a_supervisor_killed_outright(tmp_path: Path, redis: RedisServer) -> None:
+    async with running_roomd(tmp_path, args=("--workers", "2"), ROOMD_CLUSTER__REDIS_URL=redis.url) as server:
+        await eventually(lambda: len(server.lines_about("roomd listening on")) == 2)
+        nodes = list(node_pids(server.output).values())
+        assert all(alive(pid) for pid in nodes)
+        server.process.kill()  # SIGKILL: it passes nothing on
+        await eventually(lambda: not any(alive(pid) for pid in nodes), within=15)
+
+
+async def test_sighup_stops_roomd_like_sigterm(tmp_path: Path) -> None:
+    async with running_roomd(tmp_path) as server:
+        server.process.send_signal(signal.SIGHUP)
+        await eventually(lambda: server.process.poll() is not None, within=15)
+    assert server.process.returncode == 0
+    assert server.lines_about("received SIGHUP")
