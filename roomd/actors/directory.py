@@ -421,6 +421,14 @@ class Directory:
             saved.room_id, saved.creator, saved.room_info, saved.members, saved.audiences, saved.custom
         )
         room.log.info("room restored members={} audiences={}", len(saved.members), len(saved.audiences))
+        kind = self.kind
+        if len(saved.members) > kind.max_members or (kind.max_audiences and len(saved.audiences) > kind.max_audiences):
+            room.log.warning(
+                "room restored over its kind's limits (max_members={}, max_audiences={}, lowered since it was "
+                "saved?): it keeps everyone it had and takes nobody more until it is under them",
+                kind.max_members,
+                kind.max_audiences,
+            )
         self._count_owner(saved.room_id, _Owner(saved.creator, None))
         self._run_room(room, first_join=False)
 

@@ -36,6 +36,7 @@ have their IM groups destroyed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -221,22 +222,45 @@ class SqliteStore:
         rooms = self._db.execute(
             "SELECT room_id, creator, room_info, closing FROM rooms WHERE kind = ? ORDER BY seq", (kind,)
         ).fetchall()
+        # rows roomd did not write (another program, an older version, a damaged file) are left out and
+        # counted: a value of the wrong type would fail every request that reads it
+        left_out: collections.Counter[str] = collections.Counter()
         members: dict[str, list[MemberInfo]] = {}
-        for room_id, user_id, name, avatar, push_url in self._db.execute(
+        for row in self._db.execute(
             "SELECT room_id, user_id, user_name, user_avatar, push_url FROM members WHERE kind = ? ORDER BY seq",
             (kind,),
         ):
+            if not _all_text(row):
+                left_out["members"] += 1
+                continue
+            room_id, user_id, name, avatar, push_url = row
             members.setdefault(room_id, []).append(MemberInfo(user_id, name, avatar, push_url))
         audiences: dict[str, list[Audience]] = {}
-        for room_id, user_id, user_info in self._db.execute(
+        for row in self._db.execute(
             "SELECT room_id, user_id, user_info FROM audiences WHERE kind = ? ORDER BY seq", (kind,)
         ):
+            if not _all_text(row):
+                left_out["audiences"] += 1
+                continue
+            room_id, user_id, user_info = row
             audiences.setdefault(room_id, []).append(Audience(user_id, user_info))
         custom: dict[str, list[tuple[str, str | int]]] = {}
         for room_id, name, value in self._db.execute(
             "SELECT room_id, name, value FROM custom_fields WHERE kind = ? ORDER BY seq", (kind,)
         ):
+            if not _all_text((room_id, name)) or not (_all_text((value,)) or type(value) is int):
+                left_out["custom fields"] += 1
+                continue
             custom.setdefault(room_id, []).append((name, value))
+        sound_rooms = [row for row in rooms if _all_text(row[:3])]
+        if len(sound_rooms) < len(rooms):
+            left_out["rooms"] += len(rooms) - len(sound_rooms)
+        if left_out:
+            self.log.warning(
+                "left out of the {} rooms restored, as roomd never writes them so: {}",
+                kind,
+                ", ".join(f"{count} {what}" for what, count in left_out.items()),
+            )
         return [
             SavedRoom(
                 r,
@@ -247,7 +271,7 @@ class SqliteStore:
                 audiences=tuple(audiences.get(r, ())),
                 custom=tuple(custom.get(r, ())),
             )
-            for r, c, i, closing in rooms
+            for r, c, i, closing in sound_rooms
         ]
 
     def load_outbox(self) -> list[OutboxRow]:
@@ -448,3 +472,7 @@ def _on_disk(error: Exception) -> bool:
         sqlite3.InternalError,
     )
     return isinstance(error, OSError) or (isinstance(error, sqlite3.DatabaseError) and not isinstance(error, refused))
+
+
+def _all_text(values: tuple[object, ...]) -> bool:
+    return all(type(value) is str for value in values)
