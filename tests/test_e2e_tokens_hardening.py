@@ -114,7 +114,7 @@ async def test_a_corrupt_secret_stops_the_start_instead_of_becoming_the_key(tmp_
         assert secret_path.read_bytes() == corrupt  # left for the operator to look at
 
 
-async def test_revoked_tokens_that_is_not_a_readable_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
+async def test_a_token_file_that_is_not_a_regular_file_stops_the_start_with_one_line(tmp_path: Path) -> None:
     revoked = tmp_path / "data" / "revoked_tokens"
     revoked.mkdir(parents=True)
     failed = await failing_roomd(tmp_path, **ENV)
@@ -126,6 +126,13 @@ async def test_revoked_tokens_that_is_not_a_readable_file_stops_the_start_with_o
     os.mkfifo(revoked)  # would block a start that opened it
     failed = await failing_roomd(tmp_path, **ENV)
     assert failed.returncode == 2 and len(failed.output) == 1 and "not a regular file" in failed.output[0]
+    revoked.unlink()
+    (tmp_path / "data" / "token_secret").unlink()  # made by the first start
+    os.mkfifo(tmp_path / "data" / "token_secret")
+    failed = await failing_roomd(tmp_path, **ENV)
+    assert failed.output == [
+        "roomd: the token secret data/token_secret is not a regular file; remove it to make a new one"
+    ]
 
 
 async def test_a_logout_the_disk_refused_is_written_once_it_has_room_and_holds_after_a_restart(

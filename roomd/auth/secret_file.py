@@ -53,6 +53,8 @@ def ensure_secret(path: Path) -> bytes:
 def read_secret(path: Path) -> bytes:
     """The secret in `path`; FileNotFoundError if there is none, SecretFileError if it is unusable."""
     try:
+        if path.exists() and not path.is_file():  # a directory, or a FIFO whose read would never end
+            raise SecretFileError(f"the token secret {path} is not a regular file; remove it to make a new one")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise
