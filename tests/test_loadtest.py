@@ -20,6 +20,7 @@ from roomd.loadtest.driver import LoadSettings, Session, plan_members, pool_size
 from roomd.loadtest.http import HttpPool
 from roomd.loadtest.stats import LoadStats
 from tests.browser import artifacts, headless_chromium
+from tests.loopback_http import FakeReply, FakeRequest, serve_loopback
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess, running_roomd
 
@@ -254,3 +255,32 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     shown = " ".join(capsys.readouterr().out.split())  # the help wraps its lines
     for option, default in (("--churn", "0.0"), ("--heartbeat", "5.0"), ("--rooms", "10")):
         assert option in shown and f"(default: {default})" in shown, option
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        FakeReply(200, {"code": 0}),  # a success without the fields the driver goes on from
+        FakeReply(200, {}, text=b"[" * 100_000 + b"]" * 100_000),  # deeper than JSON can be read
+        FakeReply(200, {}, text=b'["code", 0]'),  # not an object
+    ],
+    ids=["code-0-alone", "nested", "a-list"],
+)
+async def test_a_server_answering_oddly_is_reported_and_fails_the_run_without_a_crash(
+    tmp_path: Path, answer: FakeReply
+) -> None:
+    async def odd(request: FakeRequest) -> FakeReply | None:
+        return answer
+
+    report_file = tmp_path / "report.json"
+    async with trio.open_nursery() as nursery:
+        server = await serve_loopback(nursery, odd)
+        result = await _roomd_load(
+            [server.base_url], report_file, "--rooms", "2", "--members", "2", "--duration", "2", "--ramp", "0.5"
+        )
+        nursery.cancel_scope.cancel()
+    output = (result.stdout + result.stderr).decode()
+    assert "Traceback" not in output, output[-3000:]
+    assert result.returncode == 1, output[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["transport_failure_examples"], report

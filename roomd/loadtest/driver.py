@@ -77,8 +77,22 @@ class Session:
             self.stats.transport_errors.append(f"{self.url} {endpoint}: {error}")
             return None, started
         at = trio.current_time() - self.stats.clock_zero
+        missing = [name for name in self._expected(endpoint) if not isinstance(reply.get(name), str)]
+        if reply.get("code") == 0 and missing:  # a success the driver could not go on from
+            self.stats.record(endpoint, self.url, seconds, "malformed", at=at)
+            self.stats.transport_errors.append(f"{self.url} {endpoint}: code 0 without {', '.join(missing)}")
+            return None, started
         self.stats.record(endpoint, self.url, seconds, str(reply.get("code")), at=at)
         return reply, trio.current_time() - seconds
+
+    def _expected(self, endpoint: str) -> tuple[str, ...]:
+        """The string fields the driver reads from a code-0 reply of `endpoint`."""
+        if endpoint == "get_im_login_info":
+            return ("userID", "token") if self.settings.token else ("userID",)
+        return EXPECTED_FIELDS.get(endpoint, ())
+
+
+EXPECTED_FIELDS = {"get_push_url": ("pushURL",), "create_room": ("roomID",)}
 
 
 @dataclass

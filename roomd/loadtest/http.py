@@ -101,9 +101,12 @@ class HttpPool:
             status, data = await self._exchange(target, payload)
             elapsed = trio.current_time() - started
         try:
-            return status, json.loads(data), elapsed
-        except ValueError:
+            reply = json.loads(data)
+        except (ValueError, RecursionError):
             raise TransportError(f"HTTP {status} with a body that is not JSON") from None
+        if not isinstance(reply, dict):
+            raise TransportError(f"HTTP {status} with a body that is not a JSON object")
+        return status, reply, elapsed
 
     async def _exchange(self, target: str, payload: bytes) -> tuple[int, bytes]:
         connection = self._reusable_connection()

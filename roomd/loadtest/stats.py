@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+FAILURE_CODES = frozenset({"transport", "malformed"})
+
 
 def percentile(ordered: list[float], fraction: float) -> float:
     if not ordered:
@@ -108,7 +110,9 @@ class LoadStats:
 
     @property
     def failures(self) -> int:
-        return sum(n for s in self.endpoints.values() for code, n in s.codes.items() if code == "transport")
+        """Requests without a usable reply: no HTTP answer, a body that is not a JSON object, or a
+        success missing what the driver goes on from ("malformed")."""
+        return sum(n for s in self.endpoints.values() for code, n in s.codes.items() if code in FAILURE_CODES)
 
     def report(self, elapsed: float, settings: dict[str, Any]) -> dict[str, Any]:
         return {
