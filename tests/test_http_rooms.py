@@ -9,10 +9,11 @@ import pytest
 import trio
 from loguru import logger
 
+from roomd.config import Settings
 from roomd.qcloud.usersig import Verified
 from tests.bodies import member_fields
-from tests.conftest import Api, make_settings, open_roomd
-from tests.loopback_http import FakeReply, FakeRequest, serve_loopback
+from tests.conftest import Api, Reply, make_settings, open_roomd
+from tests.loopback_http import FakeReply, FakeRequest, Handler, serve_loopback
 
 
 async def test_seed_era_create_makes_creator_the_first_member(api: Api) -> None:
@@ -221,29 +222,36 @@ async def test_a_refused_creation_spends_no_creation_allowance() -> None:
         assert made[3].status == 429 and "client 127.0.0.1 creates rooms faster" in made[3].body["detail"]
 
 
-async def test_a_wechat_lookup_is_bounded_by_the_request_deadline() -> None:
-    async def never_answers(request: FakeRequest) -> FakeReply | None:
-        await trio.sleep_forever()
+def wechat_settings(base_url: str, **env: str) -> Settings:
+    return make_settings(
+        ROOMD_WECHAT__APP_ID="wx-app", ROOMD_WECHAT__APP_SECRET="wx-secret", ROOMD_WECHAT__BASE_URL=base_url, **env
+    )
 
+
+async def weixin_login(wechat: Handler, **env: str) -> tuple[Reply, float, list[str]]:
+    """get_im_login_info with a WeChat code, WeChat being `wechat`: the reply, its seconds, the warnings."""
     warnings: list[str] = []
     sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
     try:
         async with trio.open_nursery() as nursery:
-            wechat = await serve_loopback(nursery, never_answers)
-            settings = make_settings(
-                ROOMD_WECHAT__APP_ID="wx-app",
-                ROOMD_WECHAT__APP_SECRET="wx-secret",
-                ROOMD_WECHAT__BASE_URL=wechat.base_url,
-                ROOMD_IM__TIMEOUT="0.2",
-                ROOMD_SERVER__CALL_TIMEOUT="1",
-            )
-            async with open_roomd(settings) as api:
+            server = await serve_loopback(nursery, wechat)
+            async with open_roomd(wechat_settings(server.base_url, **env)) as api:
                 started = trio.current_time()
-                reply = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "slow-code"})
+                reply = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "c"})
                 seconds = trio.current_time() - started
             nursery.cancel_scope.cancel()
     finally:
         logger.remove(sink)
+    return reply, seconds, warnings
+
+
+async def test_a_wechat_lookup_is_bounded_by_the_request_deadline() -> None:
+    async def never_answers(request: FakeRequest) -> FakeReply | None:
+        await trio.sleep_forever()
+
+    reply, seconds, warnings = await weixin_login(
+        never_answers, ROOMD_IM__TIMEOUT="0.2", ROOMD_SERVER__CALL_TIMEOUT="1"
+    )
     assert reply.code == 0 and reply.body["userID"].startswith("weixin_")
     assert 0.9 < seconds < 3  # the call_timeout, not the lookup's own 5 s
     assert "jscode2session did not answer by the request's deadline; using a random userID" in warnings
@@ -262,21 +270,7 @@ async def test_a_wechat_reply_of_any_shape_or_size_falls_back_to_a_random_user_i
     async def answer(request: FakeRequest) -> FakeReply | None:
         return reply
 
-    warnings: list[str] = []
-    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
-    try:
-        async with trio.open_nursery() as nursery:
-            wechat = await serve_loopback(nursery, answer)
-            settings = make_settings(
-                ROOMD_WECHAT__APP_ID="wx-app",
-                ROOMD_WECHAT__APP_SECRET="wx-secret",
-                ROOMD_WECHAT__BASE_URL=wechat.base_url,
-            )
-            async with open_roomd(settings) as api:
-                answered = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "c"})
-            nursery.cancel_scope.cancel()
-    finally:
-        logger.remove(sink)
+    answered, _, warnings = await weixin_login(answer)
     assert answered.code == 0 and answered.body["userID"].startswith("weixin_")
     [warning] = [w for w in warnings if "jscode2session" in w]
     assert warning.endswith("using a random userID") and len(warning) < 500
@@ -293,10 +287,7 @@ async def test_a_wechat_reply_trickled_past_its_5_s_is_cut_off_there(autojump_cl
     async with trio.open_nursery() as nursery:
         [listener] = await nursery.start(partial(trio.serve_tcp, trickle, 0, host="127.0.0.1"))
         base_url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
-        settings = make_settings(
-            ROOMD_WECHAT__APP_ID="wx-app", ROOMD_WECHAT__APP_SECRET="wx-secret", ROOMD_WECHAT__BASE_URL=base_url
-        )
-        async with open_roomd(settings) as api:
+        async with open_roomd(wechat_settings(base_url)) as api:
             started = trio.current_time()
             answered = await api.post("get_im_login_info", {"userIDPrefix": "weixin", "code": "c"})
             assert trio.current_time() - started == pytest.approx(5, abs=0.6)

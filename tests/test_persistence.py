@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,13 +105,30 @@ async def test_heartbeats_are_never_written(tmp_path: Path) -> None:
         assert store.changes_written == written  # type: ignore[attr-defined]
 
 
-async def test_rows_roomd_never_writes_are_left_out_of_a_restore_and_said_so(tmp_path: Path) -> None:
-    settings = persistent(tmp_path)
+async def saved_room(settings: Settings, *guests: str) -> str:
+    """A room of alice and `guests`, saved by a run of roomd that has ended; its roomID."""
     async with open_room_system(settings) as system:
         directory = system.directory("multi_room")
         assert directory is not None
         room = await create(directory, "alice")
-        await directory.call_room(room, Join(member("bob")))
+        for guest in guests:
+            await directory.call_room(room, Join(member(guest)))
+    return room
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING")
+    yield lines
+    logger.remove(sink)
+
+
+async def test_rows_roomd_never_writes_are_left_out_of_a_restore_and_said_so(
+    tmp_path: Path, warnings: list[str]
+) -> None:
+    settings = persistent(tmp_path)
+    room = await saved_room(settings, "bob")
     with sqlite3.connect(tmp_path / "data" / STORE_FILE) as db:  # what another program could leave there
         db.execute("UPDATE members SET user_avatar = ? WHERE user_id = 'bob'", (b"\x00bytes",))
         db.execute(
@@ -118,39 +136,25 @@ async def test_rows_roomd_never_writes_are_left_out_of_a_restore_and_said_so(tmp
             "('multi_room', ?, 'half', 1.5, 1000), ('multi_room', ?, 'count', 7, 1001)",
             (room, room),
         )
-    warnings: list[str] = []
-    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
-    try:
-        async with open_room_system(settings) as system:
-            directory = system.directory("multi_room")
-            assert directory is not None
-            assert await members_of(directory, room) == ["alice"]  # bob's row cannot be served
-            snapshot = (await directory.call_room(room, GetRoom())).value  # type: ignore[union-attr]
-            assert dict(snapshot.custom) == {"count": 7}
-    finally:
-        logger.remove(sink)
+    async with open_room_system(settings) as system:
+        directory = system.directory("multi_room")
+        assert directory is not None
+        assert await members_of(directory, room) == ["alice"]  # bob's row cannot be served
+        snapshot = (await directory.call_room(room, GetRoom())).value  # type: ignore[union-attr]
+        assert dict(snapshot.custom) == {"count": 7}
     assert (
         "left out of the multi_room rooms restored, as roomd never writes them so: 1 members, 1 custom fields"
         in warnings
     )
 
 
-async def test_a_room_restored_over_a_lowered_max_members_keeps_them_and_takes_nobody_more(tmp_path: Path) -> None:
-    async with open_room_system(persistent(tmp_path)) as system:
+async def test_a_room_restored_over_a_lowered_max_members_keeps_them_and_takes_nobody_more(
+    tmp_path: Path, warnings: list[str]
+) -> None:
+    room = await saved_room(persistent(tmp_path), "bob", "carol")
+    async with open_room_system(persistent(tmp_path, max_members=2)) as system:
         directory = system.directory("multi_room")
         assert directory is not None
-        room = await create(directory, "alice")
-        for name in ("bob", "carol"):
-            await directory.call_room(room, Join(member(name)))
-    warnings: list[str] = []
-    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
-    try:
-        async with open_room_system(persistent(tmp_path, max_members=2)) as system:
-            directory = system.directory("multi_room")
-            assert directory is not None
-            assert await members_of(directory, room) == ["alice", "bob", "carol"]
-            refused = await directory.call_room(room, Join(member("dave")))
-            assert not isinstance(refused, Ok)
-    finally:
-        logger.remove(sink)
+        assert await members_of(directory, room) == ["alice", "bob", "carol"]
+        assert not isinstance(await directory.call_room(room, Join(member("dave"))), Ok)
     assert any("room restored over its kind's limits (max_members=2" in w for w in warnings)
