@@ -144,9 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return CANNOT_START
     data_dir_lock: DataDirLock | None = None
-    if args.node_index is not None:
+    if args.node_index is not None:  # a node of --workers: its supervisor holds the lock and made the secret
         stop_with_the_supervisor()
-    if args.node_index is None:  # a node of --workers: its supervisor holds the lock and made the secret
+    else:
         try:
             data_dir_lock = _prepare_data_dir(settings)
         except (DataDirUnavailable, SecretFileError) as e:

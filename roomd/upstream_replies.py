@@ -11,9 +11,10 @@ text from it (to a client's `detail` or to a log line).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # the protocol modules (roomd.qcloud) use the rest without loading an HTTP client
+    import httpx
 
 MAX_REPLY_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 200

@@ -455,10 +455,7 @@ class LinkClient:
                     )
             if request_id not in self._unanswered:
                 return _busy(f"{MAX_CALLS_IN_FLIGHT} calls on the link were unanswered until the deadline")
-            if self._link.closed_because is not None:
-                self._answered(request_id)
-                return _busy(f"down ({self._link.closed_because})")
-            if not self._link.offer(frame):
+            if not self._link.offer(frame):  # full, or closed while it waited for a slot
                 self._answered(request_id)
                 if self._link.closed_because is not None:
                     return _busy(f"down ({self._link.closed_because})")

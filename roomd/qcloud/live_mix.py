@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from roomd import upstream_replies
+
 PATH = "/common_access"
 INTERFACE = "mix_streamv2.start_mix_stream_advanced"
 SIGN_VALIDITY = 60  # seconds: t = now + this
 CONTENT_TYPE = "application/x-www-form-urlencoded"
-MAX_REPLY_BYTES = 64 * 1024  # a longer reply is not read to its end, and judged a failure
+MAX_REPLY_BYTES = upstream_replies.MAX_REPLY_BYTES  # a longer reply is not read to its end, and judged a failure
 
 
 def mix_sign(api_key: str, t: int) -> str:
@@ -69,7 +71,7 @@ def parse_mix_reply(status: int, content: bytes) -> MixReply:
     """An HTTP 200 answer whose body is a JSON object is Tencent's result; anything else is a failure."""
     if status != 200:
         return MixReply(None, f"the mixing API answered HTTP {status}")
-    if len(content) > MAX_REPLY_BYTES:
+    if upstream_replies.too_large(content):
         return MixReply(None, f"the mixing API's reply is larger than {MAX_REPLY_BYTES} bytes")
     try:
         result = strict_json(content)

@@ -20,7 +20,7 @@ from loguru import logger
 
 from roomd import upstream_replies
 from roomd.config import LiveSettings
-from roomd.qcloud.live_mix import CONTENT_TYPE, MAX_REPLY_BYTES, MixReply, mix_query, mix_url, parse_mix_reply
+from roomd.qcloud.live_mix import CONTENT_TYPE, MixReply, mix_query, mix_url, parse_mix_reply
 
 MAX_CONCURRENT_CALLS = 16  # mixing calls in flight at once; more wait for a slot, within their deadline
 MAX_ATTEMPTS = 3  # the first and at most two retries, after transport errors only
@@ -96,7 +96,7 @@ class StreamMixer:
                 timeout=self._settings.api_timeout,
             ) as response:
                 try:
-                    content = await upstream_replies.read_at_most(response, MAX_REPLY_BYTES + 1)
+                    content = await upstream_replies.read_at_most(response)
                 except httpx.HTTPError as error:
                     return MixReply(None, f"the mixing API's reply broke off ({_describe(error, secrets)})"), False
                 return parse_mix_reply(response.status_code, content), False
